@@ -1,0 +1,27 @@
+//! Records the compiler and the source revision the binary was built from, for the
+//! environment section of every result.
+use std::process::Command;
+
+fn run(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = run(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=HARNESS_RUSTC={version}");
+    let commit = run("git", &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"])
+        .map(|s| (!s.is_empty()).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=HARNESS_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=HARNESS_GIT_DIRTY={dirty}");
+    if let Some(git_dir) = run("git", &["rev-parse", "--absolute-git-dir"]) {
+        println!("cargo:rerun-if-changed={git_dir}/HEAD");
+        println!("cargo:rerun-if-changed={git_dir}/index");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+}

@@ -1,0 +1,134 @@
+//! Command-line arguments, turned into typed options before any work starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Load one model into several inference runtimes, check they agree, measure them fairly"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Measure a model in every selected runtime and compare them
+    Compare(CompareArgs),
+    /// Show every runtime and whether it can run here
+    List(ListArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeName {
+    Ort,
+    Tract,
+    Candle,
+    Null,
+}
+
+impl RuntimeName {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuntimeName::Ort => "ort",
+            RuntimeName::Tract => "tract",
+            RuntimeName::Candle => "candle",
+            RuntimeName::Null => "null",
+        }
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 3s, 2m)"))
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Model folder (model.onnx; model.safetensors + config.json for candle) or a .onnx file
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Runtimes to measure, comma-separated
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ort,tract,candle"
+    )]
+    pub runtimes: Vec<RuntimeName>,
+    /// Batch sizes (the symbolic batch dim), comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = positive)]
+    pub batch: Vec<usize>,
+    /// Sequence lengths (the symbolic sequence dim), comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = positive)]
+    pub seq: Vec<usize>,
+    /// Exact shape of one input, NAME=D0xD1... (repeatable); overrides --batch/--seq for it
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    pub shapes: Vec<String>,
+    /// Compute threads per runtime, comma-separated [default: all logical CPUs]
+    #[arg(long, value_delimiter = ',', value_parser = positive)]
+    pub threads: Vec<usize>,
+    /// Warm-up iterations (warm-up lasts until both these and --warmup-time are done)
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub warmup_time: Duration,
+    /// A scenario runs at least this long...
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    pub min_time: Duration,
+    /// ...and collects at least this many samples...
+    #[arg(long, default_value_t = 30)]
+    pub min_samples: u64,
+    /// ...unless this much time has passed
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub max_time: Duration,
+    /// Seed for the generated inputs
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Parity: absolute tolerance
+    #[arg(long, default_value_t = 1e-4)]
+    pub atol: f64,
+    /// Parity: relative tolerance
+    #[arg(long, default_value_t = 1e-4)]
+    pub rtol: f64,
+    /// ONNX Runtime shared library (else ORT_DYLIB_PATH, the onnxruntime Python package, system folders)
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Results folder [default: results/<UTC timestamp>]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Pin the measuring thread to this CPU
+    #[arg(long, default_value_t = 0, conflicts_with = "no_pin")]
+    pub pin_cpu: usize,
+    /// Do not pin the measuring thread
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Skip measuring the harness's own overhead
+    #[arg(long)]
+    pub no_overhead: bool,
+    /// Print results.json on stdout, and nothing else there
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// ONNX Runtime shared library to check
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}

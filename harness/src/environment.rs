@@ -1,0 +1,110 @@
+//! The environment recorded with every result: machine, OS, compiler, source revision,
+//! runtime versions and the exact command line.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Environment {
+    pub hostname: String,
+    pub cpu_model: String,
+    pub logical_cpus: usize,
+    /// Vector/matrix extensions the runtimes may use.
+    pub cpu_flags: Vec<String>,
+    pub memory_total_bytes: Option<u64>,
+    pub os: String,
+    pub kernel: String,
+    pub cpu_governor: String,
+    pub rustc: String,
+    pub harness_version: String,
+    pub git_commit: String,
+    pub git_dirty: String,
+    pub command_line: Vec<String>,
+    pub runtime_versions: Vec<RuntimeVersion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeVersion {
+    pub runtime: String,
+    pub version: Option<String>,
+    pub detail: String,
+}
+
+const INTERESTING_FLAGS: &[&str] = &[
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "asimd",
+];
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+impl Environment {
+    pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
+        let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
+        let field = |key: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let flags: Vec<String> = field("flags")
+            .or_else(|| field("Features"))
+            .map(|f| {
+                f.split_whitespace()
+                    .filter(|x| INTERESTING_FLAGS.contains(x))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let memory_total_bytes = read("/proc/meminfo").and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        });
+        let os = read("/etc/os-release")
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::OS.to_string());
+        Environment {
+            hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
+            cpu_model: field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+            logical_cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cpu_flags: flags,
+            memory_total_bytes,
+            os,
+            kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
+            cpu_governor: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+                .unwrap_or_else(|| "unavailable (no cpufreq)".into()),
+            rustc: env!("HARNESS_RUSTC").to_string(),
+            harness_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: env!("HARNESS_GIT_COMMIT").to_string(),
+            git_dirty: env!("HARNESS_GIT_DIRTY").to_string(),
+            command_line: std::env::args().collect(),
+            runtime_versions,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The harness: scenarios, measurement, statistics, parity and reports over the runtimes of
+//! the `runtimes` crate. `main` only parses arguments and calls [`run`].
+
+pub mod cli;
+pub mod compare;
+pub mod environment;
+pub mod inputs;
+pub mod measure;
+pub mod parity;
+pub mod results;
+pub mod stats;
+
+use std::io::Write;
+
+use anyhow::Context;
+use runtimes::{Availability, LoadOptions};
+
+use cli::{Cli, Command, CompareArgs, ListArgs};
+use compare::{CompareError, CompareOptions};
+
+/// Exit status: 0 all measured and in parity; 1 some runtime failed or disagreed (results
+/// written); 2 bad input, nothing measured.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Compare(a) => run_compare(a),
+        Command::List(a) => run_list(a),
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("{msg}");
+}
+
+fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
+    let shapes = a
+        .shapes
+        .iter()
+        .map(|s| inputs::parse_shape_arg(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let threads = if a.threads.is_empty() {
+        vec![std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)]
+    } else {
+        a.threads.clone()
+    };
+    let out = a.out.clone().unwrap_or_else(compare::default_out_dir);
+    let opts = CompareOptions {
+        model: a.model.clone(),
+        runtimes: a.runtimes.iter().map(|r| r.as_str().to_string()).collect(),
+        batches: a.batch.clone(),
+        seqs: a.seq.clone(),
+        shapes,
+        threads,
+        measure: measure::MeasureConfig {
+            warmup_iters: a.warmup,
+            warmup_time: a.warmup_time,
+            min_time: a.min_time,
+            min_samples: a.min_samples,
+            max_time: a.max_time.max(a.min_time),
+            ..Default::default()
+        },
+        seed: a.seed,
+        tolerance: parity::Tolerance {
+            atol: a.atol,
+            rtol: a.rtol,
+        },
+        ort_lib: a.ort_lib.clone(),
+        out: out.clone(),
+        pin_cpu: (!a.no_pin).then_some(a.pin_cpu),
+        overhead: !a.no_overhead,
+    };
+    let results = match compare::compare(&opts, &progress) {
+        Ok(r) => r,
+        Err(e @ CompareError::Write { .. }) => return Err(e.into()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut stdout, &results)?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", results::to_table(&results))?;
+        writeln!(stdout, "results: {}", out.display())?;
+    }
+    stdout.flush().context("writing to stdout")?;
+    Ok(if results.scenarios.iter().any(|s| s.is_problem()) {
+        1
+    } else {
+        0
+    })
+}
+
+fn run_list(a: ListArgs) -> anyhow::Result<i32> {
+    let opts = LoadOptions {
+        ort_lib: a.ort_lib.clone(),
+        ..LoadOptions::default()
+    };
+    let rows: Vec<(String, Availability)> = runtimes::all()
+        .iter()
+        .map(|r| (r.name().to_string(), r.check(&opts)))
+        .collect();
+    let mut stdout = std::io::stdout().lock();
+    if a.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(n, av)| {
+                let mut v = serde_json::to_value(av).unwrap_or_default();
+                v["runtime"] = serde_json::Value::String(n.clone());
+                v["device"] = serde_json::Value::String("cpu".into());
+                v
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut stdout, &v)?;
+        writeln!(stdout)?;
+    } else {
+        for (n, av) in &rows {
+            match av {
+                Availability::Ready { detail, .. } => {
+                    writeln!(stdout, "{n:<7} cpu  ready      {detail}")?
+                }
+                Availability::Unavailable { reason } => {
+                    writeln!(stdout, "{n:<7} cpu  unavailable  {reason}")?
+                }
+            }
+        }
+    }
+    Ok(0)
+}

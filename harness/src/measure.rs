@@ -1,0 +1,195 @@
+//! The closed-loop, single-stream measurement of one prepared model: first inference,
+//! warm-up, then timed iterations until both the minimum time and the minimum sample count
+//! hold, capped by the maximum time. Only `Loaded::run` sits between the two clock reads.
+//! Returns data; never prints.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use runtimes::{Loaded, RuntimeError};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::LatencyStats;
+
+/// A monotonic nanosecond clock. Tests substitute one that a fake runtime advances, so the
+/// statistics can be checked against exact truth.
+pub trait Clock {
+    fn now_ns(&self) -> u64;
+}
+
+pub struct MonotonicClock {
+    start: Instant,
+}
+
+impl MonotonicClock {
+    pub fn new() -> MonotonicClock {
+        MonotonicClock {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MeasureConfig {
+    /// Warm-up ends when both the iteration count and the time are reached.
+    pub warmup_iters: u64,
+    pub warmup_time: Duration,
+    pub min_time: Duration,
+    pub min_samples: u64,
+    pub max_time: Duration,
+    /// A scenario stops, marked failed, after this many failed inferences in a row.
+    pub max_consecutive_failures: u64,
+}
+
+impl Default for MeasureConfig {
+    fn default() -> Self {
+        MeasureConfig {
+            warmup_iters: 3,
+            warmup_time: Duration::from_secs(1),
+            min_time: Duration::from_secs(3),
+            min_samples: 30,
+            max_time: Duration::from_secs(60),
+            max_consecutive_failures: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// Both the minimum time and the minimum sample count were reached.
+    MinimaMet,
+    /// The maximum time ran out first.
+    MaxTime,
+    /// Too many consecutive failures.
+    Failures,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    pub first_inference_ms: f64,
+    pub warmup_iterations: u64,
+    pub warmup_ms: f64,
+    pub latency: LatencyStats,
+    /// Wall time of the measured window (first timed start to last timed end).
+    pub window_s: f64,
+    /// Completed (successful) iterations in the window.
+    pub iterations: u64,
+    pub failures: u64,
+    pub failure_kinds: BTreeMap<String, u64>,
+    pub stop_reason: StopReason,
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Measures `model`, which must already be prepared. The first inference failing is an
+/// error (nothing can be measured); later failures are counted and shown.
+pub fn measure(
+    model: &mut dyn Loaded,
+    clock: &dyn Clock,
+    cfg: &MeasureConfig,
+) -> Result<Measurement, RuntimeError> {
+    let t0 = clock.now_ns();
+    model.run()?;
+    let first_ns = clock.now_ns() - t0;
+
+    let mut failure_kinds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failures = 0u64;
+    let mut consecutive = 0u64;
+    let mut fail = |e: RuntimeError, consecutive: &mut u64| {
+        failures += 1;
+        *consecutive += 1;
+        *failure_kinds.entry(e.kind().to_string()).or_default() += 1;
+    };
+
+    let warm_start = clock.now_ns();
+    let warm_time = cfg.warmup_time.as_nanos() as u64;
+    let max_ns = cfg.max_time.as_nanos() as u64;
+    let mut warm_iters = 0u64;
+    loop {
+        let elapsed = clock.now_ns() - warm_start;
+        if (warm_iters >= cfg.warmup_iters && elapsed >= warm_time) || elapsed >= max_ns {
+            break;
+        }
+        match model.run() {
+            Ok(()) => consecutive = 0,
+            Err(e) => {
+                fail(e, &mut consecutive);
+                if consecutive >= cfg.max_consecutive_failures {
+                    break;
+                }
+            }
+        }
+        warm_iters += 1;
+    }
+    let warm_ns = clock.now_ns() - warm_start;
+
+    let min_ns = cfg.min_time.as_nanos() as u64;
+    let mut samples: Vec<u64> = Vec::with_capacity(cfg.min_samples.min(1 << 20) as usize);
+    let start = clock.now_ns();
+    let mut end = start;
+    let stop_reason = if consecutive >= cfg.max_consecutive_failures {
+        StopReason::Failures
+    } else {
+        loop {
+            let a = clock.now_ns();
+            let r = model.run();
+            let b = clock.now_ns();
+            end = b;
+            match r {
+                Ok(()) => {
+                    samples.push(b - a);
+                    consecutive = 0;
+                }
+                Err(e) => {
+                    fail(e, &mut consecutive);
+                    if consecutive >= cfg.max_consecutive_failures {
+                        break StopReason::Failures;
+                    }
+                }
+            }
+            let elapsed = b - start;
+            if elapsed >= min_ns && samples.len() as u64 >= cfg.min_samples {
+                break StopReason::MinimaMet;
+            }
+            if elapsed >= max_ns {
+                break StopReason::MaxTime;
+            }
+        }
+    };
+    Ok(Measurement {
+        first_inference_ms: ms(first_ns),
+        warmup_iterations: warm_iters,
+        warmup_ms: ms(warm_ns),
+        iterations: samples.len() as u64,
+        latency: LatencyStats::from_samples(&samples),
+        window_s: (end - start) as f64 / 1e9,
+        failures,
+        failure_kinds,
+        stop_reason,
+    })
+}
+
+/// Items per second: completed inferences times the batch, over the measured window.
+pub fn throughput(m: &Measurement, batch: usize) -> f64 {
+    if m.window_s > 0.0 {
+        (m.iterations * batch as u64) as f64 / m.window_s
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,442 @@
+//! The results schema (versioned) and its presenters: `results.json`, `results.csv`,
+//! `summary.md` and the terminal table. Presenters only format what was measured.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use runtimes::TensorSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::environment::Environment;
+use crate::measure::Measurement;
+use crate::parity::{Parity, ParityStatus, Tolerance};
+
+pub const SCHEMA: &str = "harness-results";
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The CSV columns, in order. The first fifteen are the stable core; more may be appended.
+pub const CSV_COLUMNS: &[&str] = &[
+    "runtime",
+    "device",
+    "variant",
+    "batch",
+    "seq",
+    "threads",
+    "concurrency",
+    "samples",
+    "mean_ms",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "p999_ms",
+    "throughput_per_s",
+    "parity",
+    "status",
+    "stddev_ms",
+    "min_ms",
+    "max_ms",
+    "load_ms",
+    "prepare_ms",
+    "first_inference_ms",
+    "max_abs_diff",
+    "max_rel_diff",
+    "cosine",
+    "failures",
+    "low_sample_percentiles",
+    "error",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: String,
+    pub schema_version: u32,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub environment: Environment,
+    pub model: ModelSummary,
+    pub settings: Settings,
+    pub harness_overhead: Option<Overhead>,
+    pub runtimes: Vec<RuntimeStatus>,
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub path: PathBuf,
+    pub name: String,
+    pub onnx: Option<PathBuf>,
+    pub safetensors: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub spec_source: String,
+    pub onnx_error: Option<String>,
+    pub model_type: Option<String>,
+    pub vocab_size: Option<usize>,
+    pub max_positions: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub mode: String,
+    pub seed: u64,
+    pub warmup_iterations: u64,
+    pub warmup_time_s: f64,
+    pub min_time_s: f64,
+    pub min_samples: u64,
+    pub max_time_s: f64,
+    pub tolerance: Tolerance,
+    pub reference_preference: String,
+    pub pinning: String,
+    pub percentile_definition: String,
+}
+
+/// The harness's own cost per iteration, measured with the null runtime.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Overhead {
+    pub samples: u64,
+    pub p50_ns: f64,
+    pub mean_ns: f64,
+    pub p99_ns: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeStatus {
+    pub name: String,
+    pub ready: bool,
+    pub version: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScenarioStatus {
+    /// Measured.
+    Ok,
+    /// Measured, but inferences failed along the way (see failures).
+    Failed,
+    /// Could not be measured at all (see error).
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub id: String,
+    pub runtime: String,
+    pub device: String,
+    pub variant: String,
+    pub batch: usize,
+    pub seq: Option<usize>,
+    pub shapes: BTreeMap<String, Vec<usize>>,
+    pub threads: usize,
+    pub concurrency: usize,
+    pub mode: String,
+    pub status: ScenarioStatus,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+    pub applied: BTreeMap<String, String>,
+    pub load_ms: Option<f64>,
+    pub prepare_ms: Option<f64>,
+    pub measurement: Option<Measurement>,
+    pub throughput_per_s: Option<f64>,
+    pub parity: Parity,
+}
+
+impl ScenarioResult {
+    pub fn parity_label(&self) -> &'static str {
+        match self.status {
+            ScenarioStatus::Error => "ERROR",
+            _ => self.parity.status.label(),
+        }
+    }
+
+    /// Whether this row counts as a problem for the exit status.
+    pub fn is_problem(&self) -> bool {
+        self.status != ScenarioStatus::Ok || self.parity.status == ParityStatus::Fail
+    }
+}
+
+fn f(x: f64, digits: usize) -> String {
+    format!("{x:.digits$}")
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn to_csv(r: &Results) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push('\n');
+    for s in &r.scenarios {
+        let m = s.measurement.as_ref();
+        let l = m.map(|m| &m.latency);
+        let opt = |x: Option<f64>, d: usize| x.map(|v| f(v, d)).unwrap_or_default();
+        let row: Vec<String> = vec![
+            s.runtime.clone(),
+            s.device.clone(),
+            s.variant.clone(),
+            s.batch.to_string(),
+            s.seq.map(|x| x.to_string()).unwrap_or_default(),
+            s.threads.to_string(),
+            s.concurrency.to_string(),
+            l.map(|l| l.samples.to_string())
+                .unwrap_or_else(|| "0".into()),
+            opt(l.map(|l| l.mean_ms), 4),
+            opt(l.map(|l| l.p50_ms), 4),
+            opt(l.map(|l| l.p90_ms), 4),
+            opt(l.map(|l| l.p99_ms), 4),
+            opt(l.map(|l| l.p999_ms), 4),
+            opt(s.throughput_per_s, 3),
+            s.parity_label().to_string(),
+            format!("{:?}", s.status).to_lowercase(),
+            opt(l.map(|l| l.stddev_ms), 4),
+            opt(l.map(|l| l.min_ms), 4),
+            opt(l.map(|l| l.max_ms), 4),
+            opt(s.load_ms, 2),
+            opt(s.prepare_ms, 2),
+            opt(m.map(|m| m.first_inference_ms), 3),
+            s.parity
+                .max_abs_diff
+                .map(|x| format!("{x:e}"))
+                .unwrap_or_default(),
+            s.parity
+                .max_rel_diff
+                .map(|x| format!("{x:e}"))
+                .unwrap_or_default(),
+            s.parity
+                .min_cosine
+                .map(|x| format!("{x:.8}"))
+                .unwrap_or_default(),
+            m.map(|m| m.failures.to_string()).unwrap_or_default(),
+            l.map(|l| l.low_sample_percentiles.join(" "))
+                .unwrap_or_default(),
+            s.error.clone().unwrap_or_default(),
+        ];
+        let row: Vec<String> = row.iter().map(|c| csv_field(c)).collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Milliseconds with three significant digits at least (0.0412, 15.8, 197.6).
+fn ms_cell(v: f64) -> String {
+    let a = v.abs();
+    let digits = if a >= 100.0 {
+        1
+    } else if a >= 1.0 {
+        2
+    } else if a >= 0.1 {
+        3
+    } else {
+        4
+    };
+    f(v, digits)
+}
+
+/// The percentiles the table shows.
+const SHOWN: [&str; 3] = ["p50", "p90", "p99"];
+
+/// A percentile cell: the value, with `*` when too few samples stand behind it.
+fn pct(s: &ScenarioResult, name: &str, v: f64) -> String {
+    let low = s
+        .measurement
+        .as_ref()
+        .is_some_and(|m| m.latency.is_low(name));
+    format!("{}{}", ms_cell(v), if low { "*" } else { "" })
+}
+
+const TABLE_HEAD: [&str; 11] = [
+    "runtime", "batch", "seq", "threads", "samples", "p50 ms", "p90 ms", "p99 ms", "items/s",
+    "load ms", "parity",
+];
+
+fn table_rows(r: &Results) -> Vec<Vec<String>> {
+    r.scenarios
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                s.runtime.clone(),
+                s.batch.to_string(),
+                s.seq.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                s.threads.to_string(),
+            ];
+            match &s.measurement {
+                Some(m) => {
+                    let l = &m.latency;
+                    row.extend([
+                        l.samples.to_string(),
+                        pct(s, "p50", l.p50_ms),
+                        pct(s, "p90", l.p90_ms),
+                        pct(s, "p99", l.p99_ms),
+                        f(s.throughput_per_s.unwrap_or(0.0), 1),
+                        s.load_ms.map(|x| f(x, 1)).unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                None => row.extend(std::iter::repeat_n("-".to_string(), 6)),
+            }
+            row.push(s.parity_label().to_string());
+            row
+        })
+        .collect()
+}
+
+fn footnotes(r: &Results) -> Vec<String> {
+    let mut notes = Vec::new();
+    if r.scenarios.iter().any(|s| {
+        s.measurement
+            .as_ref()
+            .is_some_and(|m| SHOWN.iter().any(|p| m.latency.is_low(p)))
+    }) {
+        notes.push(
+            "* fewer than 5 samples at or beyond this percentile: raise --min-samples/--min-time for a figure to rely on"
+                .to_string(),
+        );
+    }
+    for s in &r.scenarios {
+        if let Some(e) = &s.error {
+            notes.push(format!("{}: {e}", s.id));
+        } else if s.parity.status == ParityStatus::Fail {
+            notes.push(format!(
+                "{}: parity FAIL against {}: {}",
+                s.id,
+                s.parity.reference.as_deref().unwrap_or("?"),
+                s.parity.note.as_deref().unwrap_or("")
+            ));
+        }
+        if let Some(m) = &s.measurement {
+            if m.failures > 0 {
+                notes.push(format!(
+                    "{}: {} failed inferences {:?}",
+                    s.id, m.failures, m.failure_kinds
+                ));
+            }
+        }
+    }
+    if let Some(o) = &r.harness_overhead {
+        notes.push(format!(
+            "harness overhead per iteration (null runtime): p50 {:.0} ns, mean {:.0} ns",
+            o.p50_ns, o.mean_ns
+        ));
+    }
+    if let Some(reference) = r
+        .scenarios
+        .iter()
+        .find(|s| s.parity.status == ParityStatus::Reference)
+    {
+        notes.push(format!(
+            "parity reference: {} (atol {:e}, rtol {:e})",
+            reference.runtime, r.settings.tolerance.atol, r.settings.tolerance.rtol
+        ));
+    }
+    notes
+}
+
+/// The terminal table: aligned columns, then notes (errors, low-sample marks, overhead).
+pub fn to_table(r: &Results) -> String {
+    let rows = table_rows(r);
+    let mut widths: Vec<usize> = TABLE_HEAD.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 || i == cells.len() - 1 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", line(TABLE_HEAD.to_vec()));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(|s| s.as_str()).collect()));
+    }
+    for n in footnotes(r) {
+        let _ = writeln!(out, "{n}");
+    }
+    out
+}
+
+pub fn to_markdown(r: &Results) -> String {
+    let e = &r.environment;
+    let mut out = String::new();
+    let _ = writeln!(out, "# {} — runtime comparison\n", r.model.name);
+    let _ = writeln!(
+        out,
+        "{} · {} logical CPUs · {} · {} · started {}\n",
+        e.cpu_model, e.logical_cpus, e.os, e.kernel, r.started_at
+    );
+    let _ = writeln!(
+        out,
+        "Closed loop, one stream; latency per inference, nearest-rank percentiles; items/s = batch x inferences / window. Seed {}.\n",
+        r.settings.seed
+    );
+    let _ = writeln!(out, "| {} |", TABLE_HEAD.join(" | "));
+    let _ = writeln!(
+        out,
+        "|{}|",
+        TABLE_HEAD
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i == 0 || i == TABLE_HEAD.len() - 1 {
+                "---"
+            } else {
+                "---:"
+            })
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for row in table_rows(r) {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    let notes = footnotes(r);
+    if !notes.is_empty() {
+        out.push('\n');
+        for n in notes {
+            let _ = writeln!(out, "- {}", n.replace('|', "\\|"));
+        }
+    }
+    let _ = writeln!(out, "\n## Runtimes\n");
+    for rt in &r.runtimes {
+        let _ = writeln!(
+            out,
+            "- **{}**: {} — {}",
+            rt.name,
+            if rt.ready { "ready" } else { "not available" },
+            rt.detail
+        );
+    }
+    out
+}
+
+fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes the three files into `dir`. Called after every scenario, so an interrupted run
+/// keeps what it measured.
+pub fn write_all(dir: &Path, r: &Results) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
+    write_atomic(&dir.join("results.json"), &json)?;
+    write_atomic(&dir.join("results.csv"), &to_csv(r))?;
+    write_atomic(&dir.join("summary.md"), &to_markdown(r))
+}

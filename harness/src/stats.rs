@@ -1,0 +1,172 @@
+//! Latency statistics: exact nearest-rank percentiles from the raw samples, plus an
+//! HdrHistogram (ns, 3 significant digits) kept in the results so that runs can be merged.
+//!
+//! Percentile definition (nearest rank): the p-th percentile of n sorted samples is the
+//! sample at rank ceil(p/100 * n), ranks counted from 1. A percentile is marked
+//! low-sample when fewer than 5 samples lie at or beyond it (n * (1 - p/100) < 5): p99 needs
+//! 500 samples, p99.9 needs 5,000.
+
+use base64::Engine;
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Samples needed in the tail at or beyond a percentile before it is reported as reliable.
+pub const TAIL_SAMPLES: f64 = 5.0;
+/// Highest trackable latency: one hour.
+const MAX_NS: u64 = 3_600_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub samples: u64,
+    pub mean_ms: f64,
+    pub stddev_ms: f64,
+    pub min_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Percentiles with too few samples behind them (see the module docs).
+    pub low_sample_percentiles: Vec<String>,
+    /// The HdrHistogram of all samples (V2 deflate, base64), for exact merging.
+    pub histogram: String,
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_NS, 3).expect("static histogram bounds are valid")
+}
+
+/// Nearest-rank percentile of sorted samples; `p` in (0, 100].
+pub fn nearest_rank(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let n = sorted.len();
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    sorted[rank.clamp(1, n) - 1]
+}
+
+pub fn is_low_sample(n: u64, p: f64) -> bool {
+    (n as f64) * (1.0 - p / 100.0) < TAIL_SAMPLES
+}
+
+const PERCENTILES: [(&str, f64); 4] =
+    [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
+
+fn ms(ns: f64) -> f64 {
+    ns / 1e6
+}
+
+impl LatencyStats {
+    /// Statistics of latencies in nanoseconds. `samples` need not be sorted.
+    pub fn from_samples(samples: &[u64]) -> LatencyStats {
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        let n = sorted.len() as u64;
+        let mut hist = new_histogram();
+        let (mut sum, mut sumsq) = (0f64, 0f64);
+        for &s in &sorted {
+            hist.saturating_record(s.clamp(1, MAX_NS));
+            sum += s as f64;
+            sumsq += (s as f64) * (s as f64);
+        }
+        let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+        // Sample standard deviation (n - 1).
+        let var = if n > 1 {
+            ((sumsq - sum * mean) / (n as f64 - 1.0)).max(0.0)
+        } else {
+            0.0
+        };
+        let pct = |p| ms(nearest_rank(&sorted, p) as f64);
+        LatencyStats {
+            samples: n,
+            mean_ms: ms(mean),
+            stddev_ms: ms(var.sqrt()),
+            min_ms: ms(sorted.first().copied().unwrap_or(0) as f64),
+            p50_ms: pct(50.0),
+            p90_ms: pct(90.0),
+            p99_ms: pct(99.0),
+            p999_ms: pct(99.9),
+            max_ms: ms(sorted.last().copied().unwrap_or(0) as f64),
+            low_sample_percentiles: PERCENTILES
+                .iter()
+                .filter(|(_, p)| is_low_sample(n, *p))
+                .map(|(name, _)| name.to_string())
+                .collect(),
+            histogram: encode_histogram(&hist),
+        }
+    }
+
+    pub fn is_low(&self, name: &str) -> bool {
+        self.low_sample_percentiles.iter().any(|p| p == name)
+    }
+}
+
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut buf = Vec::new();
+    match V2DeflateSerializer::new().serialize(h, &mut buf) {
+        Ok(_) => base64::engine::general_purpose::STANDARD.encode(buf),
+        Err(_) => String::new(),
+    }
+}
+
+pub fn decode_histogram(s: &str) -> Option<Histogram<u64>> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_matches_the_definition() {
+        let s: Vec<u64> = (1..=100).collect();
+        assert_eq!(nearest_rank(&s, 50.0), 50);
+        assert_eq!(nearest_rank(&s, 90.0), 90);
+        assert_eq!(nearest_rank(&s, 99.0), 99);
+        assert_eq!(nearest_rank(&s, 99.9), 100);
+        assert_eq!(nearest_rank(&s, 100.0), 100);
+        assert_eq!(nearest_rank(&[7], 50.0), 7);
+        assert_eq!(nearest_rank(&[], 50.0), 0);
+        // ceil(0.5 * 5) = 3rd of 5
+        assert_eq!(nearest_rank(&[10, 20, 30, 40, 50], 50.0), 30);
+    }
+
+    #[test]
+    fn moments_and_extremes() {
+        let st = LatencyStats::from_samples(&[4_000_000, 2_000_000, 6_000_000]);
+        assert_eq!(st.samples, 3);
+        assert!((st.mean_ms - 4.0).abs() < 1e-12);
+        assert!((st.stddev_ms - 2.0).abs() < 1e-12);
+        assert_eq!(st.min_ms, 2.0);
+        assert_eq!(st.max_ms, 6.0);
+        assert_eq!(st.p50_ms, 4.0);
+    }
+
+    #[test]
+    fn low_sample_percentiles_are_flagged() {
+        let st = LatencyStats::from_samples(&vec![1000; 100]);
+        assert_eq!(st.low_sample_percentiles, vec!["p99", "p99.9"]);
+        let st = LatencyStats::from_samples(&vec![1000; 500]);
+        assert_eq!(st.low_sample_percentiles, vec!["p99.9"]);
+        let st = LatencyStats::from_samples(&vec![1000; 9]);
+        assert_eq!(
+            st.low_sample_percentiles,
+            vec!["p50", "p90", "p99", "p99.9"]
+        );
+    }
+
+    #[test]
+    fn the_histogram_round_trips() {
+        let samples: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
+        let st = LatencyStats::from_samples(&samples);
+        let h = decode_histogram(&st.histogram).unwrap();
+        assert_eq!(h.len(), 1000);
+        let p50 = h.value_at_quantile(0.5);
+        assert!((p50 as f64 - 500_000.0).abs() / 500_000.0 < 1e-3, "{p50}");
+    }
+}

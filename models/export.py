@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Export a Hugging Face BERT-family checkpoint from a local folder to ONNX, for the harness.
+
+The output folder holds everything every runtime needs, all from one checkpoint:
+
+    model.onnx          torch.onnx.export of the encoder; output `last_hidden_state`
+    model.safetensors   the checkpoint's weights (candle loads these)
+    config.json         the checkpoint's config (candle and the harness read it)
+    tokenizer files     copied when present (tokenizer.json, vocab.txt, ...)
+    sentence-transformers files, when present (modules.json, 1_Pooling/, ...)
+    manifest.json       inputs, dtypes, dynamic dims, vocabulary size, and reference
+                        outputs computed by PyTorch on fixed inputs
+
+Usage:
+    python models/export.py --checkpoint DIR --out OUT [--opset 17] [--static]
+    python models/export.py --tiny-fixture OUT [--seed 0]
+
+`--tiny-fixture` builds a small BERT with random weights (fixed seed) and exports it;
+the committed test fixture models/fixtures/tiny-bert was made this way.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+MANIFEST_SCHEMA = 1
+INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+OUTPUT_NAME = "last_hidden_state"
+# Files copied verbatim from the checkpoint when they exist.
+SIDE_FILES = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+]
+# Reference inputs: two rows, the second one padded, so that masking is checked too.
+REF_BATCH, REF_SEQ, REF_PAD = 2, 16, 5
+SUPPORTED_TYPES = {"bert"}
+
+
+class ExportError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+
+def reference_inputs(vocab_size, type_vocab_size):
+    """Deterministic token ids inside the vocabulary (no RNG: identical on every platform)."""
+    ids, mask, types = [], [], []
+    for b in range(REF_BATCH):
+        row_ids, row_mask, row_types = [], [], []
+        for s in range(REF_SEQ):
+            row_ids.append((b * 7919 + s * 104729 + 101) % vocab_size)
+            padded = b == REF_BATCH - 1 and s >= REF_SEQ - REF_PAD
+            row_mask.append(0 if padded else 1)
+            row_types.append(1 if (type_vocab_size > 1 and s >= REF_SEQ // 2) else 0)
+        ids.append(row_ids)
+        mask.append(row_mask)
+        types.append(row_types)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(checkpoint):
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config_path = os.path.join(checkpoint, "config.json")
+    if not os.path.isfile(config_path):
+        raise ExportError(
+            f"{config_path} not found: --checkpoint must be a Hugging Face model folder "
+            "(config.json plus model.safetensors or pytorch_model.bin)"
+        )
+    config = AutoConfig.from_pretrained(checkpoint)
+    if config.model_type not in SUPPORTED_TYPES:
+        raise ExportError(
+            f"model_type '{config.model_type}' in {config_path} is not supported by this exporter "
+            f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})"
+        )
+    model = AutoModel.from_pretrained(
+        checkpoint, attn_implementation="eager", dtype=torch.float32
+    )
+    model.eval()
+    return config, model
+
+
+def encoder_module(model):
+    """Wraps the model so torch.onnx.export sees positional inputs and one output."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            # transformers 5 takes keyword arguments only.
+            out = self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+            )
+            return out.last_hidden_state
+
+    return Encoder(model).eval()
+
+
+def export(checkpoint, out, opset=17, dynamic=True, name=None):
+    import numpy as np
+    import torch
+
+    config, model = load_checkpoint(checkpoint)
+    os.makedirs(out, exist_ok=True)
+    encoder = encoder_module(model)
+
+    ref = reference_inputs(config.vocab_size, getattr(config, "type_vocab_size", 1))
+    tensors = tuple(torch.tensor(ref[n], dtype=torch.int64) for n in INPUT_NAMES)
+    with torch.no_grad():
+        torch_out = encoder(*tensors).numpy().astype(np.float32)
+
+    onnx_path = os.path.join(out, "model.onnx")
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}
+        dynamic_axes[OUTPUT_NAME] = {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(
+            encoder,
+            tensors,
+            onnx_path,
+            input_names=INPUT_NAMES,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+    # The weights candle reads: the checkpoint's own file when it has one, else a fresh dump.
+    st_src = os.path.join(checkpoint, "model.safetensors")
+    st_dst = os.path.join(out, "model.safetensors")
+    if os.path.isfile(st_src):
+        if os.path.abspath(st_src) != os.path.abspath(st_dst):
+            shutil.copyfile(st_src, st_dst)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, st_dst)
+    for rel in SIDE_FILES:
+        src = os.path.join(checkpoint, rel)
+        if os.path.isfile(src):
+            dst = os.path.join(out, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if os.path.abspath(src) != os.path.abspath(dst):
+                shutil.copyfile(src, dst)
+
+    ort_check = check_with_onnxruntime(onnx_path, ref, torch_out)
+    dims = ["batch", "sequence"] if dynamic else [REF_BATCH, REF_SEQ]
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "name": name or os.path.basename(os.path.normpath(checkpoint)),
+        "model_type": config.model_type,
+        "opset": opset,
+        "files": {
+            "onnx": "model.onnx",
+            "safetensors": "model.safetensors",
+            "config": "config.json",
+        },
+        "sha256": {
+            "model.onnx": sha256(onnx_path),
+            "model.safetensors": sha256(st_dst),
+        },
+        "inputs": [{"name": n, "dtype": "int64", "dims": dims} for n in INPUT_NAMES],
+        "outputs": [
+            {"name": OUTPUT_NAME, "dtype": "float32", "dims": dims + [config.hidden_size]}
+        ],
+        "vocab_size": config.vocab_size,
+        "type_vocab_size": getattr(config, "type_vocab_size", 1),
+        "max_position_embeddings": config.max_position_embeddings,
+        "hidden_size": config.hidden_size,
+        "reference": {
+            "producer": f"torch {torch.__version__} eager, float32",
+            "inputs": {
+                n: {"shape": [REF_BATCH, REF_SEQ], "data": sum(ref[n], [])} for n in INPUT_NAMES
+            },
+            "outputs": {
+                OUTPUT_NAME: {
+                    "shape": list(torch_out.shape),
+                    "data": [float(x) for x in torch_out.reshape(-1)],
+                }
+            },
+        },
+        "export_check": ort_check,
+        "exporter": versions(),
+    }
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return manifest
+
+
+def check_with_onnxruntime(onnx_path, ref, torch_out):
+    """Runs the exported graph in ONNX Runtime on the reference inputs; the export is
+    refused when it does not reproduce PyTorch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    feeds = {n: np.array(ref[n], dtype=np.int64) for n in INPUT_NAMES}
+    (got,) = sess.run([OUTPUT_NAME], feeds)
+    max_abs = float(np.max(np.abs(got - torch_out)))
+    if not max_abs <= 1e-4:
+        raise ExportError(
+            f"exported graph disagrees with PyTorch: max abs diff {max_abs:.3g} > 1e-4"
+        )
+    return {"onnxruntime": ort.__version__, "max_abs_diff_vs_torch": max_abs}
+
+
+def versions():
+    import onnx
+    import torch
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+    }
+
+
+def make_tiny_checkpoint(folder, seed):
+    """A 2-layer BERT with hidden size 32 and random weights: a few hundred KB."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        hidden_act="gelu",
+    )
+    model = BertModel(config, add_pooling_layer=False)
+    # Default init (std 0.02) leaves activations tiny; a wider spread makes parity meaningful.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.2)
+            elif "LayerNorm.weight" in name:
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.1)
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="local Hugging Face model folder (BERT family)")
+    src.add_argument("--tiny-fixture", metavar="OUT", help="build and export the tiny test BERT")
+    p.add_argument("--out", help="output folder (with --checkpoint)")
+    p.add_argument("--name", help="model name recorded in the manifest")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--static", action="store_true", help="fixed batch/sequence axes")
+    p.add_argument("--seed", type=int, default=0, help="seed for --tiny-fixture weights")
+    a = p.parse_args(argv)
+    try:
+        if a.tiny_fixture:
+            with tempfile.TemporaryDirectory() as tmp:
+                make_tiny_checkpoint(tmp, a.seed)
+                m = export(tmp, a.tiny_fixture, a.opset, not a.static, name=a.name or "tiny-bert")
+            out = a.tiny_fixture
+        else:
+            if not a.out:
+                raise ExportError("--out is required with --checkpoint")
+            if not os.path.isdir(a.checkpoint):
+                raise ExportError(f"checkpoint folder {a.checkpoint} does not exist")
+            m = export(a.checkpoint, a.out, a.opset, not a.static, name=a.name)
+            out = a.out
+    except ExportError as e:
+        print(f"export.py: error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"exported {m['name']} to {out} (opset {m['opset']}, onnxruntime vs torch max abs diff "
+        f"{m['export_check']['max_abs_diff_vs_torch']:.2e})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

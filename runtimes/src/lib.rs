@@ -1,0 +1,178 @@
+//! One `Runtime` trait and one module per inference runtime.
+//!
+//! A runtime answers four questions, each a separate call so that the timed region holds
+//! inference only: can it run here ([`Runtime::check`]), load a model ([`Runtime::load`]),
+//! prepare one set of inputs ([`Loaded::prepare`]: shape-specific planning, tensor
+//! conversion), and run ([`Loaded::run`]). [`Loaded::infer`] runs once more and reads the
+//! outputs back for the parity check; it is never timed.
+
+pub mod candle_rt;
+pub mod model;
+pub mod null;
+pub mod ort_rt;
+pub mod tensor;
+pub mod tract_rt;
+
+use std::path::PathBuf;
+
+pub use model::{Dim, ModelFiles, ModelInfo, TensorSpec};
+pub use tensor::{DType, HostTensor, TensorData};
+
+/// Versions of the runtime crates this binary was built with (read from Cargo.lock).
+pub const ORT_CRATE_VERSION: &str = env!("HARNESS_DEP_ORT");
+pub const TRACT_VERSION: &str = env!("HARNESS_DEP_TRACT_ONNX");
+pub const CANDLE_VERSION: &str = env!("HARNESS_DEP_CANDLE_CORE");
+
+/// Everything that can go wrong inside a runtime. Each message names the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    LibraryNotFound(String),
+    #[error("could not load the ONNX Runtime library {path}: {message}")]
+    LibraryLoad { path: PathBuf, message: String },
+    #[error("unsupported by {runtime}: {why}")]
+    Unsupported { runtime: &'static str, why: String },
+    #[error("{runtime} needs {what}, which is missing: {path} ({fix})")]
+    MissingFile {
+        runtime: &'static str,
+        what: &'static str,
+        path: PathBuf,
+        fix: &'static str,
+    },
+    #[error("{runtime} could not load {path}: {message}")]
+    Load {
+        runtime: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{runtime}: bad input: {message}")]
+    Input {
+        runtime: &'static str,
+        message: String,
+    },
+    #[error("{runtime}: inference failed: {message}")]
+    Inference {
+        runtime: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Model(#[from] model::ModelError),
+}
+
+impl RuntimeError {
+    /// A short stable label for counting failures by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuntimeError::LibraryNotFound(_) => "library-not-found",
+            RuntimeError::LibraryLoad { .. } => "library-load",
+            RuntimeError::Unsupported { .. } => "unsupported",
+            RuntimeError::MissingFile { .. } => "missing-file",
+            RuntimeError::Load { .. } => "load",
+            RuntimeError::Input { .. } => "input",
+            RuntimeError::Inference { .. } => "inference",
+            RuntimeError::Model(_) => "model",
+        }
+    }
+}
+
+/// Whether a runtime can run on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Availability {
+    Ready { version: String, detail: String },
+    Unavailable { reason: String },
+}
+
+/// Where a model runs. Only the CPU exists in this build; GPU devices come with features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+}
+
+impl Device {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+        }
+    }
+}
+
+/// Options fixed at load time.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Worker threads for the runtime's compute (ORT intra-op threads, tract/candle rayon pool).
+    pub threads: usize,
+    pub device: Device,
+    /// Explicit ONNX Runtime library (`--ort-lib`); discovery otherwise.
+    pub ort_lib: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            threads: 1,
+            device: Device::Cpu,
+            ort_lib: None,
+        }
+    }
+}
+
+/// A model loaded into one runtime.
+pub trait Loaded: Send {
+    /// The settings the runtime actually applied (threads, pools, optimisation level).
+    fn applied(&self) -> Vec<(String, String)>;
+    /// Shape-specific preparation outside the timed region (plans, tensor conversion).
+    fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError>;
+    /// One inference on the prepared inputs; the only call inside the timed region.
+    fn run(&mut self) -> Result<(), RuntimeError>;
+    /// One inference whose outputs are read back to the host, for parity.
+    fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError>;
+}
+
+pub trait Runtime: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn check(&self, opts: &LoadOptions) -> Availability;
+    fn load(
+        &self,
+        model: &ModelFiles,
+        info: &ModelInfo,
+        opts: &LoadOptions,
+    ) -> Result<Box<dyn Loaded>, RuntimeError>;
+}
+
+/// Every runtime compiled into this build, in the order they are measured (the parity
+/// reference, ONNX Runtime on CPU, first).
+pub fn all() -> Vec<Box<dyn Runtime>> {
+    vec![
+        Box::new(ort_rt::OrtRuntime),
+        Box::new(tract_rt::TractRuntime),
+        Box::new(candle_rt::CandleRuntime),
+        Box::new(null::NullRuntime),
+    ]
+}
+
+pub fn by_name(name: &str) -> Option<Box<dyn Runtime>> {
+    all().into_iter().find(|r| r.name() == name)
+}
+
+/// A rayon pool of exactly `threads` workers, or None for one thread (run inline on the
+/// caller, no hand-off).
+pub(crate) fn rayon_pool(
+    runtime: &'static str,
+    threads: usize,
+) -> Result<Option<std::sync::Arc<rayon::ThreadPool>>, RuntimeError> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("{runtime}-worker-{i}"))
+        .build()
+        .map(|p| Some(std::sync::Arc::new(p)))
+        .map_err(|e| RuntimeError::Load {
+            runtime,
+            path: PathBuf::new(),
+            message: format!("could not start a pool of {threads} threads: {e}"),
+        })
+}

@@ -1,0 +1,501 @@
+//! ONNX Runtime through the `ort` crate, CPU execution provider.
+//!
+//! The crate is built with `load-dynamic`: the shared library is found at run time. `ort`
+//! panics when asked to find it itself and it is absent, so this module resolves the path
+//! first (`--ort-lib`, `ORT_DYLIB_PATH`, the `onnxruntime` Python package's `capi/` folder,
+//! usual system folders) and calls `ort::init_from`, which returns errors instead. No `ort`
+//! API is touched before that succeeds.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+
+use crate::model::{ModelFiles, ModelInfo};
+use crate::tensor::{HostTensor, TensorData};
+use crate::{Availability, LoadOptions, Loaded, Runtime, RuntimeError};
+
+const NAME: &str = "ort";
+const FIX: &str =
+    "install it with `pip install onnxruntime==1.31.1` (scripts/setup.sh does this into .venv), \
+or pass --ort-lib /path/to/libonnxruntime.so.1.31.1, or set ORT_DYLIB_PATH";
+
+/// The ONNX Runtime library loaded into this process (once: ONNX Runtime allows one).
+pub struct OrtLibrary {
+    pub path: PathBuf,
+    pub version: String,
+    env: ort::environment::Environment,
+}
+
+static LIBRARY: OnceLock<Result<OrtLibrary, String>> = OnceLock::new();
+
+/// Where discovery looks; a struct so that tests can point it anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub explicit: Option<PathBuf>,
+    pub env_var: Option<String>,
+    pub python_dirs: Vec<PathBuf>,
+    pub system_dirs: Vec<PathBuf>,
+}
+
+impl Search {
+    /// The search as the harness runs it: flag, environment, Python packages, system folders.
+    pub fn from_environment(explicit: Option<&Path>) -> Search {
+        let mut python_dirs = Vec::new();
+        let mut venvs: Vec<PathBuf> = Vec::new();
+        if let Ok(v) = std::env::var("VIRTUAL_ENV") {
+            venvs.push(PathBuf::from(v));
+        }
+        // The project's own environment (scripts/setup.sh), next to the working directory or
+        // to the binary (target/release/harness -> ../../.venv).
+        venvs.push(PathBuf::from(".venv"));
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(root) = exe.ancestors().nth(3) {
+                venvs.push(root.join(".venv"));
+            }
+        }
+        for venv in venvs {
+            for lib in ["lib", "lib64"] {
+                if let Ok(entries) = std::fs::read_dir(venv.join(lib)) {
+                    let mut pys: Vec<PathBuf> = entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+                        })
+                        .collect();
+                    pys.sort();
+                    for py in pys {
+                        python_dirs.push(py.join("site-packages/onnxruntime/capi"));
+                    }
+                }
+            }
+        }
+        if let Some(dir) = python_package_dir() {
+            python_dirs.push(dir.join("capi"));
+        }
+        let mut system_dirs: Vec<PathBuf> = std::env::var("LD_LIBRARY_PATH")
+            .map(|v| {
+                v.split(':')
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for d in [
+            "/usr/local/lib",
+            "/usr/lib",
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/opt/onnxruntime/lib",
+        ] {
+            system_dirs.push(PathBuf::from(d));
+        }
+        Search {
+            explicit: explicit.map(Path::to_path_buf),
+            env_var: std::env::var("ORT_DYLIB_PATH")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            python_dirs,
+            system_dirs,
+        }
+    }
+
+    /// The library to load, or an error listing every place tried and how to fix it.
+    /// An explicit path (flag or environment variable) that does not exist is an error of
+    /// its own: silently using another library would measure something else.
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        if let Some(p) = &self.explicit {
+            return if p.is_file() {
+                Ok(p.clone())
+            } else {
+                Err(format!(
+                    "ONNX Runtime library not found: --ort-lib {} does not exist; {FIX}",
+                    p.display()
+                ))
+            };
+        }
+        if let Some(p) = &self.env_var {
+            let p = PathBuf::from(p);
+            return if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "ONNX Runtime library not found: ORT_DYLIB_PATH={} does not exist; {FIX}",
+                    p.display()
+                ))
+            };
+        }
+        let mut tried = Vec::new();
+        for dir in self.python_dirs.iter().chain(&self.system_dirs) {
+            if let Some(lib) = library_in(dir) {
+                return Ok(lib);
+            }
+            tried.push(dir.display().to_string());
+        }
+        tried.dedup();
+        Err(format!(
+            "ONNX Runtime library not found: tried --ort-lib (not given), ORT_DYLIB_PATH (unset), \
+             the onnxruntime Python package and system folders ({}); {FIX}",
+            tried.join(", ")
+        ))
+    }
+}
+
+/// The `onnxruntime` package folder of the `python3` on PATH, without importing it.
+fn python_package_dir() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util as u; s = u.find_spec('onnxruntime'); \
+             print(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let s = String::from_utf8(out.stdout).ok()?;
+    let s = s.trim();
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+/// `libonnxruntime.so` or the highest versioned `libonnxruntime.so.1.x.y` in `dir`.
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n == "libonnxruntime.so"
+                        || n.starts_with("libonnxruntime.so.")
+                        || (n.starts_with("libonnxruntime") && n.ends_with(".dylib"))
+                })
+        })
+        .collect();
+    found.sort_by_key(|p| version_key(p));
+    found.pop()
+}
+
+fn version_key(p: &Path) -> Vec<u64> {
+    let n = p
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    n.split('.').filter_map(|s| s.parse().ok()).collect()
+}
+
+/// Loads the library once per process; later calls return the same result.
+pub fn library(explicit: Option<&Path>) -> Result<&'static OrtLibrary, RuntimeError> {
+    let r = LIBRARY.get_or_init(|| {
+        let path = Search::from_environment(explicit).resolve()?;
+        let builder = ort::init_from(&path).map_err(|e| {
+            format!(
+                "could not load the ONNX Runtime library {}: {e}; {FIX}",
+                path.display()
+            )
+        })?;
+        let env = builder.with_name("harness").build().map_err(|e| {
+            format!(
+                "ONNX Runtime library {} loaded but its environment failed: {e}",
+                path.display()
+            )
+        })?;
+        Ok(OrtLibrary {
+            version: library_version(&path),
+            path,
+            env,
+        })
+    });
+    match r {
+        Ok(lib) => {
+            if let Some(p) = explicit {
+                if p != lib.path {
+                    return Err(RuntimeError::LibraryNotFound(format!(
+                        "this process already loaded ONNX Runtime from {}; it cannot load {} too",
+                        lib.path.display(),
+                        p.display()
+                    )));
+                }
+            }
+            Ok(lib)
+        }
+        Err(e) => Err(RuntimeError::LibraryNotFound(e.clone())),
+    }
+}
+
+/// The version the library reports (its build info names the release branch), else the
+/// version in the file name.
+fn library_version(path: &Path) -> String {
+    let info = ort::info();
+    if let Some(v) = info
+        .split([',', ' '])
+        .find_map(|t| t.strip_prefix("git-branch=rel-"))
+    {
+        return v.to_string();
+    }
+    let key = version_key(path);
+    if key.is_empty() {
+        "unknown".into()
+    } else {
+        key.iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+pub struct OrtRuntime;
+
+impl Runtime for OrtRuntime {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn check(&self, opts: &LoadOptions) -> Availability {
+        match library(opts.ort_lib.as_deref()) {
+            Ok(lib) => Availability::Ready {
+                version: lib.version.clone(),
+                detail: format!(
+                    "ONNX Runtime {} from {} (ort crate {}), CPU execution provider",
+                    lib.version,
+                    lib.path.display(),
+                    crate::ORT_CRATE_VERSION
+                ),
+            },
+            Err(e) => Availability::Unavailable {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn load(
+        &self,
+        model: &ModelFiles,
+        _info: &ModelInfo,
+        opts: &LoadOptions,
+    ) -> Result<Box<dyn Loaded>, RuntimeError> {
+        let lib = library(opts.ort_lib.as_deref())?;
+        let onnx = model
+            .onnx
+            .as_ref()
+            .ok_or_else(|| RuntimeError::MissingFile {
+                runtime: NAME,
+                what: "model.onnx",
+                path: model.folder.join("model.onnx"),
+                fix: "export the model with models/export.py",
+            })?;
+        let load_err = |e: &dyn std::fmt::Display| RuntimeError::Load {
+            runtime: NAME,
+            path: onnx.clone(),
+            message: e.to_string(),
+        };
+        let threads = opts.threads.max(1);
+        let mut builder = Session::builder(&lib.env)
+            .and_then(|b| {
+                b.with_optimization_level(GraphOptimizationLevel::Level3)
+                    .map_err(Into::into)
+            })
+            .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+            .map_err(|e| load_err(&e))?;
+        let session = builder.commit_from_file(onnx).map_err(|e| load_err(&e))?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| (o.name().to_string(), o.dtype().clone()))
+            .collect();
+        Ok(Box::new(OrtLoaded {
+            session,
+            inputs,
+            prepared: Vec::new(),
+            threads,
+        }))
+    }
+}
+
+struct OrtLoaded {
+    session: Session,
+    inputs: Vec<(String, ValueType)>,
+    prepared: Vec<(String, DynValue)>,
+    threads: usize,
+}
+
+fn input_err(message: String) -> RuntimeError {
+    RuntimeError::Input {
+        runtime: NAME,
+        message,
+    }
+}
+
+fn infer_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Inference {
+        runtime: NAME,
+        message: e.to_string(),
+    }
+}
+
+fn to_value(t: &HostTensor) -> Result<DynValue, ort::Error> {
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    Ok(match &t.data {
+        TensorData::F32(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::I64(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::I32(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::Bool(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+    })
+}
+
+fn element_matches(ty: &TensorElementType, data: &TensorData) -> bool {
+    matches!(
+        (ty, data),
+        (TensorElementType::Float32, TensorData::F32(_))
+            | (TensorElementType::Int64, TensorData::I64(_))
+            | (TensorElementType::Int32, TensorData::I32(_))
+            | (TensorElementType::Bool, TensorData::Bool(_))
+    )
+}
+
+impl Loaded for OrtLoaded {
+    fn applied(&self) -> Vec<(String, String)> {
+        vec![
+            ("intra_op_threads".into(), self.threads.to_string()),
+            ("inter_op_threads".into(), "1".into()),
+            ("graph_optimization".into(), "all (level 3)".into()),
+            ("execution_provider".into(), "CPU".into()),
+        ]
+    }
+
+    fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
+        let mut prepared = Vec::with_capacity(inputs.len());
+        for (name, ty) in &self.inputs {
+            let t = inputs
+                .iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| input_err(format!("the model's input '{name}' was not given")))?;
+            if let ValueType::Tensor { ty, .. } = ty {
+                if !element_matches(ty, &t.data) {
+                    return Err(input_err(format!(
+                        "input '{name}': the model expects {ty:?}, got {}",
+                        t.data.dtype().as_str()
+                    )));
+                }
+            }
+            let v = to_value(t).map_err(|e| input_err(format!("input '{name}': {e}")))?;
+            prepared.push((name.clone(), v));
+        }
+        self.prepared = prepared;
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), RuntimeError> {
+        let feed: Vec<(&str, SessionInputValue<'_>)> = self
+            .prepared
+            .iter()
+            .map(|(n, v)| (n.as_str(), SessionInputValue::from(v)))
+            .collect();
+        let outputs = self.session.run(feed).map_err(infer_err)?;
+        drop(outputs);
+        Ok(())
+    }
+
+    fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError> {
+        let feed: Vec<(&str, SessionInputValue<'_>)> = self
+            .prepared
+            .iter()
+            .map(|(n, v)| (n.as_str(), SessionInputValue::from(v)))
+            .collect();
+        let outputs = self.session.run(feed).map_err(infer_err)?;
+        let mut result = Vec::new();
+        for (name, value) in outputs.iter() {
+            let (shape, data) = if let Ok((s, d)) = value.try_extract_tensor::<f32>() {
+                (s.to_vec(), TensorData::F32(d.to_vec()))
+            } else if let Ok((s, d)) = value.try_extract_tensor::<i64>() {
+                (s.to_vec(), TensorData::I64(d.to_vec()))
+            } else if let Ok((s, d)) = value.try_extract_tensor::<i32>() {
+                (s.to_vec(), TensorData::I32(d.to_vec()))
+            } else {
+                return Err(infer_err(format!(
+                    "output '{name}' has a type the harness cannot compare ({:?})",
+                    value.dtype()
+                )));
+            };
+            let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
+            result.push(HostTensor::new(name, shape, data));
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ort-search-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn not_found_names_every_place_tried_and_the_fix() {
+        let s = Search {
+            python_dirs: vec![PathBuf::from("/nowhere/site-packages/onnxruntime/capi")],
+            system_dirs: vec![PathBuf::from("/nowhere/lib")],
+            ..Search::default()
+        };
+        let e = s.resolve().unwrap_err();
+        assert!(e.contains("ONNX Runtime library not found"), "{e}");
+        assert!(e.contains("/nowhere/site-packages/onnxruntime/capi"), "{e}");
+        assert!(e.contains("/nowhere/lib"), "{e}");
+        assert!(e.contains("pip install onnxruntime==1.31.1"), "{e}");
+        assert!(e.contains("--ort-lib"), "{e}");
+    }
+
+    #[test]
+    fn explicit_paths_win_and_must_exist() {
+        let d = tmp("explicit");
+        let lib = d.join("libonnxruntime.so.1.31.1");
+        std::fs::write(&lib, b"x").unwrap();
+        let s = Search {
+            explicit: Some(d.join("missing.so")),
+            python_dirs: vec![d.clone()],
+            ..Search::default()
+        };
+        let e = s.resolve().unwrap_err();
+        assert!(e.contains("--ort-lib") && e.contains("missing.so"), "{e}");
+        let s = Search {
+            env_var: Some(lib.display().to_string()),
+            ..Search::default()
+        };
+        assert_eq!(s.resolve().unwrap(), lib);
+        let s = Search {
+            env_var: Some("/nope/libonnxruntime.so".into()),
+            python_dirs: vec![d.clone()],
+            ..Search::default()
+        };
+        assert!(s.resolve().unwrap_err().contains("ORT_DYLIB_PATH=/nope"));
+    }
+
+    #[test]
+    fn the_wheel_layout_is_found_highest_version_first() {
+        let d = tmp("wheel");
+        for n in [
+            "libonnxruntime.so.1.30.0",
+            "libonnxruntime.so.1.31.1",
+            "libonnxruntime_providers_shared.so",
+        ] {
+            std::fs::write(d.join(n), b"x").unwrap();
+        }
+        let s = Search {
+            python_dirs: vec![PathBuf::from("/nowhere"), d.clone()],
+            ..Search::default()
+        };
+        assert_eq!(s.resolve().unwrap(), d.join("libonnxruntime.so.1.31.1"));
+    }
+}

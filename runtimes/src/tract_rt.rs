@@ -1,0 +1,275 @@
+//! tract (`tract-onnx`), CPU.
+//!
+//! Load parses the ONNX graph once. Each scenario shape gets its own plan: concrete input
+//! facts are set before analysis (the torch exporter's symbolic dims do not survive tract's
+//! analysis), then `into_optimized` and `into_runnable` -- all in `prepare`, outside the timed
+//! region. Matrix products use tract's multithreaded executor, a rayon pool of N threads.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use tract_onnx::prelude::*;
+
+use crate::model::{ModelFiles, ModelInfo};
+use crate::tensor::{HostTensor, TensorData};
+use crate::{Availability, LoadOptions, Loaded, Runtime, RuntimeError};
+
+const NAME: &str = "tract";
+
+pub struct TractRuntime;
+
+impl Runtime for TractRuntime {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn check(&self, _opts: &LoadOptions) -> Availability {
+        Availability::Ready {
+            version: crate::TRACT_VERSION.to_string(),
+            detail: format!("tract-onnx {} (built in), CPU", crate::TRACT_VERSION),
+        }
+    }
+
+    fn load(
+        &self,
+        model: &ModelFiles,
+        _info: &ModelInfo,
+        opts: &LoadOptions,
+    ) -> Result<Box<dyn Loaded>, RuntimeError> {
+        let onnx = model
+            .onnx
+            .as_ref()
+            .ok_or_else(|| RuntimeError::MissingFile {
+                runtime: NAME,
+                what: "model.onnx",
+                path: model.folder.join("model.onnx"),
+                fix: "export the model with models/export.py",
+            })?;
+        let graph = tract_onnx::onnx()
+            .model_for_path(onnx)
+            .map_err(|e| RuntimeError::Load {
+                runtime: NAME,
+                path: onnx.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let input_names = graph
+            .input_outlets()
+            .map_err(|e| RuntimeError::Load {
+                runtime: NAME,
+                path: onnx.clone(),
+                message: format!("{e:#}"),
+            })?
+            .iter()
+            .map(|o| graph.node(o.node).name.clone())
+            .collect();
+        // The ONNX names of the graph outputs, taken before optimisation renames nodes.
+        let output_names = graph
+            .output_outlets()
+            .map(|outs| {
+                outs.iter()
+                    .map(|o| {
+                        graph
+                            .outlet_label(*o)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| graph.node(o.node).name.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let threads = opts.threads.max(1);
+        let executor = if threads > 1 {
+            let pool = crate::rayon_pool(NAME, threads)?.expect("more than one thread");
+            Executor::MultiThread(pool)
+        } else {
+            Executor::SingleThread
+        };
+        Ok(Box::new(TractLoaded {
+            path: onnx.clone(),
+            graph,
+            input_names,
+            output_names,
+            plans: HashMap::new(),
+            current: None,
+            executor,
+            threads,
+        }))
+    }
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+struct Prepared {
+    state: TypedSimpleState,
+    inputs: TVec<TValue>,
+}
+
+struct TractLoaded {
+    path: PathBuf,
+    graph: InferenceModel,
+    input_names: Vec<String>,
+    output_names: Vec<String>,
+    /// One optimised plan per input shape set, built on first use.
+    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    current: Option<Prepared>,
+    executor: Executor,
+    threads: usize,
+}
+
+fn input_err(message: String) -> RuntimeError {
+    RuntimeError::Input {
+        runtime: NAME,
+        message,
+    }
+}
+
+fn infer_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Inference {
+        runtime: NAME,
+        message: e.to_string(),
+    }
+}
+
+fn to_tensor(t: &HostTensor) -> TractResult<Tensor> {
+    Ok(match &t.data {
+        TensorData::F32(v) => Tensor::from_shape(&t.shape, v)?,
+        TensorData::I64(v) => Tensor::from_shape(&t.shape, v)?,
+        TensorData::I32(v) => Tensor::from_shape(&t.shape, v)?,
+        TensorData::Bool(v) => Tensor::from_shape(&t.shape, v)?,
+    })
+}
+
+/// A tensor's elements in logical (row-major) order.
+fn plain<D: Datum + Clone>(t: &Tensor) -> Result<Vec<D>, RuntimeError> {
+    Ok(t.to_plain_array_view::<D>()
+        .map_err(infer_err)?
+        .iter()
+        .cloned()
+        .collect())
+}
+
+fn from_tensor(name: &str, t: &Tensor) -> Result<HostTensor, RuntimeError> {
+    let shape = t.shape().to_vec();
+    let data = match t.datum_type() {
+        DatumType::F32 => TensorData::F32(plain::<f32>(t)?),
+        DatumType::I64 => TensorData::I64(plain::<i64>(t)?),
+        DatumType::I32 => TensorData::I32(plain::<i32>(t)?),
+        _ => {
+            let f = t.cast_to::<f32>().map_err(infer_err)?;
+            TensorData::F32(plain::<f32>(&f)?)
+        }
+    };
+    Ok(HostTensor::new(name, shape, data))
+}
+
+impl TractLoaded {
+    fn plan_for(&mut self, ordered: &[&HostTensor]) -> Result<Plan, RuntimeError> {
+        let key: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape.clone()).collect();
+        if let Some(p) = self.plans.get(&key) {
+            return Ok(p.clone());
+        }
+        let mut model = self.graph.clone();
+        for (i, t) in ordered.iter().enumerate() {
+            let dt = match t.data {
+                TensorData::F32(_) => f32::datum_type(),
+                TensorData::I64(_) => i64::datum_type(),
+                TensorData::I32(_) => i32::datum_type(),
+                TensorData::Bool(_) => bool::datum_type(),
+            };
+            model = model
+                .with_input_fact(i, InferenceFact::dt_shape(dt, &t.shape))
+                .map_err(|e| input_err(format!("input '{}': {e:#}", t.name)))?;
+        }
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| RuntimeError::Load {
+                runtime: NAME,
+                path: self.path.clone(),
+                message: format!("building a plan for shapes {key:?}: {e:#}"),
+            })?;
+        self.plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+
+    fn run_once(&mut self) -> Result<TVec<TValue>, RuntimeError> {
+        let p = self
+            .current
+            .as_mut()
+            .ok_or_else(|| input_err("run before prepare".into()))?;
+        let inputs = p.inputs.clone();
+        let state = &mut p.state;
+        match &self.executor {
+            Executor::SingleThread => state.run(inputs),
+            ex => multithread_tract_scope(ex.clone(), || state.run(inputs)),
+        }
+        .map_err(|e| infer_err(format!("{e:#}")))
+    }
+}
+
+impl Loaded for TractLoaded {
+    fn applied(&self) -> Vec<(String, String)> {
+        let exec = if self.threads > 1 {
+            format!("multithread (rayon pool of {} threads)", self.threads)
+        } else {
+            "single thread".into()
+        };
+        vec![
+            ("threads".into(), self.threads.to_string()),
+            ("executor".into(), exec),
+            (
+                "plan".into(),
+                "concrete input facts, into_optimized, into_runnable per shape".into(),
+            ),
+        ]
+    }
+
+    fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
+        let names = self.input_names.clone();
+        let ordered: Vec<&HostTensor> = names
+            .iter()
+            .map(|n| {
+                inputs
+                    .iter()
+                    .find(|t| &t.name == n)
+                    .ok_or_else(|| input_err(format!("the model's input '{n}' was not given")))
+            })
+            .collect::<Result<_, _>>()?;
+        let plan = self.plan_for(&ordered)?;
+        let values = ordered
+            .iter()
+            .map(|t| {
+                to_tensor(t)
+                    .map(|t| t.into_tvalue())
+                    .map_err(|e| input_err(format!("input '{}': {e:#}", t.name)))
+            })
+            .collect::<Result<TVec<_>, _>>()?;
+        let state = TypedSimpleState::new(&plan).map_err(|e| infer_err(format!("{e:#}")))?;
+        self.current = Some(Prepared {
+            state,
+            inputs: values,
+        });
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), RuntimeError> {
+        self.run_once().map(drop)
+    }
+
+    fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError> {
+        let outputs = self.run_once()?;
+        outputs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let name = self
+                    .output_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("output_{i}"));
+                from_tensor(&name, v)
+            })
+            .collect()
+    }
+}
