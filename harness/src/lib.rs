@@ -45,13 +45,23 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         a.threads.clone()
     };
     let out = a.out.clone().unwrap_or_else(compare::default_out_dir);
+    // A repeated flag appends; the same scenario twice measures nothing new.
+    fn dedup(v: &[usize]) -> Vec<usize> {
+        let mut seen = Vec::new();
+        for &x in v {
+            if !seen.contains(&x) {
+                seen.push(x);
+            }
+        }
+        seen
+    }
     let opts = CompareOptions {
         model: a.model.clone(),
         runtimes: a.runtimes.iter().map(|r| r.as_str().to_string()).collect(),
-        batches: a.batch.clone(),
-        seqs: a.seq.clone(),
+        batches: dedup(&a.batch),
+        seqs: dedup(&a.seq),
         shapes,
-        threads,
+        threads: dedup(&threads),
         measure: measure::MeasureConfig {
             warmup_iters: a.warmup,
             warmup_time: a.warmup_time,

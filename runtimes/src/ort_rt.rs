@@ -48,12 +48,17 @@ impl Search {
         if let Ok(v) = std::env::var("VIRTUAL_ENV") {
             venvs.push(PathBuf::from(v));
         }
-        // The project's own environment (scripts/setup.sh), next to the working directory or
-        // to the binary (target/release/harness -> ../../.venv).
+        // The project's own environment (scripts/setup.sh), in the working directory or in
+        // the first folder above the binary that has one (target/release/harness -> .venv).
         venvs.push(PathBuf::from(".venv"));
         if let Ok(exe) = std::env::current_exe() {
-            if let Some(root) = exe.ancestors().nth(3) {
-                venvs.push(root.join(".venv"));
+            if let Some(v) = exe
+                .ancestors()
+                .skip(1)
+                .map(|a| a.join(".venv"))
+                .find(|v| v.is_dir())
+            {
+                venvs.push(v);
             }
         }
         for venv in venvs {
@@ -304,7 +309,11 @@ impl Runtime for OrtRuntime {
             .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .map_err(|e| load_err(&e))?;
-        let session = builder.commit_from_file(onnx).map_err(|e| load_err(&e))?;
+        let session = builder.commit_from_file(onnx).map_err(|e| {
+            load_err(&format!(
+                "{e} (is it a complete ONNX model? re-export it with models/export.py)"
+            ))
+        })?;
         let inputs = session
             .inputs()
             .iter()

@@ -52,7 +52,9 @@ impl Runtime for TractRuntime {
             .map_err(|e| RuntimeError::Load {
                 runtime: NAME,
                 path: onnx.clone(),
-                message: format!("{e:#}"),
+                message: format!(
+                    "{e:#} (is it a complete ONNX model? re-export it with models/export.py)"
+                ),
             })?;
         let input_names = graph
             .input_outlets()

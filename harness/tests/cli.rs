@@ -1,0 +1,446 @@
+//! The real binary on the committed tiny fixture: the three result files with the documented
+//! columns and schema, all runtimes in parity, and each bad input a clear error that leaves
+//! the other runtimes measured.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const DOCUMENTED_COLUMNS: &str = "runtime,device,variant,batch,seq,threads,concurrency,samples,mean_ms,p50_ms,p90_ms,p99_ms,p999_ms,throughput_per_s,parity";
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-bert")
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("harness-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A copy of the fixture folder, with `edit` applied to it.
+fn fixture_copy(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    let d = tmp(tag).join("model");
+    std::fs::create_dir_all(&d).unwrap();
+    for e in std::fs::read_dir(fixture()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+    }
+    edit(&d);
+    d
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn harness(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .expect("run harness");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `harness compare` with short timings on `model`, results in `out`.
+fn compare(model: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "compare",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seq",
+        "8",
+        "--threads",
+        "1",
+        "--warmup-time",
+        "10ms",
+        "--min-time",
+        "50ms",
+        "--min-samples",
+        "20",
+        "--no-overhead",
+    ];
+    args.extend_from_slice(extra);
+    harness(&args)
+}
+
+fn results(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+fn rows<'a>(r: &'a Value, runtime: &str) -> Vec<&'a Value> {
+    r["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["runtime"] == runtime)
+        .collect()
+}
+
+#[test]
+fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
+    let out = tmp("happy").join("res");
+    let run = compare(&fixture(), &out, &["--batch", "1,2", "--threads", "1,2"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    let r = results(&out);
+    assert_eq!(r["schema"], "harness-results");
+    assert_eq!(r["schema_version"], 1);
+    assert!(r["environment"]["cpu_model"].is_string());
+    assert!(r["environment"]["command_line"].as_array().unwrap().len() > 3);
+    assert_eq!(r["model"]["inputs"].as_array().unwrap().len(), 3);
+    let scenarios = r["scenarios"].as_array().unwrap();
+    assert_eq!(
+        scenarios.len(),
+        3 * 2 * 2,
+        "3 runtimes x 2 batches x 2 thread counts"
+    );
+    for s in scenarios {
+        let parity = s["parity"]["status"].as_str().unwrap();
+        assert!(
+            parity == "pass" || parity == "reference",
+            "{}: {parity}",
+            s["id"]
+        );
+        assert_eq!(s["status"], "ok");
+        let l = &s["measurement"]["latency"];
+        assert!(l["samples"].as_u64().unwrap() >= 20);
+        assert!(l["p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(l["p50_ms"].as_f64() <= l["p99_ms"].as_f64());
+        assert!(s["throughput_per_s"].as_f64().unwrap() > 0.0);
+        assert!(!s["measurement"]["latency"]["histogram"]
+            .as_str()
+            .unwrap()
+            .is_empty());
+        assert_eq!(s["applied"]["measuring_thread_cpu"], "CPU 0");
+    }
+    // ort is the reference, on its first thread count.
+    let ort = rows(&r, "ort");
+    assert_eq!(ort[0]["parity"]["status"], "reference");
+    assert_eq!(rows(&r, "candle")[0]["parity"]["reference"], "ort");
+    assert_eq!(ort[2]["applied"]["intra_op_threads"], "2");
+
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with(DOCUMENTED_COLUMNS));
+    let body: Vec<&str> = lines.collect();
+    assert_eq!(body.len(), 12);
+    assert!(body
+        .iter()
+        .all(|l| l.ends_with(",") || !l.contains("ERROR")));
+    assert!(body
+        .iter()
+        .any(|l| l.starts_with("candle,cpu,fp32,2,8,2,1,")));
+
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("| runtime | batch | seq |"), "{md}");
+    assert!(md.contains("| tract | 2 | 8 | 2 |"), "{md}");
+
+    assert!(run.stdout.starts_with("runtime  batch"), "{}", run.stdout);
+    assert!(run.stdout.contains("parity reference: ort"));
+}
+
+#[test]
+fn json_flag_puts_the_results_and_nothing_else_on_stdout() {
+    let out = tmp("json").join("res");
+    let run = compare(&fixture(), &out, &["--json", "--runtimes", "tract,null"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let from_stdout: Value =
+        serde_json::from_str(&run.stdout).expect("stdout is one JSON document");
+    assert_eq!(from_stdout, results(&out));
+    assert!(run.stderr.contains("measuring"), "progress goes to stderr");
+    // The null runtime is measured and not compared.
+    let null = rows(&from_stdout, "null");
+    assert_eq!(null[0]["parity"]["status"], "skipped");
+    assert!(
+        null[0]["measurement"]["latency"]["p50_ms"]
+            .as_f64()
+            .unwrap()
+            < 0.1
+    );
+}
+
+#[test]
+fn harness_overhead_is_measured_and_small() {
+    let out = tmp("overhead").join("res");
+    let run = harness(&[
+        "compare",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--runtimes",
+        "null",
+        "--seq",
+        "8",
+        "--threads",
+        "1",
+        "--min-time",
+        "20ms",
+        "--warmup-time",
+        "0s",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let o = &results(&out)["harness_overhead"];
+    assert!(o["samples"].as_u64().unwrap() >= 10_000);
+    // A clock read pair and a push: well under a microsecond on any machine this runs on.
+    assert!(o["p50_ns"].as_f64().unwrap() < 1_000.0, "{o}");
+}
+
+#[test]
+fn missing_model_is_a_clear_error() {
+    let out = tmp("missing").join("res");
+    let run = compare(Path::new("/no/such/model"), &out, &[]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("model path /no/such/model does not exist"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn assert_onnx_runtimes_fail_and_candle_measures(run: &Run, out: &Path, what: &str) {
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = results(out);
+    for rt in ["ort", "tract"] {
+        let row = rows(&r, rt)[0];
+        assert_eq!(row["status"], "error");
+        let e = row["error"].as_str().unwrap();
+        assert!(
+            e.contains("model.onnx") && e.contains("re-export"),
+            "{rt} ({what}): {e}"
+        );
+    }
+    let candle = rows(&r, "candle")[0];
+    assert_eq!(candle["status"], "ok", "{what}");
+    assert_eq!(candle["parity"]["status"], "reference");
+    assert!(run.stdout.contains("ERROR"));
+}
+
+#[test]
+fn truncated_onnx_fails_its_runtimes_only() {
+    let model = fixture_copy("truncated", |d| {
+        let bytes = std::fs::read(d.join("model.onnx")).unwrap();
+        std::fs::write(d.join("model.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    });
+    let out = model.parent().unwrap().join("res");
+    let run = compare(&model, &out, &[]);
+    assert_onnx_runtimes_fail_and_candle_measures(&run, &out, "truncated");
+}
+
+#[test]
+fn garbage_onnx_fails_its_runtimes_only() {
+    let model = fixture_copy("garbage", |d| {
+        std::fs::write(d.join("model.onnx"), b"\x08\x07garbage\xff\xfe not onnx").unwrap();
+    });
+    let out = model.parent().unwrap().join("res");
+    let run = compare(&model, &out, &[]);
+    assert_onnx_runtimes_fail_and_candle_measures(&run, &out, "garbage");
+    assert!(
+        run.stderr.contains("not a readable ONNX model"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_wrong_shape_is_a_clear_error() {
+    let out = tmp("shape").join("res");
+    let run = compare(&fixture(), &out, &["--shape", "pixels=1x3x224x224"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no input 'pixels'"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("input_ids, attention_mask, token_type_ids"),
+        "{}",
+        run.stderr
+    );
+
+    let run = compare(&fixture(), &out, &["--shape", "input_ids=2x8x1"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("rank 3 given, 2 declared"),
+        "{}",
+        run.stderr
+    );
+
+    let run = compare(&fixture(), &out, &["--shape", "input_ids=2by8"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("expected NAME=D0xD1"), "{}", run.stderr);
+}
+
+#[test]
+fn a_sequence_beyond_the_model_limit_skips_only_that_shape() {
+    let out = tmp("seq").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--seq", "8,100", "--runtimes", "ort,tract"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = results(&out);
+    for s in r["scenarios"].as_array().unwrap() {
+        if s["seq"] == 100 {
+            assert_eq!(s["status"], "error");
+            assert!(s["error"]
+                .as_str()
+                .unwrap()
+                .contains("max_position_embeddings 64"));
+        } else {
+            assert_eq!(s["status"], "ok");
+        }
+    }
+}
+
+#[test]
+fn a_shape_override_sets_every_input() {
+    let out = tmp("override").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--shape", "input_ids=3x5", "--runtimes", "ort,candle"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = results(&out);
+    let s = rows(&r, "candle")[0];
+    assert_eq!(s["batch"], 3);
+    assert_eq!(s["seq"], 5);
+    assert_eq!(s["shapes"]["attention_mask"], serde_json::json!([3, 5]));
+    assert_eq!(s["parity"]["status"], "pass");
+}
+
+#[test]
+fn onnx_runtime_library_not_found_leaves_the_others_measured() {
+    let out = tmp("nolib").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--ort-lib", "/nonexistent/libonnxruntime.so.1.31.1"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = results(&out);
+    let ort = rows(&r, "ort")[0];
+    assert_eq!(ort["status"], "error");
+    assert_eq!(ort["error_kind"], "library-not-found");
+    let e = ort["error"].as_str().unwrap();
+    assert!(
+        e.contains("ONNX Runtime library not found") && e.contains("/nonexistent"),
+        "{e}"
+    );
+    assert!(e.contains("pip install onnxruntime==1.31.1"), "{e}");
+    assert_eq!(rows(&r, "tract")[0]["parity"]["status"], "reference");
+    assert_eq!(rows(&r, "candle")[0]["parity"]["status"], "pass");
+    assert_eq!(rows(&r, "candle")[0]["parity"]["reference"], "tract");
+
+    // A file that is not a shared library: an error from the loader, not a panic.
+    let bogus = tmp("nolib-bogus").join("libonnxruntime.so");
+    std::fs::write(&bogus, b"not a library").unwrap();
+    let run = compare(
+        &fixture(),
+        &out,
+        &[
+            "--ort-lib",
+            bogus.to_str().unwrap(),
+            "--runtimes",
+            "ort,tract",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let e = rows(&results(&out), "ort")[0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("could not load the ONNX Runtime library"), "{e}");
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+
+    let run = harness(&["list", "--ort-lib", "/nonexistent/libonnxruntime.so"]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout
+            .contains("ort     cpu  unavailable  ONNX Runtime library not found"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("tract   cpu  ready"), "{}", run.stdout);
+}
+
+#[test]
+fn candle_weights_missing_is_reported_by_candle_alone() {
+    let model = fixture_copy("noweights", |d| {
+        std::fs::remove_file(d.join("model.safetensors")).unwrap()
+    });
+    let out = model.parent().unwrap().join("res");
+    let run = compare(&model, &out, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = results(&out);
+    let c = rows(&r, "candle")[0];
+    assert_eq!(c["status"], "error");
+    let e = c["error"].as_str().unwrap();
+    assert!(
+        e.contains("model.safetensors") && e.contains("models/export.py"),
+        "{e}"
+    );
+    assert_eq!(rows(&r, "ort")[0]["status"], "ok");
+    assert_eq!(rows(&r, "tract")[0]["parity"]["status"], "pass");
+}
+
+#[test]
+fn a_plain_onnx_file_runs_and_candle_says_what_it_misses() {
+    let d = tmp("plain");
+    let onnx = d.join("encoder.onnx");
+    std::fs::copy(fixture().join("model.onnx"), &onnx).unwrap();
+    let out = d.join("res");
+    let run = compare(&onnx, &out, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = results(&out);
+    assert_eq!(r["model"]["name"], "encoder");
+    assert_eq!(rows(&r, "tract")[0]["parity"]["status"], "pass");
+    let e = rows(&r, "candle")[0]["error"].as_str().unwrap().to_string();
+    assert!(e.contains("config.json"), "{e}");
+}
+
+#[test]
+fn an_unsupported_architecture_is_unsupported_by_candle_not_an_error_for_the_run() {
+    let model = fixture_copy("arch", |d| {
+        let c = std::fs::read_to_string(d.join("config.json")).unwrap();
+        std::fs::write(d.join("config.json"), c.replace("\"bert\"", "\"gpt2\"")).unwrap();
+    });
+    let out = model.parent().unwrap().join("res");
+    let run = compare(&model, &out, &[]);
+    let r = results(&out);
+    let e = rows(&r, "candle")[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.starts_with("unsupported by candle: model_type 'gpt2'"),
+        "{e}"
+    );
+    assert_eq!(rows(&r, "tract")[0]["parity"]["status"], "pass");
+    assert_eq!(run.code, 1);
+}
+
+#[test]
+fn list_shows_every_runtime_ready() {
+    let run = harness(&["list", "--json"]);
+    assert_eq!(run.code, 0);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["runtime"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ort", "tract", "candle", "null"]);
+    for r in v.as_array().unwrap() {
+        assert_eq!(r["status"], "ready", "{r}");
+    }
+}

