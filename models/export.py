@@ -26,6 +26,14 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
+
+# Local folders only (no hub access exists here), and quiet: the export prints one line.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
+warnings.filterwarnings("ignore", module=r"transformers.*")
 
 MANIFEST_SCHEMA = 1
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]

@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Measure a model in every selected runtime and compare them
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// Show every runtime and whether it can run here
     List(ListArgs),
 }

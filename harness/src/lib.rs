@@ -22,7 +22,7 @@ use compare::{CompareError, CompareOptions};
 /// written); 2 bad input, nothing measured.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Compare(a) => run_compare(a),
+        Command::Compare(a) => run_compare(*a),
         Command::List(a) => run_list(a),
     }
 }

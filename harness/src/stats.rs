@@ -149,11 +149,11 @@ mod tests {
 
     #[test]
     fn low_sample_percentiles_are_flagged() {
-        let st = LatencyStats::from_samples(&vec![1000; 100]);
+        let st = LatencyStats::from_samples(&[1000; 100]);
         assert_eq!(st.low_sample_percentiles, vec!["p99", "p99.9"]);
-        let st = LatencyStats::from_samples(&vec![1000; 500]);
+        let st = LatencyStats::from_samples(&[1000; 500]);
         assert_eq!(st.low_sample_percentiles, vec!["p99.9"]);
-        let st = LatencyStats::from_samples(&vec![1000; 9]);
+        let st = LatencyStats::from_samples(&[1000; 9]);
         assert_eq!(
             st.low_sample_percentiles,
             vec!["p50", "p90", "p99", "p99.9"]

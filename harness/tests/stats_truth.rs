@@ -49,7 +49,10 @@ impl Loaded for Injected {
                 }
             }
         }
-        if self.fail_every.is_some_and(|k| i > 0 && i % k == 0) {
+        if self
+            .fail_every
+            .is_some_and(|k| i > 0 && i.is_multiple_of(k))
+        {
             return Err(RuntimeError::Inference {
                 runtime: "injected",
                 message: "injected failure".into(),
