@@ -32,6 +32,7 @@ import warnings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
 warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
 warnings.filterwarnings("ignore", module=r"transformers.*")
 

@@ -93,6 +93,52 @@ fn pin_current(pin: Option<usize>) -> String {
     }
 }
 
+/// A row for one scenario before anything is known about it: an error until measured.
+fn blank_row(
+    runtime: &str,
+    shape: &ScenarioShape,
+    threads: usize,
+    tol: Tolerance,
+) -> ScenarioResult {
+    ScenarioResult {
+        id: scenario_id(runtime, shape.batch, shape.seq, threads),
+        runtime: runtime.to_string(),
+        device: "cpu".into(),
+        variant: "fp32".into(),
+        batch: shape.batch,
+        seq: shape.seq,
+        shapes: shape.inputs.iter().cloned().collect(),
+        threads,
+        concurrency: 1,
+        mode: "closed-loop".into(),
+        status: ScenarioStatus::Error,
+        error: None,
+        error_kind: None,
+        applied: BTreeMap::new(),
+        load_ms: None,
+        prepare_ms: None,
+        measurement: None,
+        throughput_per_s: None,
+        parity: Parity::skipped(tol, "not measured"),
+    }
+}
+
+/// One progress line per finished scenario.
+fn report(r: &ScenarioResult, progress: Progress) {
+    match (&r.measurement, &r.error) {
+        (Some(m), _) => progress(&format!(
+            "[{}] {}: p50 {:.3} ms, {} samples, parity {}",
+            r.runtime,
+            r.id,
+            m.latency.p50_ms,
+            m.latency.samples,
+            r.parity_label()
+        )),
+        (None, Some(e)) => progress(&format!("[{}] {}: {e}", r.runtime, r.id)),
+        (None, None) => {}
+    }
+}
+
 struct Ctx<'a> {
     opts: &'a CompareOptions,
     files: &'a ModelFiles,
@@ -110,27 +156,7 @@ fn run_group(
     emit: &mut dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>),
 ) {
     let name = rt.name();
-    let base = |shape: &ScenarioShape| ScenarioResult {
-        id: scenario_id(name, shape.batch, shape.seq, threads),
-        runtime: name.to_string(),
-        device: "cpu".into(),
-        variant: "fp32".into(),
-        batch: shape.batch,
-        seq: shape.seq,
-        shapes: shape.inputs.iter().cloned().collect(),
-        threads,
-        concurrency: 1,
-        mode: "closed-loop".into(),
-        status: ScenarioStatus::Error,
-        error: None,
-        error_kind: None,
-        applied: BTreeMap::new(),
-        load_ms: None,
-        prepare_ms: None,
-        measurement: None,
-        throughput_per_s: None,
-        parity: Parity::skipped(ctx.opts.tolerance, "not measured"),
-    };
+    let base = |shape: &ScenarioShape| blank_row(name, shape, threads, ctx.opts.tolerance);
     let load_opts = LoadOptions {
         threads,
         ort_lib: ctx.opts.ort_lib.clone(),
@@ -143,7 +169,6 @@ fn run_group(
     let mut model: Box<dyn Loaded> = match loaded {
         Ok(m) => m,
         Err(e) => {
-            progress(&format!("[{name}] {e}"));
             for s in ctx.shapes {
                 let mut r = base(&s.shape);
                 r.error = Some(e.to_string());
@@ -396,20 +421,24 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     for rt in &selected {
         for &threads in &opts.threads {
             let mut produced: Vec<(usize, Vec<HostTensor>)> = Vec::new();
-            let mut rows: Vec<ScenarioResult> = Vec::new();
+            let mut emitted = 0usize;
             let mut write_error = None;
             // Each group runs on its own thread: the measuring thread can be pinned without
             // the next runtime's pools inheriting the mask, and a panic inside a runtime
             // becomes an error row instead of ending the run.
             let outcome = std::thread::scope(|s| {
                 s.spawn(|| {
-                    let mut idx = 0usize;
                     let mut emit = |r: ScenarioResult, out: Option<Vec<HostTensor>>| {
                         if let Some(o) = out {
-                            produced.push((idx, o));
+                            produced.push((emitted, o));
                         }
-                        rows.push(r);
-                        idx += 1;
+                        emitted += 1;
+                        report(&r, progress);
+                        results.scenarios.push(r);
+                        // On disk as soon as it is measured.
+                        if let Err(e) = write(&results) {
+                            write_error.get_or_insert(e);
+                        }
                     };
                     run_group(&ctx, rt.as_ref(), threads, &references, progress, &mut emit);
                 })
@@ -422,53 +451,21 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
                 progress(&format!("[{}] panicked: {msg}", rt.name()));
-                for s in shapes.iter().skip(rows.len()) {
-                    rows.push(ScenarioResult {
-                        id: scenario_id(rt.name(), s.shape.batch, s.shape.seq, threads),
-                        runtime: rt.name().into(),
-                        device: "cpu".into(),
-                        variant: "fp32".into(),
-                        batch: s.shape.batch,
-                        seq: s.shape.seq,
-                        shapes: s.shape.inputs.iter().cloned().collect(),
-                        threads,
-                        concurrency: 1,
-                        mode: "closed-loop".into(),
-                        status: ScenarioStatus::Error,
-                        error: Some(format!("{} panicked: {msg}", rt.name())),
-                        error_kind: Some("panic".into()),
-                        applied: BTreeMap::new(),
-                        load_ms: None,
-                        prepare_ms: None,
-                        measurement: None,
-                        throughput_per_s: None,
-                        parity: Parity::skipped(opts.tolerance, "not measured"),
-                    });
+                for s in shapes.iter().skip(emitted) {
+                    let mut r = blank_row(rt.name(), &s.shape, threads, opts.tolerance);
+                    r.error = Some(format!("{} panicked: {msg}", rt.name()));
+                    r.error_kind = Some("panic".into());
+                    results.scenarios.push(r);
                 }
+                write(&results)?;
+            }
+            if let Some(e) = write_error {
+                return Err(e);
             }
             for (i, out) in produced {
                 references
                     .entry(i)
                     .or_insert_with(|| (rt.name().to_string(), out));
-            }
-            for r in rows {
-                if let Some(m) = &r.measurement {
-                    progress(&format!(
-                        "[{}] {}: p50 {:.3} ms, {} samples, parity {}",
-                        r.runtime,
-                        r.id,
-                        m.latency.p50_ms,
-                        m.latency.samples,
-                        r.parity_label()
-                    ));
-                }
-                results.scenarios.push(r);
-                if let Err(e) = write(&results) {
-                    write_error = Some(e);
-                }
-            }
-            if let Some(e) = write_error {
-                return Err(e);
             }
         }
     }
