@@ -444,3 +444,43 @@ fn list_shows_every_runtime_ready() {
         assert_eq!(r["status"], "ready", "{r}");
     }
 }
+
+#[test]
+fn a_runtime_out_of_tolerance_is_marked_fail_in_every_output() {
+    let out = tmp("fail").join("res");
+    // No float runtime reproduces another bit for bit across 256 elements.
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--runtimes", "ort,candle", "--atol", "1e-12", "--rtol", "0"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let candle_line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("candle"))
+        .unwrap();
+    assert!(candle_line.ends_with("FAIL"), "{candle_line}");
+    assert!(
+        run.stdout.contains("parity FAIL against ort"),
+        "{}",
+        run.stdout
+    );
+    let r = results(&out);
+    assert_eq!(rows(&r, "candle")[0]["parity"]["status"], "fail");
+    assert!(
+        rows(&r, "candle")[0]["parity"]["max_abs_diff"]
+            .as_f64()
+            .unwrap()
+            > 1e-12
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let row = csv.lines().find(|l| l.starts_with("candle,")).unwrap();
+    assert_eq!(row.split(',').nth(14), Some("FAIL"), "{row}");
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("| candle |") && l.ends_with("| FAIL |")),
+        "{md}"
+    );
+}
