@@ -142,26 +142,12 @@ struct CandleLoaded {
     prepared: Option<Prepared>,
 }
 
-fn input_err(message: String) -> RuntimeError {
-    RuntimeError::Input {
-        runtime: NAME,
-        message,
-    }
-}
-
-fn infer_err(e: candle_core::Error) -> RuntimeError {
-    RuntimeError::Inference {
-        runtime: NAME,
-        message: e.to_string(),
-    }
-}
-
 impl CandleLoaded {
     fn forward(&self) -> Result<Tensor, RuntimeError> {
         let p = self
             .prepared
             .as_ref()
-            .ok_or_else(|| input_err("run before prepare".into()))?;
+            .ok_or_else(|| RuntimeError::input(NAME, "run before prepare"))?;
         let f = || {
             self.bert
                 .forward(&p.input_ids, &p.token_type_ids, Some(&p.attention_mask))
@@ -170,7 +156,7 @@ impl CandleLoaded {
             Some(pool) => pool.install(f),
             None => f(),
         }
-        .map_err(infer_err)
+        .map_err(|e| RuntimeError::inference(NAME, e))
     }
 }
 
@@ -206,30 +192,37 @@ impl Loaded for CandleLoaded {
         let ids = inputs
             .iter()
             .find(|t| t.name == "input_ids")
-            .ok_or_else(|| input_err("no 'input_ids' input".into()))?;
+            .ok_or_else(|| RuntimeError::input(NAME, "no 'input_ids' input"))?;
         if ids.shape.len() != 2 {
-            return Err(input_err(format!(
-                "input_ids must be [batch, sequence], got shape {}",
-                ids.shape_string()
-            )));
+            return Err(RuntimeError::input(
+                NAME,
+                format!(
+                    "input_ids must be [batch, sequence], got shape {}",
+                    ids.shape_string()
+                ),
+            ));
         }
         let tensor = |name: &str, fill: i64| -> Result<Tensor, RuntimeError> {
             let data = match inputs.iter().find(|t| t.name == name) {
                 Some(t) => {
                     if t.shape != ids.shape {
-                        return Err(input_err(format!(
-                            "{name} has shape {}, input_ids {}",
-                            t.shape_string(),
-                            ids.shape_string()
-                        )));
+                        return Err(RuntimeError::input(
+                            NAME,
+                            format!(
+                                "{name} has shape {}, input_ids {}",
+                                t.shape_string(),
+                                ids.shape_string()
+                            ),
+                        ));
                     }
-                    t.data
-                        .to_i64()
-                        .ok_or_else(|| input_err(format!("{name} must be integer")))?
+                    t.data.to_i64().ok_or_else(|| {
+                        RuntimeError::input(NAME, format!("{name} must be integer"))
+                    })?
                 }
                 None => vec![fill; ids.data.len()],
             };
-            Tensor::from_vec(data, ids.shape.as_slice(), &Device::Cpu).map_err(infer_err)
+            Tensor::from_vec(data, ids.shape.as_slice(), &Device::Cpu)
+                .map_err(|e| RuntimeError::inference(NAME, e))
         };
         self.prepared = Some(Prepared {
             input_ids: tensor("input_ids", 0)?,
@@ -249,7 +242,7 @@ impl Loaded for CandleLoaded {
         let data = out
             .flatten_all()
             .and_then(|t| t.to_vec1::<f32>())
-            .map_err(infer_err)?;
+            .map_err(|e| RuntimeError::inference(NAME, e))?;
         Ok(vec![HostTensor::new(
             self.output_name.clone(),
             shape,

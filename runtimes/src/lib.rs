@@ -60,6 +60,20 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    pub fn input(runtime: &'static str, message: impl Into<String>) -> RuntimeError {
+        RuntimeError::Input {
+            runtime,
+            message: message.into(),
+        }
+    }
+
+    pub fn inference(runtime: &'static str, e: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Inference {
+            runtime,
+            message: e.to_string(),
+        }
+    }
+
     /// A short stable label for counting failures by kind.
     pub fn kind(&self) -> &'static str {
         match self {

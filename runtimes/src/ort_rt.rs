@@ -335,20 +335,6 @@ struct OrtLoaded {
     threads: usize,
 }
 
-fn input_err(message: String) -> RuntimeError {
-    RuntimeError::Input {
-        runtime: NAME,
-        message,
-    }
-}
-
-fn infer_err(e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Inference {
-        runtime: NAME,
-        message: e.to_string(),
-    }
-}
-
 fn to_value(t: &HostTensor) -> Result<DynValue, ort::Error> {
     let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
     Ok(match &t.data {
@@ -369,6 +355,14 @@ fn element_matches(ty: &TensorElementType, data: &TensorData) -> bool {
     )
 }
 
+/// The session's inputs, borrowed from the prepared values (no copy in the timed region).
+fn feed(prepared: &[(String, DynValue)]) -> Vec<(&str, SessionInputValue<'_>)> {
+    prepared
+        .iter()
+        .map(|(n, v)| (n.as_str(), SessionInputValue::from(v)))
+        .collect()
+}
+
 impl Loaded for OrtLoaded {
     fn applied(&self) -> Vec<(String, String)> {
         vec![
@@ -382,19 +376,22 @@ impl Loaded for OrtLoaded {
     fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
         let mut prepared = Vec::with_capacity(inputs.len());
         for (name, ty) in &self.inputs {
-            let t = inputs
-                .iter()
-                .find(|t| &t.name == name)
-                .ok_or_else(|| input_err(format!("the model's input '{name}' was not given")))?;
+            let t = inputs.iter().find(|t| &t.name == name).ok_or_else(|| {
+                RuntimeError::input(NAME, format!("the model's input '{name}' was not given"))
+            })?;
             if let ValueType::Tensor { ty, .. } = ty {
                 if !element_matches(ty, &t.data) {
-                    return Err(input_err(format!(
-                        "input '{name}': the model expects {ty:?}, got {}",
-                        t.data.dtype().as_str()
-                    )));
+                    return Err(RuntimeError::input(
+                        NAME,
+                        format!(
+                            "input '{name}': the model expects {ty:?}, got {}",
+                            t.data.dtype().as_str()
+                        ),
+                    ));
                 }
             }
-            let v = to_value(t).map_err(|e| input_err(format!("input '{name}': {e}")))?;
+            let v = to_value(t)
+                .map_err(|e| RuntimeError::input(NAME, format!("input '{name}': {e}")))?;
             prepared.push((name.clone(), v));
         }
         self.prepared = prepared;
@@ -402,23 +399,19 @@ impl Loaded for OrtLoaded {
     }
 
     fn run(&mut self) -> Result<(), RuntimeError> {
-        let feed: Vec<(&str, SessionInputValue<'_>)> = self
-            .prepared
-            .iter()
-            .map(|(n, v)| (n.as_str(), SessionInputValue::from(v)))
-            .collect();
-        let outputs = self.session.run(feed).map_err(infer_err)?;
+        let outputs = self
+            .session
+            .run(feed(&self.prepared))
+            .map_err(|e| RuntimeError::inference(NAME, e))?;
         drop(outputs);
         Ok(())
     }
 
     fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError> {
-        let feed: Vec<(&str, SessionInputValue<'_>)> = self
-            .prepared
-            .iter()
-            .map(|(n, v)| (n.as_str(), SessionInputValue::from(v)))
-            .collect();
-        let outputs = self.session.run(feed).map_err(infer_err)?;
+        let outputs = self
+            .session
+            .run(feed(&self.prepared))
+            .map_err(|e| RuntimeError::inference(NAME, e))?;
         let mut result = Vec::new();
         for (name, value) in outputs.iter() {
             let (shape, data) = if let Ok((s, d)) = value.try_extract_tensor::<f32>() {
@@ -428,10 +421,13 @@ impl Loaded for OrtLoaded {
             } else if let Ok((s, d)) = value.try_extract_tensor::<i32>() {
                 (s.to_vec(), TensorData::I32(d.to_vec()))
             } else {
-                return Err(infer_err(format!(
-                    "output '{name}' has a type the harness cannot compare ({:?})",
-                    value.dtype()
-                )));
+                return Err(RuntimeError::inference(
+                    NAME,
+                    format!(
+                        "output '{name}' has a type the harness cannot compare ({:?})",
+                        value.dtype()
+                    ),
+                ));
             };
             let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
             result.push(HostTensor::new(name, shape, data));

@@ -119,20 +119,6 @@ struct TractLoaded {
     threads: usize,
 }
 
-fn input_err(message: String) -> RuntimeError {
-    RuntimeError::Input {
-        runtime: NAME,
-        message,
-    }
-}
-
-fn infer_err(e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Inference {
-        runtime: NAME,
-        message: e.to_string(),
-    }
-}
-
 fn to_tensor(t: &HostTensor) -> TractResult<Tensor> {
     Ok(match &t.data {
         TensorData::F32(v) => Tensor::from_shape(&t.shape, v)?,
@@ -145,7 +131,7 @@ fn to_tensor(t: &HostTensor) -> TractResult<Tensor> {
 /// A tensor's elements in logical (row-major) order.
 fn plain<D: Datum + Clone>(t: &Tensor) -> Result<Vec<D>, RuntimeError> {
     Ok(t.to_plain_array_view::<D>()
-        .map_err(infer_err)?
+        .map_err(|e| RuntimeError::inference(NAME, e))?
         .iter()
         .cloned()
         .collect())
@@ -158,7 +144,9 @@ fn from_tensor(name: &str, t: &Tensor) -> Result<HostTensor, RuntimeError> {
         DatumType::I64 => TensorData::I64(plain::<i64>(t)?),
         DatumType::I32 => TensorData::I32(plain::<i32>(t)?),
         _ => {
-            let f = t.cast_to::<f32>().map_err(infer_err)?;
+            let f = t
+                .cast_to::<f32>()
+                .map_err(|e| RuntimeError::inference(NAME, e))?;
             TensorData::F32(plain::<f32>(&f)?)
         }
     };
@@ -181,7 +169,7 @@ impl TractLoaded {
             };
             model = model
                 .with_input_fact(i, InferenceFact::dt_shape(dt, &t.shape))
-                .map_err(|e| input_err(format!("input '{}': {e:#}", t.name)))?;
+                .map_err(|e| RuntimeError::input(NAME, format!("input '{}': {e:#}", t.name)))?;
         }
         let plan = model
             .into_optimized()
@@ -199,14 +187,14 @@ impl TractLoaded {
         let p = self
             .current
             .as_mut()
-            .ok_or_else(|| input_err("run before prepare".into()))?;
+            .ok_or_else(|| RuntimeError::input(NAME, "run before prepare"))?;
         let inputs = p.inputs.clone();
         let state = &mut p.state;
         match &self.executor {
             Executor::SingleThread => state.run(inputs),
             ex => multithread_tract_scope(ex.clone(), || state.run(inputs)),
         }
-        .map_err(|e| infer_err(format!("{e:#}")))
+        .map_err(|e| RuntimeError::inference(NAME, format!("{e:#}")))
     }
 }
 
@@ -232,10 +220,9 @@ impl Loaded for TractLoaded {
         let ordered: Vec<&HostTensor> = names
             .iter()
             .map(|n| {
-                inputs
-                    .iter()
-                    .find(|t| &t.name == n)
-                    .ok_or_else(|| input_err(format!("the model's input '{n}' was not given")))
+                inputs.iter().find(|t| &t.name == n).ok_or_else(|| {
+                    RuntimeError::input(NAME, format!("the model's input '{n}' was not given"))
+                })
             })
             .collect::<Result<_, _>>()?;
         let plan = self.plan_for(&ordered)?;
@@ -244,10 +231,11 @@ impl Loaded for TractLoaded {
             .map(|t| {
                 to_tensor(t)
                     .map(|t| t.into_tvalue())
-                    .map_err(|e| input_err(format!("input '{}': {e:#}", t.name)))
+                    .map_err(|e| RuntimeError::input(NAME, format!("input '{}': {e:#}", t.name)))
             })
             .collect::<Result<TVec<_>, _>>()?;
-        let state = TypedSimpleState::new(&plan).map_err(|e| infer_err(format!("{e:#}")))?;
+        let state = TypedSimpleState::new(&plan)
+            .map_err(|e| RuntimeError::inference(NAME, format!("{e:#}")))?;
         self.current = Some(Prepared {
             state,
             inputs: values,
