@@ -11,6 +11,7 @@ use runtimes::{Availability, HostTensor, LoadOptions, Loaded, ModelFiles, ModelI
 use crate::environment::{Environment, RuntimeVersion};
 use crate::inputs::{self, ScenarioShape};
 use crate::measure::{self, MeasureConfig, MonotonicClock};
+use crate::monitor::{self, ResourceReport, Sampler};
 use crate::parity::{self, Parity, Tolerance};
 use crate::results::{
     self, ModelSummary, Overhead, Results, RuntimeStatus, ScenarioResult, ScenarioStatus, Settings,
@@ -119,6 +120,9 @@ fn blank_row(
         prepare_ms: None,
         measurement: None,
         throughput_per_s: None,
+        rss_after_load_bytes: None,
+        load_rss_delta_bytes: None,
+        resources: None,
         parity: Parity::skipped(tol, "not measured"),
     }
 }
@@ -136,6 +140,29 @@ fn report(r: &ScenarioResult, progress: Progress) {
         )),
         (None, Some(e)) => progress(&format!("[{}] {}: {e}", r.runtime, r.id)),
         (None, None) => {}
+    }
+}
+
+/// Resource monitors over exactly the measured window.
+#[derive(Default)]
+struct MonitorHooks {
+    sampler: Option<Sampler>,
+    report: Option<ResourceReport>,
+}
+
+/// How often the monitors sample.
+const MONITOR_INTERVAL: Duration = Duration::from_millis(100);
+
+impl measure::WindowHooks for MonitorHooks {
+    fn window_start(&mut self) {
+        self.sampler = Some(Sampler::start(
+            monitor::default_monitors(),
+            MONITOR_INTERVAL,
+        ));
+    }
+
+    fn window_end(&mut self) {
+        self.report = self.sampler.take().map(Sampler::stop);
     }
 }
 
@@ -163,9 +190,11 @@ fn run_group(
         ..LoadOptions::default()
     };
     progress(&format!("[{name}] loading with {threads} thread(s)"));
+    let rss_before = monitor::current_rss_bytes();
     let t = Instant::now();
     let loaded = rt.load(ctx.files, ctx.info, &load_opts);
     let load_ms = ms(t.elapsed());
+    let rss_after = monitor::current_rss_bytes();
     let mut model: Box<dyn Loaded> = match loaded {
         Ok(m) => m,
         Err(e) => {
@@ -188,6 +217,8 @@ fn run_group(
         let mut r = base(&s.shape);
         r.applied = applied.clone();
         r.load_ms = Some(load_ms);
+        r.rss_after_load_bytes = rss_after;
+        r.load_rss_delta_bytes = rss_before.zip(rss_after).map(|(a, b)| b as i64 - a as i64);
         let inputs = match &s.inputs {
             Ok(i) => i,
             Err(e) => {
@@ -208,7 +239,8 @@ fn run_group(
         r.prepare_ms = Some(ms(t.elapsed()));
         progress(&format!("[{name}] {}: measuring", r.id));
         let clock = MonotonicClock::new();
-        let m = match measure::measure(model.as_mut(), &clock, &ctx.opts.measure) {
+        let mut hooks = MonitorHooks::default();
+        let m = match measure::measure_with(model.as_mut(), &clock, &ctx.opts.measure, &mut hooks) {
             Ok(m) => m,
             Err(e) => {
                 r.error = Some(e.to_string());
@@ -218,6 +250,7 @@ fn run_group(
             }
         };
         r.throughput_per_s = Some(measure::throughput(&m, s.shape.batch));
+        r.resources = hooks.report.take();
         r.status = if m.failures > 0 {
             ScenarioStatus::Failed
         } else {

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod environment;
 pub mod inputs;
 pub mod measure;
+pub mod monitor;
 pub mod parity;
 pub mod results;
 pub mod stats;

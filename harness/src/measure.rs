@@ -97,12 +97,31 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// Called at the edges of the measured window (after warm-up, after the last sample), so
+/// that resource monitors cover exactly what the latencies cover.
+pub trait WindowHooks {
+    fn window_start(&mut self) {}
+    fn window_end(&mut self) {}
+}
+
+impl WindowHooks for () {}
+
 /// Measures `model`, which must already be prepared. The first inference failing is an
 /// error (nothing can be measured); later failures are counted and shown.
 pub fn measure(
     model: &mut dyn Loaded,
     clock: &dyn Clock,
     cfg: &MeasureConfig,
+) -> Result<Measurement, RuntimeError> {
+    measure_with(model, clock, cfg, &mut ())
+}
+
+/// [`measure`], calling `hooks` at the window's edges.
+pub fn measure_with(
+    model: &mut dyn Loaded,
+    clock: &dyn Clock,
+    cfg: &MeasureConfig,
+    hooks: &mut dyn WindowHooks,
 ) -> Result<Measurement, RuntimeError> {
     let t0 = clock.now_ns();
     model.run()?;
@@ -140,6 +159,7 @@ pub fn measure(
     let warm_ns = clock.now_ns() - warm_start;
 
     let min_ns = cfg.min_time.as_nanos() as u64;
+    hooks.window_start();
     let mut samples: Vec<u64> = Vec::with_capacity(cfg.min_samples.min(1 << 20) as usize);
     let start = clock.now_ns();
     let mut end = start;
@@ -172,6 +192,7 @@ pub fn measure(
             }
         }
     };
+    hooks.window_end();
     Ok(Measurement {
         first_inference_ms: ms(first_ns),
         warmup_iterations: warm_iters,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
 use crate::measure::Measurement;
+use crate::monitor::ResourceReport;
 use crate::parity::{Parity, ParityStatus, Tolerance};
 
 pub const SCHEMA: &str = "harness-results";
@@ -44,6 +45,12 @@ pub const CSV_COLUMNS: &[&str] = &[
     "cosine",
     "failures",
     "low_sample_percentiles",
+    "avg_cores_busy",
+    "peak_rss_mb",
+    "model_rss_mb",
+    "voluntary_ctx_switches",
+    "involuntary_ctx_switches",
+    "energy_j",
     "error",
 ];
 
@@ -140,6 +147,11 @@ pub struct ScenarioResult {
     pub prepare_ms: Option<f64>,
     pub measurement: Option<Measurement>,
     pub throughput_per_s: Option<f64>,
+    /// Resident memory after the model was loaded, and what loading added to it.
+    pub rss_after_load_bytes: Option<u64>,
+    pub load_rss_delta_bytes: Option<i64>,
+    /// CPU, memory, context switches and energy over the measured window.
+    pub resources: Option<ResourceReport>,
     pub parity: Parity,
 }
 
@@ -161,6 +173,12 @@ fn f(x: f64, digits: usize) -> String {
     format!("{x:.digits$}")
 }
 
+const MB: f64 = 1024.0 * 1024.0;
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / MB
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -175,6 +193,7 @@ pub fn to_csv(r: &Results) -> String {
     for s in &r.scenarios {
         let m = s.measurement.as_ref();
         let l = m.map(|m| &m.latency);
+        let res = s.resources.as_ref();
         let opt = |x: Option<f64>, d: usize| x.map(|v| f(v, d)).unwrap_or_default();
         let row: Vec<String> = vec![
             s.runtime.clone(),
@@ -215,8 +234,19 @@ pub fn to_csv(r: &Results) -> String {
             m.map(|m| m.failures.to_string()).unwrap_or_default(),
             l.map(|l| l.low_sample_percentiles.join(" "))
                 .unwrap_or_default(),
+            opt(res.and_then(|r| r.avg_cores_busy), 3),
+            opt(res.and_then(|r| r.peak_rss_bytes).map(mb), 1),
+            opt(s.load_rss_delta_bytes.map(|b| b as f64 / MB), 1),
+            res.and_then(|r| r.voluntary_ctx_switches)
+                .map(|x| x.to_string())
+                .unwrap_or_default(),
+            res.and_then(|r| r.involuntary_ctx_switches)
+                .map(|x| x.to_string())
+                .unwrap_or_default(),
+            opt(res.and_then(|r| r.energy_j), 3),
             s.error.clone().unwrap_or_default(),
         ];
+        debug_assert_eq!(row.len(), CSV_COLUMNS.len());
         let row: Vec<String> = row.iter().map(|c| csv_field(c)).collect();
         out.push_str(&row.join(","));
         out.push('\n');
@@ -251,9 +281,9 @@ fn pct(s: &ScenarioResult, name: &str, v: f64) -> String {
     format!("{}{}", ms_cell(v), if low { "*" } else { "" })
 }
 
-const TABLE_HEAD: [&str; 11] = [
+const TABLE_HEAD: [&str; 13] = [
     "runtime", "batch", "seq", "threads", "samples", "p50 ms", "p90 ms", "p99 ms", "items/s",
-    "load ms", "parity",
+    "cores", "peak MB", "load ms", "parity",
 ];
 
 fn table_rows(r: &Results) -> Vec<Vec<String>> {
@@ -266,6 +296,7 @@ fn table_rows(r: &Results) -> Vec<Vec<String>> {
                 s.seq.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
                 s.threads.to_string(),
             ];
+            let res = s.resources.as_ref();
             match &s.measurement {
                 Some(m) => {
                     let l = &m.latency;
@@ -275,10 +306,16 @@ fn table_rows(r: &Results) -> Vec<Vec<String>> {
                         pct(s, "p90", l.p90_ms),
                         pct(s, "p99", l.p99_ms),
                         f(s.throughput_per_s.unwrap_or(0.0), 1),
+                        res.and_then(|r| r.avg_cores_busy)
+                            .map(|x| f(x, 2))
+                            .unwrap_or_else(|| "-".into()),
+                        res.and_then(|r| r.peak_rss_bytes)
+                            .map(|x| f(mb(x), 0))
+                            .unwrap_or_else(|| "-".into()),
                         s.load_ms.map(|x| f(x, 1)).unwrap_or_else(|| "-".into()),
                     ]);
                 }
-                None => row.extend(std::iter::repeat_n("-".to_string(), 6)),
+                None => row.extend(std::iter::repeat_n("-".to_string(), 8)),
             }
             row.push(s.parity_label().to_string());
             row
@@ -318,6 +355,28 @@ fn footnotes(r: &Results) -> Vec<String> {
             }
         }
     }
+    let monitored: Vec<&ResourceReport> = r
+        .scenarios
+        .iter()
+        .filter_map(|s| s.resources.as_ref())
+        .collect();
+    if let Some(worst) = monitored
+        .iter()
+        .map(|m| m.monitor_cost.share_of_window)
+        .reduce(f64::max)
+    {
+        let energy = match monitored
+            .iter()
+            .find_map(|m| m.energy_unavailable.as_deref())
+        {
+            Some(why) => format!("energy unavailable: {why}"),
+            None => "energy from RAPL (package)".into(),
+        };
+        notes.push(format!(
+            "monitors: cores = CPU time / wall time of the whole process; peak MB = peak resident memory in the window; own cost at most {:.3}% of a window; {energy}",
+            worst * 100.0
+        ));
+    }
     if let Some(o) = &r.harness_overhead {
         notes.push(format!(
             "harness overhead per iteration (null runtime): p50 {:.0} ns, mean {:.0} ns",
@@ -351,10 +410,11 @@ pub fn to_table(r: &Results) -> String {
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let w = widths.get(i).copied().unwrap_or(0);
                 if i == 0 || i == cells.len() - 1 {
-                    format!("{c:<w$}", w = widths[i])
+                    format!("{c:<w$}")
                 } else {
-                    format!("{c:>w$}", w = widths[i])
+                    format!("{c:>w$}")
                 }
             })
             .collect::<Vec<_>>()

@@ -123,6 +123,18 @@ fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
             .unwrap()
             .is_empty());
         assert_eq!(s["applied"]["measuring_thread_cpu"], "CPU 0");
+        let res = &s["resources"];
+        assert!(res["avg_cores_busy"].as_f64().unwrap() > 0.0, "{res}");
+        assert!(res["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{res}");
+        assert!(
+            res["monitor_cost"]["share_of_window"].as_f64().unwrap() < 0.01,
+            "{res}"
+        );
+        assert!(
+            res["energy_j"].is_number() || res["energy_unavailable"].is_string(),
+            "{res}"
+        );
+        assert!(s["rss_after_load_bytes"].as_u64().unwrap() > 1 << 20);
     }
     // ort is the reference, on its first thread count.
     let ort = rows(&r, "ort");

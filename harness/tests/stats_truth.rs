@@ -173,8 +173,8 @@ fn a_runtime_that_always_fails_stops_and_reports() {
 
 #[test]
 fn real_clock_brackets_injected_spin_latency() {
-    // On the real clock the figures can only be late, never early; a shared machine may add
-    // a little, so the upper bound is generous.
+    // On the real clock the figures can only be late, never early; how late depends on what
+    // else the machine runs, so only the lower bounds and the modes are asserted.
     let mut rt = Injected {
         clock: None,
         calls: 0,
@@ -191,8 +191,12 @@ fn real_clock_brackets_injected_spin_latency() {
     let m = measure(&mut rt, &clock, &cfg(0, 300, 30_000)).unwrap();
     let l = &m.latency;
     assert_eq!(l.samples, 300);
+    // Never early: every figure is at least the injected truth.
     assert!(l.min_ms >= 1.0, "{}", l.min_ms);
-    assert!(l.p50_ms >= 1.0 && l.p50_ms < 1.5, "p50 {}", l.p50_ms);
-    assert!(l.p99_ms >= 3.0 && l.p99_ms < 4.5, "p99 {}", l.p99_ms);
-    assert!(l.mean_ms >= 1.2 && l.mean_ms < 1.8, "mean {}", l.mean_ms);
+    assert!(l.p50_ms >= 1.0, "p50 {}", l.p50_ms);
+    assert!(l.p99_ms >= 3.0, "p99 {}", l.p99_ms);
+    assert!(l.mean_ms >= 1.2, "mean {}", l.mean_ms);
+    // And on the right mode: the median is a fast inference, the p99 a slow one.
+    assert!(l.p50_ms < 3.0, "p50 {}", l.p50_ms);
+    assert!(l.p90_ms < l.p99_ms, "p90 {} p99 {}", l.p90_ms, l.p99_ms);
 }
