@@ -22,6 +22,17 @@ pub enum Command {
     Compare(Box<CompareArgs>),
     /// Show every runtime and whether it can run here
     List(ListArgs),
+    /// Run one group of scenarios for `compare` (reads its spec on stdin)
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolateMode {
+    /// Each runtime and thread count in a worker process: an abort loses only its rows
+    Process,
+    /// Everything in this process
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,6 +129,9 @@ pub struct CompareArgs {
     /// Skip measuring the harness's own overhead
     #[arg(long)]
     pub no_overhead: bool,
+    /// Where each runtime runs
+    #[arg(long, value_enum, default_value = "process")]
+    pub isolate: IsolateMode,
     /// Print results.json on stdout, and nothing else there
     #[arg(long)]
     pub json: bool,

@@ -1,21 +1,33 @@
 //! `harness compare`: one model, every selected runtime, the same inputs, parity, then the
-//! measurement of each (runtime, threads, shape) scenario. Results are written after every
-//! scenario. A runtime that cannot load or run is a row with its error; the others go on.
+//! measurement of each (runtime, threads, shape) scenario. Each group (runtime x threads)
+//! runs in a worker process by default, so an abort loses only that group's unfinished
+//! rows. Results are written after every scenario; Ctrl-C ends the run with everything
+//! finished so far saved. A runtime that cannot load or run is a row with its error; the
+//! others go on.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use runtimes::{Availability, HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, Runtime};
+use runtimes::{Availability, HostTensor, LoadOptions, ModelFiles, ModelInfo, Runtime};
 
 use crate::environment::{Environment, RuntimeVersion};
-use crate::inputs::{self, ScenarioShape};
-use crate::measure::{self, MeasureConfig, MonotonicClock};
-use crate::monitor::{self, ResourceReport, Sampler};
-use crate::parity::{self, Parity, Tolerance};
-use crate::results::{
-    self, ModelSummary, Overhead, Results, RuntimeStatus, ScenarioResult, ScenarioStatus, Settings,
-};
+use crate::group::{self, GroupSpec, Progress};
+use crate::inputs;
+use crate::measure::MeasureConfig;
+use crate::parity::{self, Tolerance};
+use crate::results::{self, ModelSummary, Results, RuntimeStatus, ScenarioResult, Settings};
+use crate::worker::{self, GroupEnd};
+
+/// Where each group of scenarios runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// In a child process started from this executable (`EXE worker`).
+    Process { exe: PathBuf },
+    /// In this process, on a thread of its own (a panic is caught, an abort is not).
+    None,
+}
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
@@ -34,6 +46,9 @@ pub struct CompareOptions {
     pub pin_cpu: Option<usize>,
     /// Measure the harness's own per-iteration cost with the null runtime.
     pub overhead: bool,
+    pub isolation: Isolation,
+    /// Set (by a SIGINT handler) to end the run early, keeping what was measured.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,80 +68,6 @@ pub enum CompareError {
     },
 }
 
-/// Progress for people, on stderr in the binary; the library only calls this.
-pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
-
-struct Shape {
-    shape: ScenarioShape,
-    /// None when the shape cannot run (sequence too long): every runtime skips it.
-    inputs: Result<Vec<HostTensor>, String>,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn scenario_id(runtime: &str, batch: usize, seq: Option<usize>, threads: usize) -> String {
-    match seq {
-        Some(s) => format!("{runtime}/cpu/fp32/b{batch}/s{s}/t{threads}"),
-        None => format!("{runtime}/cpu/fp32/b{batch}/t{threads}"),
-    }
-}
-
-fn pin_label(pin: Option<usize>) -> String {
-    match pin {
-        Some(c) => format!("measuring thread pinned to CPU {c}; runtime worker threads not pinned"),
-        None => "not pinned".into(),
-    }
-}
-
-/// Pins the calling thread; returns what was applied.
-fn pin_current(pin: Option<usize>) -> String {
-    match pin {
-        Some(id) => {
-            if core_affinity::set_for_current(core_affinity::CoreId { id }) {
-                format!("CPU {id}")
-            } else {
-                format!("requested CPU {id}, pinning refused by the OS")
-            }
-        }
-        None => "none".into(),
-    }
-}
-
-/// A row for one scenario before anything is known about it: an error until measured.
-fn blank_row(
-    runtime: &str,
-    shape: &ScenarioShape,
-    threads: usize,
-    tol: Tolerance,
-) -> ScenarioResult {
-    ScenarioResult {
-        id: scenario_id(runtime, shape.batch, shape.seq, threads),
-        runtime: runtime.to_string(),
-        device: "cpu".into(),
-        variant: "fp32".into(),
-        batch: shape.batch,
-        seq: shape.seq,
-        shapes: shape.inputs.iter().cloned().collect(),
-        threads,
-        concurrency: 1,
-        mode: "closed-loop".into(),
-        status: ScenarioStatus::Error,
-        error: None,
-        error_kind: None,
-        applied: BTreeMap::new(),
-        load_ms: None,
-        prepare_ms: None,
-        measurement: None,
-        throughput_per_s: None,
-        rss_after_load_bytes: None,
-        load_rss_delta_bytes: None,
-        resources: None,
-        parity: Parity::skipped(tol, "not measured"),
-    }
-}
-
 /// One progress line per finished scenario.
 fn report(r: &ScenarioResult, progress: Progress) {
     match (&r.measurement, &r.error) {
@@ -141,176 +82,6 @@ fn report(r: &ScenarioResult, progress: Progress) {
         (None, Some(e)) => progress(&format!("[{}] {}: {e}", r.runtime, r.id)),
         (None, None) => {}
     }
-}
-
-/// Resource monitors over exactly the measured window.
-#[derive(Default)]
-struct MonitorHooks {
-    sampler: Option<Sampler>,
-    report: Option<ResourceReport>,
-}
-
-/// How often the monitors sample.
-const MONITOR_INTERVAL: Duration = Duration::from_millis(100);
-
-impl measure::WindowHooks for MonitorHooks {
-    fn window_start(&mut self) {
-        self.sampler = Some(Sampler::start(
-            monitor::default_monitors(),
-            MONITOR_INTERVAL,
-        ));
-    }
-
-    fn window_end(&mut self) {
-        self.report = self.sampler.take().map(Sampler::stop);
-    }
-}
-
-struct Ctx<'a> {
-    opts: &'a CompareOptions,
-    files: &'a ModelFiles,
-    info: &'a ModelInfo,
-    shapes: &'a [Shape],
-}
-
-/// The scenarios of one runtime at one thread count: load once, then each shape.
-fn run_group(
-    ctx: &Ctx,
-    rt: &dyn Runtime,
-    threads: usize,
-    references: &BTreeMap<usize, (String, Vec<HostTensor>)>,
-    progress: Progress,
-    emit: &mut dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>),
-) {
-    let name = rt.name();
-    let base = |shape: &ScenarioShape| blank_row(name, shape, threads, ctx.opts.tolerance);
-    let load_opts = LoadOptions {
-        threads,
-        ort_lib: ctx.opts.ort_lib.clone(),
-        ..LoadOptions::default()
-    };
-    progress(&format!("[{name}] loading with {threads} thread(s)"));
-    let rss_before = monitor::current_rss_bytes();
-    let t = Instant::now();
-    let loaded = rt.load(ctx.files, ctx.info, &load_opts);
-    let load_ms = ms(t.elapsed());
-    let rss_after = monitor::current_rss_bytes();
-    let mut model: Box<dyn Loaded> = match loaded {
-        Ok(m) => m,
-        Err(e) => {
-            for s in ctx.shapes {
-                let mut r = base(&s.shape);
-                r.error = Some(e.to_string());
-                r.error_kind = Some(e.kind().to_string());
-                r.parity = Parity::skipped(ctx.opts.tolerance, "not loaded");
-                emit(r, None);
-            }
-            return;
-        }
-    };
-    // Pinned after load, so the runtime's own worker threads do not inherit the mask.
-    let pinned = pin_current(ctx.opts.pin_cpu);
-    let mut applied: BTreeMap<String, String> = model.applied().into_iter().collect();
-    applied.insert("measuring_thread_cpu".into(), pinned);
-
-    for (i, s) in ctx.shapes.iter().enumerate() {
-        let mut r = base(&s.shape);
-        r.applied = applied.clone();
-        r.load_ms = Some(load_ms);
-        r.rss_after_load_bytes = rss_after;
-        r.load_rss_delta_bytes = rss_before.zip(rss_after).map(|(a, b)| b as i64 - a as i64);
-        let inputs = match &s.inputs {
-            Ok(i) => i,
-            Err(e) => {
-                r.error = Some(e.clone());
-                r.error_kind = Some("skipped".into());
-                emit(r, None);
-                continue;
-            }
-        };
-        progress(&format!("[{name}] {}: preparing", r.id));
-        let t = Instant::now();
-        if let Err(e) = model.prepare(inputs) {
-            r.error = Some(e.to_string());
-            r.error_kind = Some(e.kind().to_string());
-            emit(r, None);
-            continue;
-        }
-        r.prepare_ms = Some(ms(t.elapsed()));
-        progress(&format!("[{name}] {}: measuring", r.id));
-        let clock = MonotonicClock::new();
-        let mut hooks = MonitorHooks::default();
-        let m = match measure::measure_with(model.as_mut(), &clock, &ctx.opts.measure, &mut hooks) {
-            Ok(m) => m,
-            Err(e) => {
-                r.error = Some(e.to_string());
-                r.error_kind = Some(e.kind().to_string());
-                emit(r, None);
-                continue;
-            }
-        };
-        r.throughput_per_s = Some(measure::throughput(&m, s.shape.batch));
-        r.resources = hooks.report.take();
-        r.status = if m.failures > 0 {
-            ScenarioStatus::Failed
-        } else {
-            ScenarioStatus::Ok
-        };
-        r.measurement = Some(m);
-        let outputs = if name == "null" {
-            r.parity = Parity::skipped(ctx.opts.tolerance, "the null runtime computes nothing");
-            None
-        } else {
-            match model.infer() {
-                Ok(out) => {
-                    r.parity = match references.get(&i) {
-                        Some((ref_name, want)) => {
-                            parity::compare(&out, want, ref_name, ctx.opts.tolerance)
-                        }
-                        None => Parity::reference(ctx.opts.tolerance),
-                    };
-                    Some(out)
-                }
-                Err(e) => {
-                    r.parity =
-                        Parity::skipped(ctx.opts.tolerance, format!("outputs unreadable: {e}"));
-                    r.status = ScenarioStatus::Failed;
-                    None
-                }
-            }
-        };
-        emit(r, outputs);
-    }
-}
-
-/// Measures the harness's own cost per iteration: the null runtime in the same loop.
-pub fn measure_overhead(pin: Option<usize>) -> Overhead {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            pin_current(pin);
-            let mut null = runtimes::null::NullLoaded;
-            let cfg = MeasureConfig {
-                warmup_iters: 10_000,
-                warmup_time: Duration::from_millis(50),
-                min_time: Duration::from_millis(300),
-                min_samples: 100_000,
-                max_time: Duration::from_secs(2),
-                max_consecutive_failures: 1,
-            };
-            let clock = MonotonicClock::new();
-            let m =
-                measure::measure(&mut null, &clock, &cfg).expect("the null runtime cannot fail");
-            let l = &m.latency;
-            Overhead {
-                samples: l.samples,
-                p50_ns: l.p50_ms * 1e6,
-                mean_ns: l.mean_ms * 1e6,
-                p99_ns: l.p99_ms * 1e6,
-            }
-        })
-        .join()
-        .expect("overhead thread")
-    })
 }
 
 fn now_string() -> String {
@@ -346,28 +117,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
         progress(&format!("warning: {e}"));
     }
 
-    let mut shapes = Vec::new();
-    for &seq in &opts.seqs {
-        for &batch in &opts.batches {
-            match inputs::resolve_shape(&info, batch, seq, &opts.shapes) {
-                Ok(shape) => {
-                    let inputs =
-                        inputs::generate(&info, &shape, opts.seed).map_err(|e| e.to_string());
-                    shapes.push(Shape { shape, inputs });
-                }
-                // A sequence beyond the model's limit skips that shape only.
-                Err(e @ inputs::InputError::SeqTooLong { .. }) => shapes.push(Shape {
-                    shape: ScenarioShape {
-                        inputs: vec![],
-                        batch,
-                        seq: Some(seq),
-                    },
-                    inputs: Err(e.to_string()),
-                }),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
+    let shapes = group::build_shapes(&info, &opts.batches, &opts.seqs, &opts.shapes, opts.seed)?;
 
     let load_opts = LoadOptions {
         ort_lib: opts.ort_lib.clone(),
@@ -423,10 +173,15 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             max_time_s: opts.measure.max_time.as_secs_f64(),
             tolerance: opts.tolerance,
             reference_preference: "ort (CPU, fp32) when it runs, else the first runtime that produced outputs".into(),
-            pinning: pin_label(opts.pin_cpu),
+            pinning: group::pin_label(opts.pin_cpu),
+            isolation: match &opts.isolation {
+                Isolation::Process { .. } => "worker process per runtime and thread count".into(),
+                Isolation::None => "in process".into(),
+            },
             percentile_definition: "nearest rank on all samples; '*' (low_sample_percentiles) when fewer than 5 samples lie at or beyond it".into(),
         },
         harness_overhead: None,
+        interrupted: false,
         runtimes: statuses,
         scenarios: Vec::new(),
     };
@@ -440,69 +195,159 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
 
     if opts.overhead {
         progress("[harness] measuring its own per-iteration overhead (null runtime)");
-        results.harness_overhead = Some(measure_overhead(opts.pin_cpu));
+        results.harness_overhead = Some(group::measure_overhead(opts.pin_cpu));
     }
 
-    let ctx = Ctx {
-        opts,
-        files: &files,
-        info: &info,
-        shapes: &shapes,
-    };
+    let outputs_dir = opts.out.join(".outputs");
+    if opts.isolation != Isolation::None {
+        std::fs::create_dir_all(&outputs_dir).map_err(|source| CompareError::Write {
+            path: outputs_dir.clone(),
+            source,
+        })?;
+    }
     // Reference outputs per shape index: the first runtime that produced them.
     let mut references: BTreeMap<usize, (String, Vec<HostTensor>)> = BTreeMap::new();
-    for rt in &selected {
+    let mut write_error = None;
+    'groups: for rt in &selected {
         for &threads in &opts.threads {
-            let mut produced: Vec<(usize, Vec<HostTensor>)> = Vec::new();
+            if opts.interrupt.load(Ordering::Relaxed) {
+                break 'groups;
+            }
+            let spec = GroupSpec {
+                model: opts.model.clone(),
+                runtime: rt.name().to_string(),
+                threads,
+                batches: opts.batches.clone(),
+                seqs: opts.seqs.clone(),
+                shapes: opts.shapes.clone(),
+                seed: opts.seed,
+                measure: opts.measure.clone(),
+                tolerance: opts.tolerance,
+                ort_lib: opts.ort_lib.clone(),
+                pin_cpu: opts.pin_cpu,
+                abort_before: fault_injection(rt.name(), threads),
+            };
             let mut emitted = 0usize;
-            let mut write_error = None;
-            // Each group runs on its own thread: the measuring thread can be pinned without
-            // the next runtime's pools inheriting the mask, and a panic inside a runtime
-            // becomes an error row instead of ending the run.
-            let outcome = std::thread::scope(|s| {
-                s.spawn(|| {
-                    let mut emit = |r: ScenarioResult, out: Option<Vec<HostTensor>>| {
-                        if let Some(o) = out {
-                            produced.push((emitted, o));
+            let mut handle = |mut row: ScenarioResult, outputs: Option<Vec<HostTensor>>| {
+                let index = emitted;
+                emitted += 1;
+                if let Some(out) = outputs {
+                    row.parity = match references.get(&index) {
+                        Some((ref_name, want)) => {
+                            parity::compare(&out, want, ref_name, opts.tolerance)
                         }
-                        emitted += 1;
-                        report(&r, progress);
-                        results.scenarios.push(r);
-                        // On disk as soon as it is measured.
-                        if let Err(e) = write(&results) {
-                            write_error.get_or_insert(e);
+                        None => {
+                            references.insert(index, (row.runtime.clone(), out));
+                            parity::Parity::reference(opts.tolerance)
                         }
                     };
-                    run_group(&ctx, rt.as_ref(), threads, &references, progress, &mut emit);
-                })
-                .join()
-            });
-            if let Err(panic) = outcome {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                progress(&format!("[{}] panicked: {msg}", rt.name()));
-                for s in shapes.iter().skip(emitted) {
-                    let mut r = blank_row(rt.name(), &s.shape, threads, opts.tolerance);
-                    r.error = Some(format!("{} panicked: {msg}", rt.name()));
-                    r.error_kind = Some("panic".into());
+                }
+                report(&row, progress);
+                results.scenarios.push(row);
+                // On disk as soon as it is measured.
+                if let Err(e) = write(&results) {
+                    write_error.get_or_insert(e);
+                }
+            };
+            let end = match &opts.isolation {
+                Isolation::Process { exe } => worker::run_in_child(
+                    exe,
+                    &spec,
+                    &outputs_dir,
+                    &opts.interrupt,
+                    progress,
+                    &mut handle,
+                ),
+                Isolation::None => {
+                    run_in_thread(&spec, &files, &info, &shapes, opts, progress, &mut handle)
+                }
+            };
+            let why = match end {
+                GroupEnd::Finished => None,
+                GroupEnd::Interrupted => break 'groups,
+                GroupEnd::Died(how) => Some(how),
+            };
+            if let Some(how) = why {
+                progress(&format!("[{}] worker {how}", rt.name()));
+                for (k, s) in shapes.iter().enumerate().skip(emitted) {
+                    let mut r = group::blank_row(rt.name(), &s.shape, threads, opts.tolerance);
+                    r.error = Some(if k == emitted {
+                        format!(
+                            "the {} worker {how} during this scenario; the rows before it are kept",
+                            rt.name()
+                        )
+                    } else {
+                        format!(
+                            "not run: the {} worker {how} earlier in this group",
+                            rt.name()
+                        )
+                    });
+                    r.error_kind = Some("worker-died".into());
                     results.scenarios.push(r);
                 }
                 write(&results)?;
             }
-            if let Some(e) = write_error {
+            if let Some(e) = write_error.take() {
                 return Err(e);
-            }
-            for (i, out) in produced {
-                references
-                    .entry(i)
-                    .or_insert_with(|| (rt.name().to_string(), out));
             }
         }
     }
+    results.interrupted = opts.interrupt.load(Ordering::Relaxed);
+    let _ = std::fs::remove_dir(&outputs_dir);
     results.finished_at = Some(now_string());
     write(&results)?;
     Ok(results)
+}
+
+/// `HARNESS_FAULT_ABORT=RUNTIME:THREADS:INDEX` makes that group's worker abort before
+/// measuring scenario INDEX: how the isolation tests produce a crash on demand.
+fn fault_injection(runtime: &str, threads: usize) -> Option<usize> {
+    let v = std::env::var("HARNESS_FAULT_ABORT").ok()?;
+    let mut it = v.split(':');
+    let (r, t, i) = (it.next()?, it.next()?, it.next()?);
+    (r == runtime && t.parse::<usize>().ok()? == threads)
+        .then(|| i.parse().ok())
+        .flatten()
+}
+
+/// A group on a thread of this process: a panic inside a runtime becomes error rows.
+fn run_in_thread(
+    spec: &GroupSpec,
+    files: &ModelFiles,
+    info: &ModelInfo,
+    shapes: &[group::Shape],
+    opts: &CompareOptions,
+    progress: Progress,
+    handle: &mut (dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>) + Send),
+) -> GroupEnd {
+    let spec = GroupSpec {
+        abort_before: None,
+        ..spec.clone()
+    };
+    let outcome = std::thread::scope(|s| {
+        s.spawn(|| {
+            group::run_group(
+                &spec,
+                files,
+                info,
+                shapes,
+                &opts.interrupt,
+                progress,
+                handle,
+            )
+        })
+        .join()
+    });
+    match outcome {
+        Ok(()) if opts.interrupt.load(Ordering::Relaxed) => GroupEnd::Interrupted,
+        Ok(()) => GroupEnd::Finished,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            GroupEnd::Died(format!("panicked: {msg}"))
+        }
+    }
 }

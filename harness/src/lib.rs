@@ -4,14 +4,18 @@
 pub mod cli;
 pub mod compare;
 pub mod environment;
+pub mod group;
 pub mod inputs;
 pub mod measure;
 pub mod monitor;
 pub mod parity;
 pub mod results;
 pub mod stats;
+pub mod worker;
 
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::Context;
 use runtimes::{Availability, LoadOptions};
@@ -20,11 +24,17 @@ use cli::{Cli, Command, CompareArgs, ListArgs};
 use compare::{CompareError, CompareOptions};
 
 /// Exit status: 0 all measured and in parity; 1 some runtime failed or disagreed (results
-/// written); 2 bad input, nothing measured.
+/// written); 2 bad input, nothing measured; 130 interrupted (results so far written).
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Compare(a) => run_compare(*a),
         Command::List(a) => run_list(a),
+        Command::Worker => {
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::stdout().lock();
+            worker::run_worker(stdin, stdout)?;
+            Ok(0)
+        }
     }
 }
 
@@ -46,6 +56,10 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         a.threads.clone()
     };
     let out = a.out.clone().unwrap_or_else(compare::default_out_dir);
+    // Ctrl-C ends the run cleanly: the scenario in flight stops, what finished is saved.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone())
+        .context("installing the Ctrl-C handler")?;
     // A repeated flag appends; the same scenario twice measures nothing new.
     fn dedup(v: &[usize]) -> Vec<usize> {
         let mut seen = Vec::new();
@@ -80,6 +94,14 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         out: out.clone(),
         pin_cpu: (!a.no_pin).then_some(a.pin_cpu),
         overhead: !a.no_overhead,
+        isolation: match a.isolate {
+            cli::IsolateMode::Process => compare::Isolation::Process {
+                exe: std::env::current_exe()
+                    .context("locating the harness executable for its workers")?,
+            },
+            cli::IsolateMode::None => compare::Isolation::None,
+        },
+        interrupt: interrupt.clone(),
     };
     let results = match compare::compare(&opts, &progress) {
         Ok(r) => r,
@@ -98,7 +120,9 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         writeln!(stdout, "results: {}", out.display())?;
     }
     stdout.flush().context("writing to stdout")?;
-    Ok(if results.scenarios.iter().any(|s| s.is_problem()) {
+    Ok(if results.interrupted {
+        130
+    } else if results.scenarios.iter().any(|s| s.is_problem()) {
         1
     } else {
         0

@@ -42,13 +42,16 @@ impl Clock for MonotonicClock {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MeasureConfig {
     /// Warm-up ends when both the iteration count and the time are reached.
     pub warmup_iters: u64,
+    #[serde(with = "secs")]
     pub warmup_time: Duration,
+    #[serde(with = "secs")]
     pub min_time: Duration,
     pub min_samples: u64,
+    #[serde(with = "secs")]
     pub max_time: Duration,
     /// A scenario stops, marked failed, after this many failed inferences in a row.
     pub max_consecutive_failures: u64,
@@ -67,6 +70,20 @@ impl Default for MeasureConfig {
     }
 }
 
+/// Durations as seconds (f64) in JSON.
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v: f64 = serde::Deserialize::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {
@@ -76,6 +93,8 @@ pub enum StopReason {
     MaxTime,
     /// Too many consecutive failures.
     Failures,
+    /// Interrupted (Ctrl-C); the samples so far are kept.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +121,10 @@ fn ms(ns: u64) -> f64 {
 pub trait WindowHooks {
     fn window_start(&mut self) {}
     fn window_end(&mut self) {}
+    /// Polled every iteration: true ends the scenario early (Ctrl-C).
+    fn interrupted(&self) -> bool {
+        false
+    }
 }
 
 impl WindowHooks for () {}
@@ -142,7 +165,10 @@ pub fn measure_with(
     let mut warm_iters = 0u64;
     loop {
         let elapsed = clock.now_ns() - warm_start;
-        if (warm_iters >= cfg.warmup_iters && elapsed >= warm_time) || elapsed >= max_ns {
+        if (warm_iters >= cfg.warmup_iters && elapsed >= warm_time)
+            || elapsed >= max_ns
+            || hooks.interrupted()
+        {
             break;
         }
         match model.run() {
@@ -189,6 +215,9 @@ pub fn measure_with(
             }
             if elapsed >= max_ns {
                 break StopReason::MaxTime;
+            }
+            if hooks.interrupted() {
+                break StopReason::Interrupted;
             }
         }
     };

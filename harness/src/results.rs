@@ -64,6 +64,9 @@ pub struct Results {
     pub model: ModelSummary,
     pub settings: Settings,
     pub harness_overhead: Option<Overhead>,
+    /// The run was ended early (Ctrl-C); the scenarios listed are all that finished.
+    #[serde(default)]
+    pub interrupted: bool,
     pub runtimes: Vec<RuntimeStatus>,
     pub scenarios: Vec<ScenarioResult>,
 }
@@ -96,6 +99,8 @@ pub struct Settings {
     pub tolerance: Tolerance,
     pub reference_preference: String,
     pub pinning: String,
+    #[serde(default)]
+    pub isolation: String,
     pub percentile_definition: String,
 }
 
@@ -325,6 +330,12 @@ fn table_rows(r: &Results) -> Vec<Vec<String>> {
 
 fn footnotes(r: &Results) -> Vec<String> {
     let mut notes = Vec::new();
+    if r.interrupted {
+        notes.push(format!(
+            "interrupted (Ctrl-C): the {} scenarios above finished and are saved; the rest did not run",
+            r.scenarios.len()
+        ));
+    }
     if r.scenarios.iter().any(|s| {
         s.measurement
             .as_ref()

@@ -124,3 +124,113 @@ pub fn shape_string(shape: &[usize]) -> String {
         .collect::<Vec<_>>()
         .join("x")
 }
+
+/// Writes tensors to one file: a JSON header line (names, shapes, dtypes), then each
+/// tensor's elements, little-endian, in order. Used to hand outputs between processes.
+pub fn write_tensors(path: &std::path::Path, tensors: &[HostTensor]) -> std::io::Result<()> {
+    use std::io::Write;
+    let header: Vec<serde_json::Value> = tensors
+        .iter()
+        .map(|t| serde_json::json!({"name": t.name, "shape": t.shape, "dtype": t.data.dtype()}))
+        .collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    serde_json::to_writer(&mut f, &header)?;
+    f.write_all(b"\n")?;
+    for t in tensors {
+        match &t.data {
+            TensorData::F32(v) => v.iter().try_for_each(|x| f.write_all(&x.to_le_bytes()))?,
+            TensorData::I64(v) => v.iter().try_for_each(|x| f.write_all(&x.to_le_bytes()))?,
+            TensorData::I32(v) => v.iter().try_for_each(|x| f.write_all(&x.to_le_bytes()))?,
+            TensorData::Bool(v) => v.iter().try_for_each(|&x| f.write_all(&[x as u8]))?,
+        }
+    }
+    f.flush()
+}
+
+/// Reads what [`write_tensors`] wrote.
+pub fn read_tensors(path: &std::path::Path) -> std::io::Result<Vec<HostTensor>> {
+    let bytes = std::fs::read(path)?;
+    let bad = |m: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {m}", path.display()),
+        )
+    };
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("no header"))?;
+    #[derive(Deserialize)]
+    struct Head {
+        name: String,
+        shape: Vec<usize>,
+        dtype: DType,
+    }
+    let heads: Vec<Head> = serde_json::from_slice(&bytes[..nl]).map_err(|e| bad(&e.to_string()))?;
+    let mut rest = &bytes[nl + 1..];
+    let mut take = |n: usize| -> std::io::Result<&[u8]> {
+        if rest.len() < n {
+            return Err(bad("truncated"));
+        }
+        let (a, b) = rest.split_at(n);
+        rest = b;
+        Ok(a)
+    };
+    heads
+        .into_iter()
+        .map(|h| {
+            let n: usize = h.shape.iter().product();
+            let data = match h.dtype {
+                DType::Float32 => TensorData::F32(
+                    take(n * 4)?
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                ),
+                DType::Int64 => TensorData::I64(
+                    take(n * 8)?
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                ),
+                DType::Int32 => TensorData::I32(
+                    take(n * 4)?
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                ),
+                DType::Bool => TensorData::Bool(take(n)?.iter().map(|&b| b != 0).collect()),
+                other => return Err(bad(&format!("unexpected dtype {other:?}"))),
+            };
+            Ok(HostTensor::new(h.name, h.shape, data))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_round_trip_through_a_file() {
+        let ts = vec![
+            HostTensor::new(
+                "a",
+                vec![2, 3],
+                TensorData::F32(vec![1.5, -2.0, 0.0, 3.25, 1e-7, f32::MAX]),
+            ),
+            HostTensor::new("b", vec![2], TensorData::I64(vec![-1, i64::MAX])),
+            HostTensor::new("c", vec![1], TensorData::I32(vec![7])),
+            HostTensor::new("d", vec![2], TensorData::Bool(vec![true, false])),
+        ];
+        let p = std::env::temp_dir().join(format!("tensors-{}.bin", std::process::id()));
+        write_tensors(&p, &ts).unwrap();
+        assert_eq!(read_tensors(&p).unwrap(), ts);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(read_tensors(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
+    }
+}

@@ -1,0 +1,218 @@
+//! Process isolation: each group (one runtime, one thread count) can run in a child process,
+//! `harness worker`, so that an abort inside a runtime (ONNX Runtime on a malformed graph, a
+//! CUDA fault) loses only that group's unfinished rows.
+//!
+//! The parent writes a `GroupSpec` as JSON to the child's stdin. The child answers one JSON
+//! line per scenario on stdout (`{"index", "row", "outputs"}`), writing each scenario's
+//! outputs to a file (`runtimes::tensor::write_tensors`) that the parent reads for parity.
+//! Progress goes to the shared stderr.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use runtimes::{HostTensor, ModelFiles, ModelInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::group::{self, GroupSpec, Progress};
+use crate::results::ScenarioResult;
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    index: usize,
+    row: ScenarioResult,
+    outputs: Option<PathBuf>,
+}
+
+/// What the worker is told: the group, and where to put outputs.
+#[derive(Serialize, Deserialize)]
+pub struct WorkerInput {
+    pub spec: GroupSpec,
+    pub outputs_dir: PathBuf,
+}
+
+/// How a group run ended.
+#[derive(Debug, PartialEq)]
+pub enum GroupEnd {
+    Finished,
+    /// The worker died; the words say how (signal, exit code).
+    Died(String),
+    Interrupted,
+}
+
+/// `harness worker`: runs one group from the spec on `input`, answers on `out`.
+pub fn run_worker(input: impl Read, mut out: impl Write) -> anyhow::Result<()> {
+    let w: WorkerInput = serde_json::from_reader(input)?;
+    let files = ModelFiles::resolve(&w.spec.model)?;
+    let info = ModelInfo::read(&files)?;
+    let shapes = group::build_shapes(
+        &info,
+        &w.spec.batches,
+        &w.spec.seqs,
+        &w.spec.shapes,
+        w.spec.seed,
+    )?;
+    let never = AtomicBool::new(false);
+    let mut index = 0usize;
+    let mut failure: Option<anyhow::Error> = None;
+    let progress = |m: &str| eprintln!("{m}");
+    let mut emit = |row: ScenarioResult, outputs: Option<Vec<HostTensor>>| {
+        if failure.is_some() {
+            return;
+        }
+        let r = (|| -> anyhow::Result<()> {
+            let path = match outputs {
+                Some(o) => {
+                    let p = w.outputs_dir.join(format!(
+                        "{}-t{}-{index}.bin",
+                        w.spec.runtime, w.spec.threads
+                    ));
+                    runtimes::tensor::write_tensors(&p, &o)?;
+                    Some(p)
+                }
+                None => None,
+            };
+            serde_json::to_writer(
+                &mut out,
+                &Line {
+                    index,
+                    row,
+                    outputs: path,
+                },
+            )?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            failure = Some(e);
+        }
+        index += 1;
+    };
+    group::run_group(
+        &w.spec, &files, &info, &shapes, &never, &progress, &mut emit,
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let name = match sig {
+                libc::SIGABRT => " (SIGABRT)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGBUS => " (SIGBUS)",
+                libc::SIGILL => " (SIGILL)",
+                libc::SIGFPE => " (SIGFPE)",
+                libc::SIGKILL => " (SIGKILL: out of memory?)",
+                libc::SIGINT => " (SIGINT)",
+                _ => "",
+            };
+            return format!("killed by signal {sig}{name}");
+        }
+    }
+    match status.code() {
+        Some(c) => format!("exited with status {c}"),
+        None => "ended abnormally".into(),
+    }
+}
+
+/// Runs `spec` in a child `exe worker`, handing each row (with its outputs) to `handle` as
+/// it arrives. Polls `interrupt`; when it is set the child is killed.
+pub fn run_in_child(
+    exe: &Path,
+    spec: &GroupSpec,
+    outputs_dir: &Path,
+    interrupt: &AtomicBool,
+    progress: Progress,
+    handle: &mut dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>),
+) -> GroupEnd {
+    let input = WorkerInput {
+        spec: spec.clone(),
+        outputs_dir: outputs_dir.to_path_buf(),
+    };
+    let mut child = match Command::new(exe)
+        .arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return GroupEnd::Died(format!("could not start {}: {e}", exe.display())),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Err(e) = serde_json::to_writer(&mut stdin, &input) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return GroupEnd::Died(format!("could not send the group to the worker: {e}"));
+        }
+        // Dropping stdin closes it: the worker reads to the end.
+    }
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(l) => {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let end = loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(l) => match serde_json::from_str::<Line>(&l) {
+                Ok(line) => {
+                    let outputs = line.outputs.as_deref().and_then(|p| {
+                        let t = runtimes::tensor::read_tensors(p);
+                        let _ = std::fs::remove_file(p);
+                        match t {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                progress(&format!(
+                                    "warning: outputs of {} unreadable: {e}",
+                                    line.row.id
+                                ));
+                                None
+                            }
+                        }
+                    });
+                    handle(line.row, outputs);
+                }
+                Err(e) => progress(&format!("warning: unreadable line from the worker: {e}")),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if interrupt.load(Ordering::Relaxed) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break GroupEnd::Interrupted;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break match child.wait() {
+                    Ok(s) if s.success() => GroupEnd::Finished,
+                    Ok(s) if interrupt.load(Ordering::Relaxed) => {
+                        let _ = s;
+                        GroupEnd::Interrupted
+                    }
+                    Ok(s) => GroupEnd::Died(describe(s)),
+                    Err(e) => GroupEnd::Died(format!("could not wait for the worker: {e}")),
+                };
+            }
+        }
+    };
+    let _ = reader.join();
+    end
+}

@@ -1,0 +1,145 @@
+//! Isolation and interruption: a worker that aborts loses only its own unfinished rows, and
+//! Ctrl-C ends a sweep with every finished scenario saved and summarised.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-bert")
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("harness-iso-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn results(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+fn args<'a>(out: &'a Path, min_time: &'a str) -> Vec<&'a str> {
+    vec![
+        "compare",
+        "--model",
+        fixture().to_str().unwrap().to_owned().leak(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch",
+        "1,2",
+        "--seq",
+        "8",
+        "--threads",
+        "1",
+        "--warmup-time",
+        "10ms",
+        "--min-time",
+        min_time,
+        "--min-samples",
+        "10",
+        "--no-overhead",
+    ]
+}
+
+#[test]
+fn an_aborting_worker_loses_only_its_unfinished_rows() {
+    let out = tmp("abort").join("res");
+    let run = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args(&out, "50ms"))
+        .env("HARNESS_FAULT_ABORT", "tract:1:1")
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let r = results(&out);
+    let rows: Vec<&Value> = r["scenarios"].as_array().unwrap().iter().collect();
+    assert_eq!(rows.len(), 6, "{stdout}");
+    let get = |rt: &str, batch: u64| {
+        rows.iter()
+            .find(|s| s["runtime"] == rt && s["batch"] == batch)
+            .unwrap_or_else(|| panic!("no {rt} b{batch}"))
+    };
+    // The tract worker measured batch 1, then died before batch 2.
+    assert_eq!(get("tract", 1)["status"], "ok");
+    assert_eq!(get("tract", 1)["parity"]["status"], "pass");
+    let lost = get("tract", 2);
+    assert_eq!(lost["status"], "error");
+    assert_eq!(lost["error_kind"], "worker-died");
+    let e = lost["error"].as_str().unwrap();
+    assert!(
+        e.contains("killed by signal 6 (SIGABRT) during this scenario"),
+        "{e}"
+    );
+    // Everything else, before and after it, is intact.
+    for (rt, b) in [("ort", 1), ("ort", 2), ("candle", 1), ("candle", 2)] {
+        assert_eq!(get(rt, b)["status"], "ok", "{rt} b{b}");
+    }
+    assert_eq!(get("candle", 2)["parity"]["status"], "pass");
+    assert!(stdout.contains("SIGABRT"), "{stdout}");
+}
+
+fn interrupt_mid_sweep(isolate: &str) {
+    let out = tmp(&format!("sigint-{isolate}")).join("res");
+    let mut a = args(&out, "400ms");
+    a.extend(["--isolate", isolate]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(&a)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until two scenarios are on disk, then press Ctrl-C.
+    let t = Instant::now();
+    loop {
+        let done = std::fs::read_to_string(out.join("results.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .map(|r| r["scenarios"].as_array().map_or(0, |a| a.len()))
+            .unwrap_or(0);
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no scenario finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    let r = results(&out);
+    assert_eq!(r["interrupted"], true);
+    assert!(r["finished_at"].is_string());
+    let rows = r["scenarios"].as_array().unwrap();
+    assert!(rows.len() >= 2 && rows.len() < 6, "{}", rows.len());
+    for s in rows {
+        assert!(
+            s["measurement"]["latency"]["samples"].as_u64().unwrap() > 0,
+            "{s}"
+        );
+    }
+    assert!(stdout.contains("interrupted (Ctrl-C)"), "{stdout}");
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("interrupted (Ctrl-C)"), "{md}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), rows.len() + 1);
+}
+
+#[test]
+fn ctrl_c_keeps_finished_scenarios_with_worker_processes() {
+    interrupt_mid_sweep("process");
+}
+
+#[test]
+fn ctrl_c_keeps_finished_scenarios_in_process() {
+    interrupt_mid_sweep("none");
+}
