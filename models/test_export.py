@@ -53,6 +53,20 @@ class FixtureTest(unittest.TestCase):
         # The second reference row is padded, so masking is part of every parity check.
         self.assertIn(0, m["reference"]["inputs"]["attention_mask"]["data"])
 
+    def test_variants_are_written_and_their_accuracy_recorded(self):
+        with open(os.path.join(FIXTURE, "manifest.json")) as f:
+            m = json.load(f)
+        self.assertEqual(sorted(m["variants"]), ["fp16", "fp32", "int8"])
+        for v, info in m["variants"].items():
+            path = os.path.join(FIXTURE, info["file"])
+            self.assertTrue(os.path.isfile(path), path)
+            self.assertEqual(export.sha256(path), info["sha256"])
+        self.assertLess(m["variants"]["fp32"]["max_abs_diff_vs_torch"], 1e-4)
+        self.assertGreater(m["variants"]["fp16"]["cosine_vs_torch"], 0.999)
+        self.assertGreater(m["variants"]["int8"]["cosine_vs_torch"], 0.95)
+        # Lower precision does change the numbers.
+        self.assertGreater(m["variants"]["int8"]["max_abs_diff_vs_torch"], 1e-3)
+
 
 class DynamicAxesTest(unittest.TestCase):
     def test_onnx_matches_pytorch_at_shapes_other_than_the_export_example(self):
@@ -90,6 +104,12 @@ class BadInputTest(unittest.TestCase):
             code, err = run_export(["--checkpoint", d, "--out", os.path.join(d, "out")])
         self.assertEqual(code, 2)
         self.assertIn("config.json not found", err)
+
+    def test_unknown_variant(self):
+        with tempfile.TemporaryDirectory() as d:
+            code, err = run_export(["--tiny-fixture", d, "--variants", "fp32,fp8"])
+        self.assertEqual(code, 2)
+        self.assertIn("unknown variant(s) fp8", err)
 
     def test_unsupported_architecture(self):
         with tempfile.TemporaryDirectory() as d:

@@ -58,6 +58,11 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 3s, 2m)"))
 }
 
+fn variant(s: &str) -> Result<runtimes::Variant, String> {
+    runtimes::Variant::parse(s.trim())
+        .ok_or_else(|| format!("unknown variant '{s}' (fp32, fp16, bf16, int8)"))
+}
+
 fn positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -88,6 +93,12 @@ pub struct CompareArgs {
     /// Exact shape of one input, NAME=D0xD1... (repeatable); overrides --batch/--seq for it
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     pub shapes: Vec<String>,
+    /// Precision variants, comma-separated: fp32, fp16, bf16 (candle), int8 (ONNX)
+    #[arg(long = "variant", value_delimiter = ',', default_value = "fp32", value_parser = variant)]
+    pub variants: Vec<runtimes::Variant>,
+    /// Cosine against fp32 a lower-precision variant must keep [default: fp16 0.999, bf16 0.99, int8 0.95]
+    #[arg(long)]
+    pub min_cosine: Option<f64>,
     /// Compute threads per runtime, comma-separated [default: all logical CPUs]
     #[arg(long, value_delimiter = ',', value_parser = positive)]
     pub threads: Vec<usize>,

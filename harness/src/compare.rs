@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use runtimes::{Availability, HostTensor, LoadOptions, ModelFiles, ModelInfo, Runtime};
+use runtimes::{Availability, HostTensor, LoadOptions, ModelFiles, ModelInfo, Runtime, Variant};
 
 use crate::environment::{Environment, RuntimeVersion};
 use crate::group::{self, GroupSpec, Progress};
@@ -37,6 +37,11 @@ pub struct CompareOptions {
     pub seqs: Vec<usize>,
     pub shapes: Vec<(String, Vec<usize>)>,
     pub threads: Vec<usize>,
+    /// Precision variants, fp32 first when present (the accuracy reference).
+    pub variants: Vec<Variant>,
+    /// Accuracy a non-fp32 variant must keep (cosine against the reference); None: the
+    /// per-variant defaults of `parity::default_min_cosine`.
+    pub min_cosine: Option<f64>,
     pub measure: MeasureConfig,
     pub seed: u64,
     pub tolerance: Tolerance,
@@ -205,17 +210,29 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             source,
         })?;
     }
-    // Reference outputs per shape index: the first runtime that produced them.
-    let mut references: BTreeMap<usize, (String, Vec<HostTensor>)> = BTreeMap::new();
+    // Reference outputs per shape index: the first (runtime, variant) that produced them.
+    let mut references: BTreeMap<usize, (String, Variant, Vec<HostTensor>)> = BTreeMap::new();
     let mut write_error = None;
-    'groups: for rt in &selected {
-        for &threads in &opts.threads {
+    let mut variants = opts.variants.clone();
+    variants.sort();
+    variants.dedup();
+    let groups: Vec<(Variant, &Box<dyn Runtime>, usize)> = variants
+        .iter()
+        .flat_map(|&v| {
+            selected
+                .iter()
+                .flat_map(move |rt| opts.threads.iter().map(move |&t| (v, rt, t)))
+        })
+        .collect();
+    for (variant, rt, threads) in groups {
+        {
             if opts.interrupt.load(Ordering::Relaxed) {
-                break 'groups;
+                break;
             }
             let spec = GroupSpec {
                 model: opts.model.clone(),
                 runtime: rt.name().to_string(),
+                variant,
                 threads,
                 batches: opts.batches.clone(),
                 seqs: opts.seqs.clone(),
@@ -233,11 +250,21 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                 emitted += 1;
                 if let Some(out) = outputs {
                     row.parity = match references.get(&index) {
-                        Some((ref_name, want)) => {
+                        Some((ref_name, ref_variant, want)) if *ref_variant == variant => {
                             parity::compare(&out, want, ref_name, opts.tolerance)
                         }
+                        // Another precision: accuracy against the reference, judged by cosine.
+                        Some((ref_name, ref_variant, want)) => parity::accuracy(
+                            &out,
+                            want,
+                            ref_name,
+                            *ref_variant,
+                            opts.tolerance,
+                            opts.min_cosine
+                                .unwrap_or(parity::default_min_cosine(variant)),
+                        ),
                         None => {
-                            references.insert(index, (row.runtime.clone(), out));
+                            references.insert(index, (row.runtime.clone(), variant, out));
                             parity::Parity::reference(opts.tolerance)
                         }
                     };
@@ -264,13 +291,14 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             };
             let why = match end {
                 GroupEnd::Finished => None,
-                GroupEnd::Interrupted => break 'groups,
+                GroupEnd::Interrupted => break,
                 GroupEnd::Died(how) => Some(how),
             };
             if let Some(how) = why {
                 progress(&format!("[{}] worker {how}", rt.name()));
                 for (k, s) in shapes.iter().enumerate().skip(emitted) {
-                    let mut r = group::blank_row(rt.name(), &s.shape, threads, opts.tolerance);
+                    let mut r =
+                        group::blank_row(rt.name(), variant, &s.shape, threads, opts.tolerance);
                     r.error = Some(if k == emitted {
                         format!(
                             "the {} worker {how} during this scenario; the rows before it are kept",

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo};
+use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, RuntimeError, Variant};
 use serde::{Deserialize, Serialize};
 
 use crate::inputs::{self, InputError, ScenarioShape};
@@ -22,6 +22,7 @@ use crate::results::{Overhead, ScenarioResult, ScenarioStatus};
 pub struct GroupSpec {
     pub model: PathBuf,
     pub runtime: String,
+    pub variant: Variant,
     pub threads: usize,
     pub batches: Vec<usize>,
     pub seqs: Vec<usize>,
@@ -83,10 +84,17 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn scenario_id(runtime: &str, batch: usize, seq: Option<usize>, threads: usize) -> String {
+fn scenario_id(
+    runtime: &str,
+    variant: Variant,
+    batch: usize,
+    seq: Option<usize>,
+    threads: usize,
+) -> String {
+    let v = variant.as_str();
     match seq {
-        Some(s) => format!("{runtime}/cpu/fp32/b{batch}/s{s}/t{threads}"),
-        None => format!("{runtime}/cpu/fp32/b{batch}/t{threads}"),
+        Some(s) => format!("{runtime}/cpu/{v}/b{batch}/s{s}/t{threads}"),
+        None => format!("{runtime}/cpu/{v}/b{batch}/t{threads}"),
     }
 }
 
@@ -114,15 +122,16 @@ fn pin_current(pin: Option<usize>) -> String {
 /// A row for one scenario before anything is known about it: an error until measured.
 pub fn blank_row(
     runtime: &str,
+    variant: Variant,
     shape: &ScenarioShape,
     threads: usize,
     tol: Tolerance,
 ) -> ScenarioResult {
     ScenarioResult {
-        id: scenario_id(runtime, shape.batch, shape.seq, threads),
+        id: scenario_id(runtime, variant, shape.batch, shape.seq, threads),
         runtime: runtime.to_string(),
         device: "cpu".into(),
-        variant: "fp32".into(),
+        variant: variant.as_str().into(),
         batch: shape.batch,
         seq: shape.seq,
         shapes: shape.inputs.iter().cloned().collect(),
@@ -141,6 +150,16 @@ pub fn blank_row(
         load_rss_delta_bytes: None,
         resources: None,
         parity: Parity::skipped(tol, "not measured"),
+    }
+}
+
+/// Records why a scenario did not run: skipped when it cannot run here (unsupported,
+/// variant missing), an error otherwise.
+fn set_error(r: &mut ScenarioResult, e: &RuntimeError) {
+    r.error = Some(e.to_string());
+    r.error_kind = Some(e.kind().to_string());
+    if e.is_skip() {
+        r.status = ScenarioStatus::Skipped;
     }
 }
 
@@ -186,7 +205,13 @@ pub fn run_group(
 ) {
     let Some(rt) = runtimes::by_name(&spec.runtime) else {
         for s in shapes {
-            let mut r = blank_row(&spec.runtime, &s.shape, spec.threads, spec.tolerance);
+            let mut r = blank_row(
+                &spec.runtime,
+                spec.variant,
+                &s.shape,
+                spec.threads,
+                spec.tolerance,
+            );
             r.error = Some(format!("unknown runtime '{}'", spec.runtime));
             emit(r, None);
         }
@@ -195,9 +220,10 @@ pub fn run_group(
     let name = rt.name();
     let threads = spec.threads;
     let tol = spec.tolerance;
-    let base = |shape: &ScenarioShape| blank_row(name, shape, threads, tol);
+    let base = |shape: &ScenarioShape| blank_row(name, spec.variant, shape, threads, tol);
     let load_opts = LoadOptions {
         threads,
+        variant: spec.variant,
         ort_lib: spec.ort_lib.clone(),
         ..LoadOptions::default()
     };
@@ -212,8 +238,7 @@ pub fn run_group(
         Err(e) => {
             for s in shapes {
                 let mut r = base(&s.shape);
-                r.error = Some(e.to_string());
-                r.error_kind = Some(e.kind().to_string());
+                set_error(&mut r, &e);
                 r.parity = Parity::skipped(tol, "not loaded");
                 emit(r, None);
             }
@@ -238,7 +263,8 @@ pub fn run_group(
             Ok(i) => i,
             Err(e) => {
                 r.error = Some(e.clone());
-                r.error_kind = Some("skipped".into());
+                r.error_kind = Some("shape-beyond-model".into());
+                r.status = ScenarioStatus::Skipped;
                 emit(r, None);
                 continue;
             }
@@ -246,8 +272,7 @@ pub fn run_group(
         progress(&format!("[{name}] {}: preparing", r.id));
         let t = Instant::now();
         if let Err(e) = model.prepare(inputs) {
-            r.error = Some(e.to_string());
-            r.error_kind = Some(e.kind().to_string());
+            set_error(&mut r, &e);
             emit(r, None);
             continue;
         }
@@ -269,8 +294,7 @@ pub fn run_group(
         let m = match measure::measure_with(model.as_mut(), &clock, &spec.measure, &mut hooks) {
             Ok(m) => m,
             Err(e) => {
-                r.error = Some(e.to_string());
-                r.error_kind = Some(e.kind().to_string());
+                set_error(&mut r, &e);
                 emit(r, None);
                 continue;
             }

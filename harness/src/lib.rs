@@ -77,6 +77,8 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         seqs: dedup(&a.seq),
         shapes,
         threads: dedup(&threads),
+        variants: a.variants.clone(),
+        min_cosine: a.min_cosine,
         measure: measure::MeasureConfig {
             warmup_iters: a.warmup,
             warmup_time: a.warmup_time,

@@ -59,6 +59,12 @@ impl ParityStatus {
 pub struct Parity {
     pub status: ParityStatus,
     pub reference: Option<String>,
+    /// The reference's precision variant when it differs from this row's: then the row is
+    /// judged on accuracy (cosine) instead of the element-wise tolerance.
+    #[serde(default)]
+    pub reference_variant: Option<String>,
+    #[serde(default)]
+    pub min_cosine_required: Option<f64>,
     pub tolerance: Tolerance,
     pub max_abs_diff: Option<f64>,
     pub max_rel_diff: Option<f64>,
@@ -73,6 +79,8 @@ impl Parity {
         Parity {
             status: ParityStatus::Reference,
             reference: None,
+            reference_variant: None,
+            min_cosine_required: None,
             tolerance: tol,
             max_abs_diff: Some(0.0),
             max_rel_diff: Some(0.0),
@@ -86,6 +94,8 @@ impl Parity {
         Parity {
             status: ParityStatus::Skipped,
             reference: None,
+            reference_variant: None,
+            min_cosine_required: None,
             tolerance: tol,
             max_abs_diff: None,
             max_rel_diff: None,
@@ -138,7 +148,9 @@ pub fn diff(
         na += x * x;
         nb += y * y;
     }
-    let cosine = if na == 0.0 && nb == 0.0 {
+    let cosine = if nan {
+        f64::NAN
+    } else if na == 0.0 && nb == 0.0 {
         1.0
     } else if na == 0.0 || nb == 0.0 {
         0.0
@@ -179,8 +191,17 @@ pub fn compare(got: &[HostTensor], want: &[HostTensor], reference: &str, tol: To
     }
     let all_ok =
         problems.is_empty() && !outputs.is_empty() && outputs.iter().all(|o| o.within_tolerance);
+    // NaN wins: f64::max and f64::min would silently drop it.
     let fold = |f: fn(&OutputDiff) -> f64, init: f64, pick: fn(f64, f64) -> f64| {
-        (!outputs.is_empty()).then(|| outputs.iter().map(f).fold(init, pick))
+        (!outputs.is_empty()).then(|| {
+            outputs.iter().map(f).fold(init, |a, b| {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    pick(a, b)
+                }
+            })
+        })
     };
     let max_abs_diff = fold(|o| o.max_abs_diff, 0.0, f64::max);
     let max_rel_diff = fold(|o| o.max_rel_diff, 0.0, f64::max);
@@ -199,6 +220,8 @@ pub fn compare(got: &[HostTensor], want: &[HostTensor], reference: &str, tol: To
             ParityStatus::Fail
         },
         reference: Some(reference.to_string()),
+        reference_variant: None,
+        min_cosine_required: None,
         tolerance: tol,
         max_abs_diff,
         max_rel_diff,
@@ -206,6 +229,57 @@ pub fn compare(got: &[HostTensor], want: &[HostTensor], reference: &str, tol: To
         outputs,
         note: (!note.is_empty()).then(|| note.join("; ")),
     }
+}
+
+/// The cosine a precision variant must keep against fp32 on these outputs: fp16 and bf16
+/// change rounding only; int8 dynamic quantization changes the weights.
+pub fn default_min_cosine(variant: runtimes::Variant) -> f64 {
+    match variant {
+        runtimes::Variant::Fp32 => 0.999_999,
+        runtimes::Variant::Fp16 => 0.999,
+        runtimes::Variant::Bf16 => 0.99,
+        runtimes::Variant::Int8 => 0.95,
+    }
+}
+
+/// A lower-precision variant against a reference of another precision: the same diffs,
+/// judged by the lowest cosine similarity over the outputs.
+pub fn accuracy(
+    got: &[HostTensor],
+    want: &[HostTensor],
+    reference: &str,
+    reference_variant: runtimes::Variant,
+    tol: Tolerance,
+    min_cosine: f64,
+) -> Parity {
+    let mut p = compare(got, want, reference, tol);
+    p.reference_variant = Some(reference_variant.as_str().to_string());
+    p.min_cosine_required = Some(min_cosine);
+    let structural = p.outputs.is_empty() || p.outputs.len() < want.len();
+    // NaN compares false: a NaN anywhere fails.
+    let ok = !structural && p.min_cosine.is_some_and(|c| c >= min_cosine);
+    p.status = if ok {
+        ParityStatus::Pass
+    } else {
+        ParityStatus::Fail
+    };
+    p.note = if ok {
+        None
+    } else if structural {
+        p.note.take()
+    } else if p.min_cosine.is_some_and(f64::is_nan) {
+        Some(format!(
+            "the outputs hold NaN where {reference} {} has numbers",
+            reference_variant.as_str()
+        ))
+    } else {
+        Some(format!(
+            "cosine {:.6} against {reference} {} is below the {min_cosine} this variant must keep",
+            p.min_cosine.unwrap_or(f64::NAN),
+            reference_variant.as_str()
+        ))
+    };
+    p
 }
 
 #[cfg(test)]
@@ -291,6 +365,35 @@ mod tests {
             Tolerance::default(),
         );
         assert_eq!(p.status, ParityStatus::Fail);
+    }
+
+    #[test]
+    fn variants_are_judged_by_cosine() {
+        use runtimes::Variant;
+        let want = [t("y", vec![1.0, 2.0, 3.0, 4.0])];
+        let close = [t("y", vec![1.01, 1.98, 3.02, 3.99])];
+        let p = accuracy(
+            &close,
+            &want,
+            "ort",
+            Variant::Fp32,
+            Tolerance::default(),
+            0.999,
+        );
+        assert_eq!(p.status, ParityStatus::Pass);
+        assert_eq!(p.reference_variant.as_deref(), Some("fp32"));
+        assert!(p.max_abs_diff.unwrap() > 0.009);
+        let far = [t("y", vec![4.0, 3.0, 2.0, 1.0])];
+        let p = accuracy(
+            &far,
+            &want,
+            "ort",
+            Variant::Fp32,
+            Tolerance::default(),
+            0.95,
+        );
+        assert_eq!(p.status, ParityStatus::Fail);
+        assert!(p.note.unwrap().contains("below the 0.95"));
     }
 
     #[test]

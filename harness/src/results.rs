@@ -130,6 +130,8 @@ pub enum ScenarioStatus {
     Failed,
     /// Could not be measured at all (see error).
     Error,
+    /// Cannot run here (unsupported, variant missing, shape beyond the model): see error.
+    Skipped,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,13 +166,15 @@ impl ScenarioResult {
     pub fn parity_label(&self) -> &'static str {
         match self.status {
             ScenarioStatus::Error => "ERROR",
+            ScenarioStatus::Skipped => "SKIP",
             _ => self.parity.status.label(),
         }
     }
 
     /// Whether this row counts as a problem for the exit status.
     pub fn is_problem(&self) -> bool {
-        self.status != ScenarioStatus::Ok || self.parity.status == ParityStatus::Fail
+        matches!(self.status, ScenarioStatus::Error | ScenarioStatus::Failed)
+            || self.parity.status == ParityStatus::Fail
     }
 }
 
@@ -286,9 +290,9 @@ fn pct(s: &ScenarioResult, name: &str, v: f64) -> String {
     format!("{}{}", ms_cell(v), if low { "*" } else { "" })
 }
 
-const TABLE_HEAD: [&str; 13] = [
-    "runtime", "batch", "seq", "threads", "samples", "p50 ms", "p90 ms", "p99 ms", "items/s",
-    "cores", "peak MB", "load ms", "parity",
+const TABLE_HEAD: [&str; 16] = [
+    "runtime", "variant", "batch", "seq", "threads", "samples", "p50 ms", "p90 ms", "p99 ms",
+    "items/s", "cores", "peak MB", "load ms", "max abs", "cosine", "parity",
 ];
 
 fn table_rows(r: &Results) -> Vec<Vec<String>> {
@@ -297,6 +301,7 @@ fn table_rows(r: &Results) -> Vec<Vec<String>> {
         .map(|s| {
             let mut row = vec![
                 s.runtime.clone(),
+                s.variant.clone(),
                 s.batch.to_string(),
                 s.seq.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
                 s.threads.to_string(),
@@ -322,6 +327,15 @@ fn table_rows(r: &Results) -> Vec<Vec<String>> {
                 }
                 None => row.extend(std::iter::repeat_n("-".to_string(), 8)),
             }
+            let shown = matches!(s.parity.status, ParityStatus::Pass | ParityStatus::Fail);
+            row.push(match s.parity.max_abs_diff {
+                Some(d) if shown => format!("{d:.1e}"),
+                _ => "-".into(),
+            });
+            row.push(match s.parity.min_cosine {
+                Some(c) if shown => format!("{c:.6}"),
+                _ => "-".into(),
+            });
             row.push(s.parity_label().to_string());
             row
         })

@@ -1,9 +1,15 @@
-//! candle (`candle-core`, `candle-transformers`), CPU, f32.
+//! candle (`candle-core`, `candle-transformers`), CPU, f32 / f16 / bf16.
 //!
 //! candle does not read ONNX: it runs native architectures from the same checkpoint's
 //! `model.safetensors` + `config.json` that the exporter writes beside `model.onnx`. BERT
 //! encoders (`model_type: bert`) run through `candle_transformers::models::bert::BertModel`;
 //! anything else is "unsupported by candle", not an error for the whole run.
+//!
+//! f16 and bf16: candle-transformers 0.11.1's `BertModel` builds its attention mask as
+//! `(1 - mask) * f32::MIN` in the model's dtype; f32::MIN is -inf in f16 and bf16, so every
+//! unmasked score becomes 0 * -inf = NaN. For those dtypes the model here is candle's own
+//! `BertEncoder` (the transformer layers) behind embeddings and a mask built with the
+//! dtype's finite minimum; f32 runs the upstream `BertModel` unchanged.
 //!
 //! Threads: candle's matmul splits work into `RAYON_NUM_THREADS` parts (read on every call)
 //! and runs them on the current rayon pool; inference runs inside a pool of N threads, with
@@ -14,7 +20,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_nn::{Embedding, LayerNorm, Module};
+use candle_transformers::models::bert::{BertEncoder, BertModel, Config};
 
 use crate::model::{ModelFiles, ModelInfo};
 use crate::tensor::{HostTensor, TensorData};
@@ -38,7 +45,7 @@ impl Runtime for CandleRuntime {
         Availability::Ready {
             version: crate::CANDLE_VERSION.to_string(),
             detail: format!(
-                "candle {} (built in), CPU f32; architectures: {} (from safetensors + config.json)",
+                "candle {} (built in), CPU f32/f16/bf16; architectures: {} (from safetensors + config.json)",
                 crate::CANDLE_VERSION,
                 SUPPORTED.join(", ")
             ),
@@ -79,6 +86,16 @@ impl Runtime for CandleRuntime {
                 )))
             }
         }
+        let dtype = match opts.variant {
+            crate::Variant::Fp32 => DType::F32,
+            crate::Variant::Fp16 => DType::F16,
+            crate::Variant::Bf16 => DType::BF16,
+            crate::Variant::Int8 => {
+                return Err(unsupported(
+                    "int8: candle runs BERT from the checkpoint in f32, f16 or bf16; int8 is a quantized ONNX graph (ort, tract)".into(),
+                ))
+            }
+        };
         let config = read_config(config_path)?;
         let load_err = |e: candle_core::Error| RuntimeError::Load {
             runtime: NAME,
@@ -88,10 +105,10 @@ impl Runtime for CandleRuntime {
         // SAFETY: the file is memory-mapped read-only; the harness does not modify it while
         // it runs, and no other process is expected to.
         let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[weights.as_path()], DType::F32, &Device::Cpu)
+            VarBuilder::from_mmaped_safetensors(&[weights.as_path()], dtype, &Device::Cpu)
         }
         .map_err(load_err)?;
-        let bert = BertModel::load(vb, &config).map_err(|e| {
+        let bert = Bert::load(vb, &config, dtype).map_err(|e| {
             unsupported(format!(
                 "{} does not hold a BERT encoder candle can load: {e}",
                 weights.display()
@@ -109,6 +126,7 @@ impl Runtime for CandleRuntime {
             pool,
             threads,
             output_name,
+            dtype,
             prepared: None,
         }))
     }
@@ -128,6 +146,98 @@ fn read_config(path: &Path) -> Result<Config, RuntimeError> {
     })
 }
 
+/// candle's BERT: upstream `BertModel` in f32; in f16/bf16 its `BertEncoder` with embeddings
+/// and a mask that stay finite in the dtype (see the module docs).
+enum Bert {
+    Upstream(BertModel),
+    HalfSafe {
+        embeddings: Embeddings,
+        encoder: BertEncoder,
+        dtype: DType,
+    },
+}
+
+struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    layer_norm: LayerNorm,
+}
+
+impl Bert {
+    fn load(vb: VarBuilder, config: &Config, dtype: DType) -> candle_core::Result<Bert> {
+        if dtype == DType::F32 {
+            return BertModel::load(vb, config).map(Bert::Upstream);
+        }
+        // Checkpoints saved from BertFor* heads nest the encoder under `bert.`.
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let e = vb.pp("embeddings");
+        let h = config.hidden_size;
+        let embeddings = Embeddings {
+            word: candle_nn::embedding(config.vocab_size, h, e.pp("word_embeddings"))?,
+            position: candle_nn::embedding(
+                config.max_position_embeddings,
+                h,
+                e.pp("position_embeddings"),
+            )?,
+            token_type: candle_nn::embedding(
+                config.type_vocab_size,
+                h,
+                e.pp("token_type_embeddings"),
+            )?,
+            layer_norm: candle_nn::layer_norm(h, config.layer_norm_eps, e.pp("LayerNorm"))?,
+        };
+        let encoder = BertEncoder::load(vb.pp("encoder"), config)?;
+        Ok(Bert::HalfSafe {
+            embeddings,
+            encoder,
+            dtype,
+        })
+    }
+
+    fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Bert::Upstream(m) => m.forward(ids, types, Some(mask)),
+            Bert::HalfSafe {
+                embeddings,
+                encoder,
+                dtype,
+            } => {
+                let (_, seq) = ids.dims2()?;
+                let positions = Tensor::arange(0u32, seq as u32, ids.device())?.unsqueeze(0)?;
+                let x = embeddings
+                    .word
+                    .forward(ids)?
+                    .add(&embeddings.token_type.forward(types)?)?
+                    .broadcast_add(&embeddings.position.forward(&positions)?)?;
+                let x = embeddings.layer_norm.forward(&x)?;
+                // HF: (1 - mask) * finfo(dtype).min, [batch, 1, 1, seq].
+                let lowest = match dtype {
+                    DType::F16 => f64::from(half::f16::MIN),
+                    DType::BF16 => f64::from(half::bf16::MIN),
+                    _ => f64::from(f32::MIN),
+                };
+                let mask = mask.unsqueeze(1)?.unsqueeze(1)?.to_dtype(DType::F32)?;
+                let ext = ((mask.ones_like()? - &mask)? * lowest)?.to_dtype(*dtype)?;
+                encoder.forward(&x, &ext)
+            }
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Bert::Upstream(_) => "candle_transformers bert::BertModel",
+            Bert::HalfSafe { .. } => {
+                "candle_transformers bert::BertEncoder; embeddings and a dtype-finite attention mask built here"
+            }
+        }
+    }
+}
+
 struct Prepared {
     input_ids: Tensor,
     token_type_ids: Tensor,
@@ -135,10 +245,11 @@ struct Prepared {
 }
 
 struct CandleLoaded {
-    bert: BertModel,
+    bert: Bert,
     pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
     output_name: String,
+    dtype: DType,
     prepared: Option<Prepared>,
 }
 
@@ -150,7 +261,7 @@ impl CandleLoaded {
             .ok_or_else(|| RuntimeError::input(NAME, "run before prepare"))?;
         let f = || {
             self.bert
-                .forward(&p.input_ids, &p.token_type_ids, Some(&p.attention_mask))
+                .forward(&p.input_ids, &p.token_type_ids, &p.attention_mask)
         };
         match &self.pool {
             Some(pool) => pool.install(f),
@@ -170,11 +281,8 @@ impl Loaded for CandleLoaded {
             ("threads".into(), self.threads.to_string()),
             ("pool".into(), pool),
             ("RAYON_NUM_THREADS".into(), self.threads.to_string()),
-            ("dtype".into(), "f32".into()),
-            (
-                "architecture".into(),
-                "candle_transformers bert::BertModel".into(),
-            ),
+            ("dtype".into(), format!("{:?}", self.dtype).to_lowercase()),
+            ("architecture".into(), self.bert.describe().into()),
         ]
     }
 
@@ -240,7 +348,8 @@ impl Loaded for CandleLoaded {
         let out = self.forward()?;
         let shape = out.dims().to_vec();
         let data = out
-            .flatten_all()
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| RuntimeError::inference(NAME, e))?;
         Ok(vec![HostTensor::new(

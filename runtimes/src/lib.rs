@@ -57,6 +57,12 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Model(#[from] model::ModelError),
+    #[error("{runtime}: variant {variant} is not available: {why}")]
+    VariantMissing {
+        runtime: &'static str,
+        variant: &'static str,
+        why: String,
+    },
 }
 
 impl RuntimeError {
@@ -85,7 +91,16 @@ impl RuntimeError {
             RuntimeError::Input { .. } => "input",
             RuntimeError::Inference { .. } => "inference",
             RuntimeError::Model(_) => "model",
+            RuntimeError::VariantMissing { .. } => "variant-missing",
         }
+    }
+
+    /// A scenario this error prevents is skipped (it cannot run here), not failed.
+    pub fn is_skip(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Unsupported { .. } | RuntimeError::VariantMissing { .. }
+        )
     }
 }
 
@@ -112,12 +127,46 @@ impl Device {
     }
 }
 
+/// A precision variant of the model.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// The exported float32 graph; the accuracy reference.
+    Fp32,
+    /// float16 weights and compute (ONNX: model.fp16.onnx; candle: f16).
+    Fp16,
+    /// bfloat16 (candle).
+    Bf16,
+    /// int8 dynamic quantization (ONNX: model.int8.onnx).
+    Int8,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [Variant::Fp32, Variant::Fp16, Variant::Bf16, Variant::Int8];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Variant::Fp32 => "fp32",
+            Variant::Fp16 => "fp16",
+            Variant::Bf16 => "bf16",
+            Variant::Int8 => "int8",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// Options fixed at load time.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Worker threads for the runtime's compute (ORT intra-op threads, tract/candle rayon pool).
     pub threads: usize,
     pub device: Device,
+    pub variant: Variant,
     /// Explicit ONNX Runtime library (`--ort-lib`); discovery otherwise.
     pub ort_lib: Option<PathBuf>,
 }
@@ -127,6 +176,7 @@ impl Default for LoadOptions {
         LoadOptions {
             threads: 1,
             device: Device::Cpu,
+            variant: Variant::Fp32,
             ort_lib: None,
         }
     }
@@ -188,5 +238,30 @@ pub(crate) fn rayon_pool(
             runtime,
             path: PathBuf::new(),
             message: format!("could not start a pool of {threads} threads: {e}"),
+        })
+}
+
+/// The ONNX file a runtime loads for `variant`: a missing fp32 graph is a missing file, a
+/// missing variant file skips the scenario.
+pub(crate) fn onnx_file(
+    runtime: &'static str,
+    model: &ModelFiles,
+    variant: Variant,
+) -> Result<PathBuf, RuntimeError> {
+    if model.onnx.is_none() {
+        return Err(RuntimeError::MissingFile {
+            runtime,
+            what: "model.onnx",
+            path: model.folder.join("model.onnx"),
+            fix: "export the model with models/export.py",
+        });
+    }
+    model
+        .onnx_for(variant)
+        .cloned()
+        .map_err(|why| RuntimeError::VariantMissing {
+            runtime,
+            variant: variant.as_str(),
+            why,
         })
 }

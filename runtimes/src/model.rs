@@ -36,11 +36,32 @@ pub struct ModelFiles {
     pub safetensors: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub manifest: Option<PathBuf>,
+    /// ONNX files of the precision variants other than fp32 (`model.fp16.onnx`, ...).
+    pub variants: BTreeMap<String, PathBuf>,
     /// Where the missing files were looked for (for messages).
     pub folder: PathBuf,
 }
 
 impl ModelFiles {
+    /// The ONNX file of `variant`, or why there is none.
+    pub fn onnx_for(&self, variant: crate::Variant) -> Result<&PathBuf, String> {
+        let onnx = self
+            .onnx
+            .as_ref()
+            .ok_or_else(|| format!("no model.onnx in {}", self.folder.display()))?;
+        match variant {
+            crate::Variant::Fp32 => Ok(onnx),
+            v => self.variants.get(v.as_str()).ok_or_else(|| {
+                let stem = onnx.file_stem().unwrap_or_default().to_string_lossy();
+                format!(
+                    "no {stem}.{}.onnx beside {} (models/export.py writes fp16 and int8 variants)",
+                    v.as_str(),
+                    onnx.display()
+                )
+            }),
+        }
+    }
+
     pub fn resolve(path: &Path) -> Result<ModelFiles, ModelError> {
         if !path.exists() {
             return Err(ModelError::NotFound(path.to_path_buf()));
@@ -66,8 +87,21 @@ impl ModelFiles {
                 .unwrap_or_else(|| PathBuf::from("."));
             (folder, Some(path.to_path_buf()))
         };
+        let mut variants = BTreeMap::new();
+        if let Some(stem) = onnx
+            .as_ref()
+            .and_then(|o| o.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+        {
+            for v in ["fp16", "bf16", "int8"] {
+                if let Some(p) = existing(folder.join(format!("{stem}.{v}.onnx"))) {
+                    variants.insert(v.to_string(), p);
+                }
+            }
+        }
         let files = ModelFiles {
             path: path.to_path_buf(),
+            variants,
             onnx,
             safetensors: existing(folder.join("model.safetensors")),
             config: existing(folder.join("config.json")),

@@ -286,15 +286,7 @@ impl Runtime for OrtRuntime {
         opts: &LoadOptions,
     ) -> Result<Box<dyn Loaded>, RuntimeError> {
         let lib = library(opts.ort_lib.as_deref())?;
-        let onnx = model
-            .onnx
-            .as_ref()
-            .ok_or_else(|| RuntimeError::MissingFile {
-                runtime: NAME,
-                what: "model.onnx",
-                path: model.folder.join("model.onnx"),
-                fix: "export the model with models/export.py",
-            })?;
+        let onnx = crate::onnx_file(NAME, model, opts.variant)?;
         let load_err = |e: &dyn std::fmt::Display| RuntimeError::Load {
             runtime: NAME,
             path: onnx.clone(),
@@ -309,7 +301,7 @@ impl Runtime for OrtRuntime {
             .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .map_err(|e| load_err(&e))?;
-        let session = builder.commit_from_file(onnx).map_err(|e| {
+        let session = builder.commit_from_file(&onnx).map_err(|e| {
             load_err(&format!(
                 "{e} (is it a complete ONNX model? re-export it with models/export.py)"
             ))
@@ -324,6 +316,7 @@ impl Runtime for OrtRuntime {
             inputs,
             prepared: Vec::new(),
             threads,
+            file: onnx.clone(),
         }))
     }
 }
@@ -333,6 +326,7 @@ struct OrtLoaded {
     inputs: Vec<(String, ValueType)>,
     prepared: Vec<(String, DynValue)>,
     threads: usize,
+    file: PathBuf,
 }
 
 fn to_value(t: &HostTensor) -> Result<DynValue, ort::Error> {
@@ -370,6 +364,7 @@ impl Loaded for OrtLoaded {
             ("inter_op_threads".into(), "1".into()),
             ("graph_optimization".into(), "all (level 3)".into()),
             ("execution_provider".into(), "CPU".into()),
+            ("model_file".into(), self.file.display().to_string()),
         ]
     }
 

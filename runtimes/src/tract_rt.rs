@@ -38,17 +38,12 @@ impl Runtime for TractRuntime {
         _info: &ModelInfo,
         opts: &LoadOptions,
     ) -> Result<Box<dyn Loaded>, RuntimeError> {
-        let onnx = model
-            .onnx
-            .as_ref()
-            .ok_or_else(|| RuntimeError::MissingFile {
-                runtime: NAME,
-                what: "model.onnx",
-                path: model.folder.join("model.onnx"),
-                fix: "export the model with models/export.py",
-            })?;
+        let onnx = crate::onnx_file(NAME, model, opts.variant)?;
+        // Intermediate value_info carries the exporter's symbolic dims (the fp16 and int8
+        // rewrites keep them); tract infers every shape from the concrete inputs instead.
         let graph = tract_onnx::onnx()
-            .model_for_path(onnx)
+            .with_ignore_value_info(true)
+            .model_for_path(&onnx)
             .map_err(|e| RuntimeError::Load {
                 runtime: NAME,
                 path: onnx.clone(),
@@ -88,7 +83,7 @@ impl Runtime for TractRuntime {
             Executor::SingleThread
         };
         Ok(Box::new(TractLoaded {
-            path: onnx.clone(),
+            path: onnx,
             graph,
             input_names,
             output_names,
@@ -212,6 +207,7 @@ impl Loaded for TractLoaded {
                 "plan".into(),
                 "concrete input facts, into_optimized, into_runnable per shape".into(),
             ),
+            ("model_file".into(), self.path.display().to_string()),
         ]
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, TensorData};
+use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, TensorData, Variant};
 
 const HIDDEN: usize = 32;
 const VOCAB: i64 = 128;
@@ -15,11 +15,16 @@ fn fixture() -> PathBuf {
 }
 
 fn load(runtime: &str, threads: usize) -> (Box<dyn Loaded>, ModelInfo) {
+    load_variant(runtime, threads, Variant::Fp32)
+}
+
+fn load_variant(runtime: &str, threads: usize, variant: Variant) -> (Box<dyn Loaded>, ModelInfo) {
     let files = ModelFiles::resolve(&fixture()).expect("fixture files");
     let info = ModelInfo::read(&files).expect("fixture info");
     let rt = runtimes::by_name(runtime).expect("runtime compiled in");
     let opts = LoadOptions {
         threads,
+        variant,
         ..LoadOptions::default()
     };
     let loaded = rt
@@ -135,6 +140,39 @@ fn rejects_a_missing_input(runtime: &str) {
     let only_mask: Vec<HostTensor> = inputs(1, 4).into_iter().skip(1).collect();
     let e = m.prepare(&only_mask).map(|_| ()).and_then(|_| m.run());
     assert!(e.is_err(), "{runtime} ran without input_ids");
+}
+
+/// A lower-precision variant stays close to PyTorch's fp32 outputs (and is finite: a NaN
+/// anywhere fails the cosine).
+fn variant_keeps_accuracy(runtime: &str, variant: Variant, min_cosine: f64) {
+    let (mut m, info) = load_variant(runtime, 1, variant);
+    let r = info.reference.unwrap();
+    m.prepare(&r.inputs).unwrap();
+    let out = m.infer().unwrap();
+    let (a, b) = (f32s(&out[0]), f32s(&r.outputs[0]));
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let cos = dot / (na * nb);
+    assert!(cos >= min_cosine, "{runtime} {variant:?}: cosine {cos}");
+    assert!(
+        max_abs(a, b) > 0.0,
+        "{runtime} {variant:?} is bit-identical to fp32: not the variant"
+    );
+}
+
+#[test]
+fn variants_keep_accuracy() {
+    for (rt, v, min) in [
+        ("ort", Variant::Fp16, 0.999),
+        ("tract", Variant::Fp16, 0.999),
+        ("candle", Variant::Fp16, 0.999),
+        ("candle", Variant::Bf16, 0.99),
+        ("ort", Variant::Int8, 0.95),
+        ("tract", Variant::Int8, 0.95),
+    ] {
+        variant_keeps_accuracy(rt, v, min);
+    }
 }
 
 macro_rules! conformance {
