@@ -28,6 +28,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalsArg {
+    /// Exponential gaps, seeded by --seed
+    Poisson,
+    /// Equal gaps
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IsolateMode {
     /// Each runtime and thread count in a worker process: an abort loses only its rows
     Process,
@@ -61,6 +69,14 @@ fn duration(s: &str) -> Result<Duration, String> {
 fn variant(s: &str) -> Result<runtimes::Variant, String> {
     runtimes::Variant::parse(s.trim())
         .ok_or_else(|| format!("unknown variant '{s}' (fp32, fp16, bf16, int8)"))
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        Ok(_) => Err("a rate must be a positive number of requests per second".into()),
+        Err(e) => Err(format!("{e}")),
+    }
 }
 
 fn positive(s: &str) -> Result<usize, String> {
@@ -102,6 +118,16 @@ pub struct CompareArgs {
     /// Compute threads per runtime, comma-separated [default: all logical CPUs]
     #[arg(long, value_delimiter = ',', value_parser = positive)]
     pub threads: Vec<usize>,
+    /// Closed loop: concurrent workers (one model instance each), comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = positive)]
+    pub concurrency: Vec<usize>,
+    /// Open loop instead: target arrival rates in requests/s, comma-separated (served by
+    /// --concurrency workers; latency counted from each request's scheduled time)
+    #[arg(long, value_delimiter = ',', value_parser = rate)]
+    pub rate: Vec<f64>,
+    /// Open loop: arrival process
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: ArrivalsArg,
     /// Warm-up iterations (warm-up lasts until both these and --warmup-time are done)
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,

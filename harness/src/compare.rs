@@ -15,7 +15,7 @@ use runtimes::{Availability, HostTensor, LoadOptions, ModelFiles, ModelInfo, Run
 use crate::environment::{Environment, RuntimeVersion};
 use crate::group::{self, GroupSpec, Progress};
 use crate::inputs;
-use crate::measure::MeasureConfig;
+use crate::measure::{LoadMode, MeasureConfig};
 use crate::parity::{self, Tolerance};
 use crate::results::{self, ModelSummary, Results, RuntimeStatus, ScenarioResult, Settings};
 use crate::worker::{self, GroupEnd};
@@ -42,6 +42,8 @@ pub struct CompareOptions {
     /// Accuracy a non-fp32 variant must keep (cosine against the reference); None: the
     /// per-variant defaults of `parity::default_min_cosine`.
     pub min_cosine: Option<f64>,
+    /// Closed loop at each concurrency, or open loop at each rate.
+    pub modes: Vec<LoadMode>,
     pub measure: MeasureConfig,
     pub seed: u64,
     pub tolerance: Tolerance,
@@ -169,7 +171,17 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             max_positions: info.max_positions,
         },
         settings: Settings {
-            mode: "closed-loop, single stream".into(),
+            mode: opts
+                .modes
+                .iter()
+                .map(|m| match m {
+                    LoadMode::ClosedLoop { concurrency } => format!("closed loop, {concurrency} worker(s)"),
+                    LoadMode::OpenLoop { rate, arrivals, concurrency, .. } => format!(
+                        "open loop, {rate}/s {arrivals:?} arrivals, {concurrency} worker(s); latency from the scheduled time"
+                    ),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
             seed: opts.seed,
             warmup_iterations: opts.measure.warmup_iters,
             warmup_time_s: opts.measure.warmup_time.as_secs_f64(),
@@ -234,6 +246,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                 runtime: rt.name().to_string(),
                 variant,
                 threads,
+                modes: opts.modes.clone(),
                 batches: opts.batches.clone(),
                 seqs: opts.seqs.clone(),
                 shapes: opts.shapes.clone(),
@@ -245,37 +258,37 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                 abort_before: fault_injection(rt.name(), threads),
             };
             let mut emitted = 0usize;
-            let mut handle = |mut row: ScenarioResult, outputs: Option<Vec<HostTensor>>| {
-                let index = emitted;
-                emitted += 1;
-                if let Some(out) = outputs {
-                    row.parity = match references.get(&index) {
-                        Some((ref_name, ref_variant, want)) if *ref_variant == variant => {
-                            parity::compare(&out, want, ref_name, opts.tolerance)
-                        }
-                        // Another precision: accuracy against the reference, judged by cosine.
-                        Some((ref_name, ref_variant, want)) => parity::accuracy(
-                            &out,
-                            want,
-                            ref_name,
-                            *ref_variant,
-                            opts.tolerance,
-                            opts.min_cosine
-                                .unwrap_or(parity::default_min_cosine(variant)),
-                        ),
-                        None => {
-                            references.insert(index, (row.runtime.clone(), variant, out));
-                            parity::Parity::reference(opts.tolerance)
-                        }
-                    };
-                }
-                report(&row, progress);
-                results.scenarios.push(row);
-                // On disk as soon as it is measured.
-                if let Err(e) = write(&results) {
-                    write_error.get_or_insert(e);
-                }
-            };
+            let mut handle =
+                |mut row: ScenarioResult, outputs: Option<Vec<HostTensor>>, index: usize| {
+                    emitted += 1;
+                    if let Some(out) = outputs {
+                        row.parity = match references.get(&index) {
+                            Some((ref_name, ref_variant, want)) if *ref_variant == variant => {
+                                parity::compare(&out, want, ref_name, opts.tolerance)
+                            }
+                            // Another precision: accuracy against the reference, judged by cosine.
+                            Some((ref_name, ref_variant, want)) => parity::accuracy(
+                                &out,
+                                want,
+                                ref_name,
+                                *ref_variant,
+                                opts.tolerance,
+                                opts.min_cosine
+                                    .unwrap_or(parity::default_min_cosine(variant)),
+                            ),
+                            None => {
+                                references.insert(index, (row.runtime.clone(), variant, out));
+                                parity::Parity::reference(opts.tolerance)
+                            }
+                        };
+                    }
+                    report(&row, progress);
+                    results.scenarios.push(row);
+                    // On disk as soon as it is measured.
+                    if let Err(e) = write(&results) {
+                        write_error.get_or_insert(e);
+                    }
+                };
             let end = match &opts.isolation {
                 Isolation::Process { exe } => worker::run_in_child(
                     exe,
@@ -296,9 +309,18 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             };
             if let Some(how) = why {
                 progress(&format!("[{}] worker {how}", rt.name()));
-                for (k, s) in shapes.iter().enumerate().skip(emitted) {
-                    let mut r =
-                        group::blank_row(rt.name(), variant, &s.shape, threads, opts.tolerance);
+                let plan = group::plan(shapes.len(), &opts.modes);
+                for (k, (i, mode)) in plan.iter().enumerate().skip(emitted) {
+                    let mut r = group::blank_row(
+                        rt.name(),
+                        variant,
+                        &shapes[*i].shape,
+                        threads,
+                        opts.tolerance,
+                    );
+                    r.mode = mode.name().into();
+                    r.concurrency = mode.concurrency();
+                    r.rate = mode.rate();
                     r.error = Some(if k == emitted {
                         format!(
                             "the {} worker {how} during this scenario; the rows before it are kept",
@@ -346,7 +368,7 @@ fn run_in_thread(
     shapes: &[group::Shape],
     opts: &CompareOptions,
     progress: Progress,
-    handle: &mut (dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>) + Send),
+    handle: &mut (dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>, usize) + Send),
 ) -> GroupEnd {
     let spec = GroupSpec {
         abort_before: None,

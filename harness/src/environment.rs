@@ -90,9 +90,7 @@ impl Environment {
         Environment {
             hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
             cpu_model: field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string()),
-            logical_cpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            logical_cpus: crate::group::online_cpus(),
             cpu_flags: flags,
             memory_total_bytes,
             os,

@@ -12,7 +12,7 @@ use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, RuntimeEr
 use serde::{Deserialize, Serialize};
 
 use crate::inputs::{self, InputError, ScenarioShape};
-use crate::measure::{self, MeasureConfig, MonotonicClock};
+use crate::measure::{self, LoadMode, MeasureConfig, MonotonicClock};
 use crate::monitor::{self, ResourceReport, Sampler};
 use crate::parity::{Parity, Tolerance};
 use crate::results::{Overhead, ScenarioResult, ScenarioStatus};
@@ -24,6 +24,8 @@ pub struct GroupSpec {
     pub runtime: String,
     pub variant: Variant,
     pub threads: usize,
+    /// Closed loop at each concurrency, or open loop at each rate.
+    pub modes: Vec<LoadMode>,
     pub batches: Vec<usize>,
     pub seqs: Vec<usize>,
     pub shapes: Vec<(String, Vec<usize>)>,
@@ -146,10 +148,39 @@ pub fn blank_row(
         prepare_ms: None,
         measurement: None,
         throughput_per_s: None,
+        rate: None,
+        open_loop: None,
         rss_after_load_bytes: None,
         load_rss_delta_bytes: None,
         resources: None,
         parity: Parity::skipped(tol, "not measured"),
+    }
+}
+
+/// CPUs online in the machine. Not `available_parallelism`: that reads the calling thread's
+/// affinity, which is a single CPU once the measuring thread is pinned.
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+/// Lets the calling thread run on every CPU again.
+fn unpin_current() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the set is a zeroed cpu_set_t we own, filled with valid CPU indices.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..online_cpus().min(libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
@@ -191,8 +222,19 @@ impl measure::WindowHooks for MonitorHooks<'_> {
 }
 
 /// The scenarios of one runtime at one thread count: load once, then each shape.
-/// Emits one row per shape, in order, with the outputs of each measured scenario (parity
-/// is left to the caller). Stops between scenarios when `interrupt` is set.
+/// One planned row of a group: a shape and a load mode.
+pub fn plan(shapes: usize, modes: &[LoadMode]) -> Vec<(usize, LoadMode)> {
+    (0..shapes)
+        .flat_map(|i| modes.iter().map(move |m| (i, m.clone())))
+        .collect()
+}
+
+/// What a group hands back for each planned row, in plan order.
+pub type Emit<'a> = &'a mut dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>, usize);
+
+/// Emits one row per planned (shape, mode), in order, with the outputs of each measured
+/// scenario and its shape index (parity is left to the caller). Concurrency N uses N
+/// instances of the model, one per worker. Stops between scenarios when `interrupt` is set.
 #[allow(clippy::too_many_arguments)]
 pub fn run_group(
     spec: &GroupSpec,
@@ -201,126 +243,228 @@ pub fn run_group(
     shapes: &[Shape],
     interrupt: &AtomicBool,
     progress: Progress,
-    emit: &mut dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>),
+    emit: Emit,
 ) {
+    let plan = plan(shapes.len(), &spec.modes);
+    let tol = spec.tolerance;
+    let threads = spec.threads;
+    let row = |shape: &Shape, mode: &LoadMode| {
+        let mut r = blank_row(&spec.runtime, spec.variant, &shape.shape, threads, tol);
+        r.mode = mode.name().into();
+        r.concurrency = mode.concurrency();
+        r.rate = mode.rate();
+        if *mode != (LoadMode::ClosedLoop { concurrency: 1 }) {
+            r.id = format!("{}/{}", r.id, mode_tag(mode));
+        }
+        r
+    };
     let Some(rt) = runtimes::by_name(&spec.runtime) else {
-        for s in shapes {
-            let mut r = blank_row(
-                &spec.runtime,
-                spec.variant,
-                &s.shape,
-                spec.threads,
-                spec.tolerance,
-            );
+        for (i, mode) in &plan {
+            let mut r = row(&shapes[*i], mode);
             r.error = Some(format!("unknown runtime '{}'", spec.runtime));
-            emit(r, None);
+            emit(r, None, *i);
         }
         return;
     };
     let name = rt.name();
-    let threads = spec.threads;
-    let tol = spec.tolerance;
-    let base = |shape: &ScenarioShape| blank_row(name, spec.variant, shape, threads, tol);
     let load_opts = LoadOptions {
         threads,
         variant: spec.variant,
         ort_lib: spec.ort_lib.clone(),
         ..LoadOptions::default()
     };
-    progress(&format!("[{name}] loading with {threads} thread(s)"));
+    let instances = spec
+        .modes
+        .iter()
+        .map(|m| m.concurrency())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    progress(&format!(
+        "[{name}] loading {} with {threads} thread(s){}",
+        spec.variant.as_str(),
+        if instances > 1 {
+            format!(", {instances} instances")
+        } else {
+            String::new()
+        }
+    ));
     let rss_before = monitor::current_rss_bytes();
     let t = Instant::now();
-    let loaded = rt.load(files, info, &load_opts);
-    let load_ms = ms(t.elapsed());
-    let rss_after = monitor::current_rss_bytes();
-    let mut model: Box<dyn Loaded> = match loaded {
-        Ok(m) => m,
-        Err(e) => {
-            for s in shapes {
-                let mut r = base(&s.shape);
-                set_error(&mut r, &e);
-                r.parity = Parity::skipped(tol, "not loaded");
-                emit(r, None);
+    let mut models: Vec<Box<dyn Loaded>> = Vec::with_capacity(instances);
+    let mut load_error = None;
+    for _ in 0..instances {
+        match rt.load(files, info, &load_opts) {
+            Ok(m) => models.push(m),
+            Err(e) => {
+                load_error = Some(e);
+                break;
             }
-            return;
         }
-    };
+    }
+    // Load time of one instance (the first); memory is for all of them.
+    let load_ms = ms(t.elapsed()) / models.len().max(1) as f64;
+    let rss_after = monitor::current_rss_bytes();
+    if let Some(e) = load_error {
+        for (i, mode) in &plan {
+            let mut r = row(&shapes[*i], mode);
+            set_error(&mut r, &e);
+            r.parity = Parity::skipped(tol, "not loaded");
+            emit(r, None, *i);
+        }
+        return;
+    }
     // Pinned after load, so the runtime's own worker threads do not inherit the mask.
     let pinned = pin_current(spec.pin_cpu);
-    let mut applied: BTreeMap<String, String> = model.applied().into_iter().collect();
+    let mut applied: BTreeMap<String, String> = models[0].applied().into_iter().collect();
     applied.insert("measuring_thread_cpu".into(), pinned);
+    if instances > 1 {
+        applied.insert(
+            "sharing".into(),
+            "one model instance per worker (sessions are not shared between threads)".into(),
+        );
+    }
 
-    for (i, s) in shapes.iter().enumerate() {
-        if interrupt.load(Ordering::Relaxed) {
-            return;
+    // Worker i of a concurrent scenario: pinned to the CPU after the measuring thread's,
+    // round robin; unpinned (every CPU) when pinning is off.
+    let cpus = online_cpus();
+    let place_worker = |i: usize| match spec.pin_cpu {
+        Some(base) => {
+            core_affinity::set_for_current(core_affinity::CoreId {
+                id: (base + i) % cpus,
+            });
         }
-        let mut r = base(&s.shape);
-        r.applied = applied.clone();
-        r.load_ms = Some(load_ms);
-        r.rss_after_load_bytes = rss_after;
-        r.load_rss_delta_bytes = rss_before.zip(rss_after).map(|(a, b)| b as i64 - a as i64);
+        None => unpin_current(),
+    };
+    if instances > 1 {
+        applied.insert(
+            "worker_cpus".into(),
+            match spec.pin_cpu {
+                Some(base) => format!("worker i on CPU ({base} + i) mod {cpus}"),
+                None => "not pinned".into(),
+            },
+        );
+    }
+
+    let mut index = 0usize;
+    for (i, s) in shapes.iter().enumerate() {
+        let modes: Vec<&LoadMode> = plan
+            .iter()
+            .filter(|(k, _)| *k == i)
+            .map(|(_, m)| m)
+            .collect();
+        let base = |mode: &LoadMode| {
+            let mut r = row(s, mode);
+            r.applied = applied.clone();
+            r.load_ms = Some(load_ms);
+            r.rss_after_load_bytes = rss_after;
+            r.load_rss_delta_bytes = rss_before.zip(rss_after).map(|(a, b)| b as i64 - a as i64);
+            r
+        };
         let inputs = match &s.inputs {
             Ok(i) => i,
             Err(e) => {
-                r.error = Some(e.clone());
-                r.error_kind = Some("shape-beyond-model".into());
-                r.status = ScenarioStatus::Skipped;
-                emit(r, None);
-                continue;
-            }
-        };
-        progress(&format!("[{name}] {}: preparing", r.id));
-        let t = Instant::now();
-        if let Err(e) = model.prepare(inputs) {
-            set_error(&mut r, &e);
-            emit(r, None);
-            continue;
-        }
-        r.prepare_ms = Some(ms(t.elapsed()));
-        progress(&format!("[{name}] {}: measuring", r.id));
-        let clock = MonotonicClock::new();
-        if spec.abort_before == Some(i) {
-            progress(&format!(
-                "[{name}] {}: aborting on purpose (fault injection)",
-                r.id
-            ));
-            std::process::abort();
-        }
-        let mut hooks = MonitorHooks {
-            sampler: None,
-            report: None,
-            interrupt,
-        };
-        let m = match measure::measure_with(model.as_mut(), &clock, &spec.measure, &mut hooks) {
-            Ok(m) => m,
-            Err(e) => {
-                set_error(&mut r, &e);
-                emit(r, None);
-                continue;
-            }
-        };
-        r.throughput_per_s = Some(measure::throughput(&m, s.shape.batch));
-        r.resources = hooks.report.take();
-        r.status = if m.failures > 0 {
-            ScenarioStatus::Failed
-        } else {
-            ScenarioStatus::Ok
-        };
-        r.measurement = Some(m);
-        let outputs = if name == "null" {
-            r.parity = Parity::skipped(tol, "the null runtime computes nothing");
-            None
-        } else {
-            match model.infer() {
-                Ok(out) => Some(out),
-                Err(e) => {
-                    r.parity = Parity::skipped(tol, format!("outputs unreadable: {e}"));
-                    r.status = ScenarioStatus::Failed;
-                    None
+                for mode in modes {
+                    let mut r = base(mode);
+                    r.error = Some(e.clone());
+                    r.error_kind = Some("shape-beyond-model".into());
+                    r.status = ScenarioStatus::Skipped;
+                    emit(r, None, i);
+                    index += 1;
                 }
+                continue;
             }
         };
-        emit(r, outputs);
+        let id = row(s, &LoadMode::ClosedLoop { concurrency: 1 }).id;
+        progress(&format!("[{name}] {id}: preparing"));
+        let t = Instant::now();
+        let prepared = models.iter_mut().try_for_each(|m| m.prepare(inputs));
+        let prepare_ms = ms(t.elapsed()) / models.len() as f64;
+        // Outputs once per shape (instance 0), for every row of this shape.
+        let outputs = match prepared {
+            Err(e) => Err(e),
+            Ok(()) if name == "null" => Ok(None),
+            Ok(()) => models[0].infer().map(Some),
+        };
+        for mode in modes {
+            if interrupt.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut r = base(mode);
+            let outputs = match &outputs {
+                Ok(o) => o.clone(),
+                Err(e) => {
+                    set_error(&mut r, e);
+                    emit(r, None, i);
+                    index += 1;
+                    continue;
+                }
+            };
+            r.prepare_ms = Some(prepare_ms);
+            if spec.abort_before == Some(index) {
+                progress(&format!(
+                    "[{name}] {}: aborting on purpose (fault injection)",
+                    r.id
+                ));
+                std::process::abort();
+            }
+            progress(&format!("[{name}] {}: measuring", r.id));
+            let mut hooks = MonitorHooks {
+                sampler: None,
+                report: None,
+                interrupt,
+            };
+            let c = mode.concurrency().min(models.len());
+            let m = match measure::measure_load(
+                &mut models[..c],
+                mode,
+                &spec.measure,
+                &mut hooks,
+                &place_worker,
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    set_error(&mut r, &e);
+                    emit(r, None, i);
+                    index += 1;
+                    continue;
+                }
+            };
+            let (m, open) = m;
+            r.throughput_per_s = Some(measure::throughput(&m, s.shape.batch));
+            r.resources = hooks.report.take();
+            r.status = if m.failures > 0 {
+                ScenarioStatus::Failed
+            } else {
+                ScenarioStatus::Ok
+            };
+            r.measurement = Some(m);
+            r.open_loop = open;
+            if name == "null" {
+                r.parity = Parity::skipped(tol, "the null runtime computes nothing");
+            }
+            emit(r, outputs, i);
+            index += 1;
+        }
+    }
+}
+
+/// `c4` for closed loop with 4 workers, `open-poisson-100/s-c1` for an open loop.
+fn mode_tag(mode: &LoadMode) -> String {
+    match mode {
+        LoadMode::ClosedLoop { concurrency } => format!("c{concurrency}"),
+        LoadMode::OpenLoop {
+            rate,
+            arrivals,
+            concurrency,
+            ..
+        } => format!(
+            "open-{}-{rate}/s-c{concurrency}",
+            match arrivals {
+                measure::Arrivals::Poisson => "poisson",
+                measure::Arrivals::Constant => "constant",
+            }
+        ),
     }
 }
 

@@ -78,6 +78,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         shapes,
         threads: dedup(&threads),
         variants: a.variants.clone(),
+        modes: load_modes(&a),
         min_cosine: a.min_cosine,
         measure: measure::MeasureConfig {
             warmup_iters: a.warmup,
@@ -129,6 +130,38 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
     } else {
         0
     })
+}
+
+/// Closed loop at each --concurrency, or, with --rate, open loop at each rate x concurrency.
+fn load_modes(a: &CompareArgs) -> Vec<measure::LoadMode> {
+    let mut conc = Vec::new();
+    for &c in &a.concurrency {
+        if !conc.contains(&c) {
+            conc.push(c);
+        }
+    }
+    if a.rate.is_empty() {
+        return conc
+            .into_iter()
+            .map(|concurrency| measure::LoadMode::ClosedLoop { concurrency })
+            .collect();
+    }
+    let arrivals = match a.arrivals {
+        cli::ArrivalsArg::Poisson => measure::Arrivals::Poisson,
+        cli::ArrivalsArg::Constant => measure::Arrivals::Constant,
+    };
+    a.rate
+        .iter()
+        .flat_map(|&rate| {
+            conc.iter()
+                .map(move |&concurrency| measure::LoadMode::OpenLoop {
+                    rate,
+                    arrivals,
+                    concurrency,
+                    seed: a.seed,
+                })
+        })
+        .collect()
 }
 
 fn run_list(a: ListArgs) -> anyhow::Result<i32> {

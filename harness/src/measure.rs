@@ -243,3 +243,375 @@ pub fn throughput(m: &Measurement, batch: usize) -> f64 {
         0.0
     }
 }
+
+/// How arrivals are spaced in an open loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrivals {
+    /// Exponential gaps (a Poisson process), seeded.
+    Poisson,
+    /// Equal gaps of 1/rate.
+    Constant,
+}
+
+/// Closed loop (N workers, each waits for its answer before the next) or open loop (a
+/// seeded arrival schedule, served by N workers; latency counted from the scheduled time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum LoadMode {
+    ClosedLoop {
+        concurrency: usize,
+    },
+    OpenLoop {
+        rate: f64,
+        arrivals: Arrivals,
+        concurrency: usize,
+        seed: u64,
+    },
+}
+
+impl LoadMode {
+    pub fn concurrency(&self) -> usize {
+        match self {
+            LoadMode::ClosedLoop { concurrency } | LoadMode::OpenLoop { concurrency, .. } => {
+                *concurrency
+            }
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoadMode::ClosedLoop { .. } => "closed-loop",
+            LoadMode::OpenLoop { .. } => "open-loop",
+        }
+    }
+
+    pub fn rate(&self) -> Option<f64> {
+        match self {
+            LoadMode::OpenLoop { rate, .. } => Some(*rate),
+            LoadMode::ClosedLoop { .. } => None,
+        }
+    }
+}
+
+/// A send later than this after its scheduled time counts as late.
+pub const LATE_NS: u64 = 1_000_000;
+
+/// What an open loop adds: the schedule kept or not, and the latencies without the
+/// coordinated-omission correction for comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenLoopStats {
+    pub target_rate: f64,
+    pub achieved_rate: f64,
+    pub arrivals: Arrivals,
+    pub seed: u64,
+    /// Requests sent more than `late_threshold_ms` after their scheduled time.
+    pub late_sends: u64,
+    pub late_threshold_ms: f64,
+    /// Largest delay between a scheduled time and the actual send.
+    pub max_send_lag_ms: f64,
+    /// Requests due by the end of the window that were never sent.
+    pub backlog_at_end: u64,
+    /// Service time alone (send to answer): what a coordinated-omission-blind tool reports.
+    pub uncorrected: LatencyStats,
+}
+
+struct Record {
+    scheduled: u64,
+    start: u64,
+    end: u64,
+}
+
+struct WorkerOut {
+    records: Vec<Record>,
+    failures: BTreeMap<String, u64>,
+    gave_up: bool,
+}
+
+const WARM: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// Arrival offsets (ns from the window start) for up to `max_time` at `rate`.
+fn schedule(rate: f64, arrivals: Arrivals, seed: u64, max_time: Duration) -> Vec<u64> {
+    use rand::{Rng, SeedableRng};
+    let n = ((rate * max_time.as_secs_f64() * 1.5) as usize).clamp(16, 50_000_000);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut t = 0f64;
+    (0..n)
+        .map(|k| match arrivals {
+            Arrivals::Constant => (k as f64 / rate * 1e9) as u64,
+            Arrivals::Poisson => {
+                let at = t;
+                let u: f64 = rng.random_range(f64::EPSILON..1.0);
+                t += -u.ln() / rate * 1e9;
+                at as u64
+            }
+        })
+        .collect()
+}
+
+/// Sleeps until `deadline` (ns on `clock`), finishing with a short spin; returns false if the
+/// phase moved to STOP meanwhile.
+fn wait_until(clock: &MonotonicClock, deadline: u64, phase: &std::sync::atomic::AtomicU8) -> bool {
+    use std::sync::atomic::Ordering;
+    loop {
+        if phase.load(Ordering::Relaxed) == STOP {
+            return false;
+        }
+        let now = clock.now_ns();
+        if now >= deadline {
+            return true;
+        }
+        let left = deadline - now;
+        if left > 300_000 {
+            std::thread::sleep(Duration::from_nanos((left - 200_000).min(5_000_000)));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Measures `models` (one prepared instance per worker) under `mode`. Closed loop with one
+/// worker is [`measure_with`] on the calling thread; everything else runs one thread per
+/// worker, with this thread coordinating the phases and the window.
+///
+/// `place_worker(i)` runs first on worker thread i (pinning); threads inherit the affinity
+/// of the thread that starts them, so workers must set their own.
+pub fn measure_load(
+    models: &mut [Box<dyn Loaded>],
+    mode: &LoadMode,
+    cfg: &MeasureConfig,
+    hooks: &mut dyn WindowHooks,
+    place_worker: &(dyn Fn(usize) + Sync),
+) -> Result<(Measurement, Option<OpenLoopStats>), RuntimeError> {
+    use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+    let n = mode.concurrency().max(1).min(models.len());
+    if n == 1 && matches!(mode, LoadMode::ClosedLoop { .. }) {
+        let clock = MonotonicClock::new();
+        return measure_with(models[0].as_mut(), &clock, cfg, hooks).map(|m| (m, None));
+    }
+    let clock = MonotonicClock::new();
+    // First inference of each instance, outside any window; the first one is reported.
+    let t = clock.now_ns();
+    models[0].run()?;
+    let first_ns = clock.now_ns() - t;
+    for m in models.iter_mut().take(n).skip(1) {
+        m.run()?;
+    }
+
+    let phase = AtomicU8::new(WARM);
+    let warm_done = AtomicU64::new(0);
+    let completed = AtomicU64::new(0);
+    let gave_up = AtomicUsize::new(0);
+    let next = AtomicU64::new(0);
+    let window_start = AtomicU64::new(0);
+    let offsets = match mode {
+        LoadMode::OpenLoop {
+            rate,
+            arrivals,
+            seed,
+            ..
+        } => schedule(*rate, *arrivals, *seed, cfg.max_time),
+        LoadMode::ClosedLoop { .. } => Vec::new(),
+    };
+    let open = matches!(mode, LoadMode::OpenLoop { .. });
+
+    let (outs, warm_ns, ws, we, stop_reason) = std::thread::scope(|s| {
+        let handles: Vec<_> = models
+            .iter_mut()
+            .take(n)
+            .enumerate()
+            .map(|(worker, model)| {
+                let (phase, warm_done, completed, gave_up, next, window_start, offsets, clock) = (
+                    &phase,
+                    &warm_done,
+                    &completed,
+                    &gave_up,
+                    &next,
+                    &window_start,
+                    &offsets,
+                    &clock,
+                );
+                s.spawn(move || {
+                    place_worker(worker);
+                    let mut out = WorkerOut {
+                        records: Vec::new(),
+                        failures: BTreeMap::new(),
+                        gave_up: false,
+                    };
+                    let mut consecutive = 0u64;
+                    loop {
+                        let p = phase.load(Ordering::Acquire);
+                        if p == STOP {
+                            break;
+                        }
+                        let scheduled = if p == MEASURE && open {
+                            let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                            let Some(off) = offsets.get(k) else { break };
+                            let due = window_start.load(Ordering::Acquire) + off;
+                            if !wait_until(clock, due, phase) {
+                                break;
+                            }
+                            Some(due)
+                        } else {
+                            None
+                        };
+                        let a = clock.now_ns();
+                        let r = model.run();
+                        let b = clock.now_ns();
+                        match r {
+                            Ok(()) => {
+                                consecutive = 0;
+                                if p == WARM {
+                                    warm_done.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    completed.fetch_add(1, Ordering::Relaxed);
+                                    out.records.push(Record {
+                                        scheduled: scheduled.unwrap_or(a),
+                                        start: a,
+                                        end: b,
+                                    });
+                                }
+                            }
+                            Err(e) => {
+                                consecutive += 1;
+                                *out.failures.entry(e.kind().to_string()).or_default() += 1;
+                                if consecutive >= cfg.max_consecutive_failures {
+                                    out.gave_up = true;
+                                    gave_up.fetch_add(1, Ordering::Relaxed);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+
+        let tick = Duration::from_micros(500);
+        let t0 = clock.now_ns();
+        let max_ns = cfg.max_time.as_nanos() as u64;
+        loop {
+            let el = clock.now_ns() - t0;
+            let warmed = warm_done.load(Ordering::Relaxed) >= cfg.warmup_iters * n as u64;
+            if (warmed && el >= cfg.warmup_time.as_nanos() as u64)
+                || el >= max_ns
+                || hooks.interrupted()
+                || gave_up.load(Ordering::Relaxed) == n
+            {
+                break;
+            }
+            std::thread::sleep(tick);
+        }
+        let warm_ns = clock.now_ns() - t0;
+        hooks.window_start();
+        let ws = clock.now_ns();
+        window_start.store(ws, Ordering::Release);
+        phase.store(MEASURE, Ordering::Release);
+        let min_ns = cfg.min_time.as_nanos() as u64;
+        let reason = loop {
+            std::thread::sleep(tick);
+            let el = clock.now_ns() - ws;
+            if gave_up.load(Ordering::Relaxed) == n {
+                break StopReason::Failures;
+            }
+            if el >= min_ns && completed.load(Ordering::Relaxed) >= cfg.min_samples {
+                break StopReason::MinimaMet;
+            }
+            if el >= max_ns {
+                break StopReason::MaxTime;
+            }
+            if hooks.interrupted() {
+                break StopReason::Interrupted;
+            }
+        };
+        let we = clock.now_ns();
+        phase.store(STOP, Ordering::Release);
+        hooks.window_end();
+        let outs: Vec<WorkerOut> = handles
+            .into_iter()
+            .map(|h| h.join().expect("measurement worker"))
+            .collect();
+        (outs, warm_ns, ws, we, reason)
+    });
+
+    let mut failure_kinds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut records: Vec<Record> = Vec::new();
+    for o in outs {
+        for (k, v) in o.failures {
+            *failure_kinds.entry(k).or_default() += v;
+        }
+        records.extend(o.records.into_iter().filter(|r| r.end <= we));
+    }
+    let failures = failure_kinds.values().sum();
+    let window_ns = we - ws;
+    let corrected: Vec<u64> = records.iter().map(|r| r.end - r.scheduled).collect();
+    let measurement = Measurement {
+        first_inference_ms: ms(first_ns),
+        warmup_iterations: warm_done.load(Ordering::Relaxed),
+        warmup_ms: ms(warm_ns),
+        latency: LatencyStats::from_samples(&corrected),
+        window_s: window_ns as f64 / 1e9,
+        iterations: records.len() as u64,
+        failures,
+        failure_kinds,
+        stop_reason,
+    };
+    let open_stats = match mode {
+        LoadMode::OpenLoop {
+            rate,
+            arrivals,
+            seed,
+            ..
+        } => {
+            let lags: Vec<u64> = records.iter().map(|r| r.start - r.scheduled).collect();
+            let due = offsets.iter().filter(|&&o| o <= window_ns).count() as u64;
+            let sent = records.len() as u64;
+            Some(OpenLoopStats {
+                target_rate: *rate,
+                achieved_rate: if window_ns > 0 {
+                    sent as f64 / (window_ns as f64 / 1e9)
+                } else {
+                    0.0
+                },
+                arrivals: *arrivals,
+                seed: *seed,
+                late_sends: lags.iter().filter(|&&l| l > LATE_NS).count() as u64,
+                late_threshold_ms: ms(LATE_NS),
+                max_send_lag_ms: ms(lags.iter().copied().max().unwrap_or(0)),
+                backlog_at_end: due.saturating_sub(sent),
+                uncorrected: LatencyStats::from_samples(
+                    &records.iter().map(|r| r.end - r.start).collect::<Vec<_>>(),
+                ),
+            })
+        }
+        LoadMode::ClosedLoop { .. } => None,
+    };
+    Ok((measurement, open_stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_are_seeded_and_keep_the_rate() {
+        let a = schedule(100.0, Arrivals::Poisson, 3, Duration::from_secs(100));
+        let b = schedule(100.0, Arrivals::Poisson, 3, Duration::from_secs(100));
+        let c = schedule(100.0, Arrivals::Poisson, 4, Duration::from_secs(100));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+        // 15,000 arrivals at 100/s: the mean gap is 10 ms within 2%.
+        let mean_gap = a[a.len() - 1] as f64 / (a.len() - 1) as f64;
+        assert!((mean_gap - 1e7).abs() < 2e5, "{mean_gap}");
+        // Exponential gaps: about 1/e of them exceed the mean.
+        let over = a.windows(2).filter(|w| (w[1] - w[0]) as f64 > 1e7).count() as f64;
+        assert!((over / (a.len() - 1) as f64 - (-1f64).exp()).abs() < 0.02);
+        let k = schedule(100.0, Arrivals::Constant, 0, Duration::from_secs(1));
+        assert_eq!(&k[..3], &[0, 10_000_000, 20_000_000]);
+    }
+}

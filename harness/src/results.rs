@@ -51,6 +51,11 @@ pub const CSV_COLUMNS: &[&str] = &[
     "voluntary_ctx_switches",
     "involuntary_ctx_switches",
     "energy_j",
+    "mode",
+    "target_rate",
+    "achieved_rate",
+    "late_sends",
+    "uncorrected_p99_ms",
     "error",
 ];
 
@@ -154,6 +159,12 @@ pub struct ScenarioResult {
     pub prepare_ms: Option<f64>,
     pub measurement: Option<Measurement>,
     pub throughput_per_s: Option<f64>,
+    /// Open loop: the target arrival rate (requests/s).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Open loop: schedule kept, late sends, uncorrected latencies.
+    #[serde(default)]
+    pub open_loop: Option<crate::measure::OpenLoopStats>,
     /// Resident memory after the model was loaded, and what loading added to it.
     pub rss_after_load_bytes: Option<u64>,
     pub load_rss_delta_bytes: Option<i64>,
@@ -253,6 +264,14 @@ pub fn to_csv(r: &Results) -> String {
                 .map(|x| x.to_string())
                 .unwrap_or_default(),
             opt(res.and_then(|r| r.energy_j), 3),
+            s.mode.clone(),
+            opt(s.rate, 3),
+            opt(s.open_loop.as_ref().map(|o| o.achieved_rate), 3),
+            s.open_loop
+                .as_ref()
+                .map(|o| o.late_sends.to_string())
+                .unwrap_or_default(),
+            opt(s.open_loop.as_ref().map(|o| o.uncorrected.p99_ms), 4),
             s.error.clone().unwrap_or_default(),
         ];
         debug_assert_eq!(row.len(), CSV_COLUMNS.len());
@@ -290,9 +309,9 @@ fn pct(s: &ScenarioResult, name: &str, v: f64) -> String {
     format!("{}{}", ms_cell(v), if low { "*" } else { "" })
 }
 
-const TABLE_HEAD: [&str; 16] = [
-    "runtime", "variant", "batch", "seq", "threads", "samples", "p50 ms", "p90 ms", "p99 ms",
-    "items/s", "cores", "peak MB", "load ms", "max abs", "cosine", "parity",
+const TABLE_HEAD: [&str; 17] = [
+    "runtime", "variant", "batch", "seq", "threads", "conc", "samples", "p50 ms", "p90 ms",
+    "p99 ms", "items/s", "cores", "peak MB", "load ms", "max abs", "cosine", "parity",
 ];
 
 fn table_rows(r: &Results) -> Vec<Vec<String>> {
@@ -305,6 +324,14 @@ fn table_rows(r: &Results) -> Vec<Vec<String>> {
                 s.batch.to_string(),
                 s.seq.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
                 s.threads.to_string(),
+                match (s.rate, &s.open_loop) {
+                    (Some(_), Some(o)) => format!(
+                        "{} @{}/s ({:.0}/s, {} late)",
+                        s.concurrency, o.target_rate, o.achieved_rate, o.late_sends
+                    ),
+                    (Some(r), None) => format!("{} @{r}/s", s.concurrency),
+                    _ => s.concurrency.to_string(),
+                },
             ];
             let res = s.resources.as_ref();
             match &s.measurement {
@@ -469,8 +496,8 @@ pub fn to_markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "Closed loop, one stream; latency per inference, nearest-rank percentiles; items/s = batch x inferences / window. Seed {}.\n",
-        r.settings.seed
+        "{}; latency per inference, nearest-rank percentiles; items/s = batch x inferences / window. Seed {}.\n",
+        r.settings.mode, r.settings.seed
     );
     let _ = writeln!(out, "| {} |", TABLE_HEAD.join(" | "));
     let _ = writeln!(

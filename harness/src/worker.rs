@@ -23,6 +23,8 @@ use crate::results::ScenarioResult;
 #[derive(Serialize, Deserialize)]
 struct Line {
     index: usize,
+    /// Which shape the row measured (rows of one shape share its reference).
+    shape: usize,
     row: ScenarioResult,
     outputs: Option<PathBuf>,
 }
@@ -59,7 +61,7 @@ pub fn run_worker(input: impl Read, mut out: impl Write) -> anyhow::Result<()> {
     let mut index = 0usize;
     let mut failure: Option<anyhow::Error> = None;
     let progress = |m: &str| eprintln!("{m}");
-    let mut emit = |row: ScenarioResult, outputs: Option<Vec<HostTensor>>| {
+    let mut emit = |row: ScenarioResult, outputs: Option<Vec<HostTensor>>, shape: usize| {
         if failure.is_some() {
             return;
         }
@@ -79,6 +81,7 @@ pub fn run_worker(input: impl Read, mut out: impl Write) -> anyhow::Result<()> {
                 &mut out,
                 &Line {
                     index,
+                    shape,
                     row,
                     outputs: path,
                 },
@@ -133,7 +136,7 @@ pub fn run_in_child(
     outputs_dir: &Path,
     interrupt: &AtomicBool,
     progress: Progress,
-    handle: &mut dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>),
+    handle: group::Emit,
 ) -> GroupEnd {
     let input = WorkerInput {
         spec: spec.clone(),
@@ -189,7 +192,7 @@ pub fn run_in_child(
                             }
                         }
                     });
-                    handle(line.row, outputs);
+                    handle(line.row, outputs, line.shape);
                 }
                 Err(e) => progress(&format!("warning: unreadable line from the worker: {e}")),
             },

@@ -594,3 +594,60 @@ fn an_impossible_accuracy_demand_fails_the_variant() {
         .unwrap()
         .contains("below the 0.9999999"));
 }
+
+#[test]
+fn concurrency_and_open_loop_rows() {
+    let out = tmp("conc").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--runtimes", "ort,candle", "--concurrency", "1,2"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = results(&out);
+    let rows: Vec<&Value> = r["scenarios"].as_array().unwrap().iter().collect();
+    assert_eq!(rows.len(), 4);
+    let c2 = rows
+        .iter()
+        .find(|s| s["runtime"] == "candle" && s["concurrency"] == 2)
+        .unwrap();
+    assert_eq!(c2["mode"], "closed-loop");
+    assert!(c2["applied"]["sharing"]
+        .as_str()
+        .unwrap()
+        .contains("one model instance per worker"));
+    assert_eq!(c2["parity"]["status"], "pass");
+    assert!(c2["id"].as_str().unwrap().ends_with("/c2"));
+
+    let out = tmp("open").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &[
+            "--runtimes",
+            "tract",
+            "--rate",
+            "300",
+            "--arrivals",
+            "constant",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = results(&out);
+    let s = &r["scenarios"][0];
+    assert_eq!(s["mode"], "open-loop");
+    assert_eq!(s["rate"], 300.0);
+    let o = &s["open_loop"];
+    assert_eq!(o["arrivals"], "constant");
+    assert!(
+        (o["achieved_rate"].as_f64().unwrap() - 300.0).abs() < 60.0,
+        "{o}"
+    );
+    assert!(o["uncorrected"]["samples"].as_u64().unwrap() >= 10);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        csv.lines().nth(1).unwrap().contains(",open-loop,300.000,"),
+        "{csv}"
+    );
+    assert!(run.stdout.contains("@300/s"), "{}", run.stdout);
+}
