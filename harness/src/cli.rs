@@ -71,6 +71,14 @@ fn variant(s: &str) -> Result<runtimes::Variant, String> {
         .ok_or_else(|| format!("unknown variant '{s}' (fp32, fp16, bf16, int8)"))
 }
 
+fn percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 100.0 => Ok(p / 100.0),
+        Ok(_) => Err("a percentage between 0 and 100".into()),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
 fn rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
@@ -142,6 +150,10 @@ pub struct CompareArgs {
     /// ...unless this much time has passed
     #[arg(long, default_value = "60s", value_parser = duration)]
     pub max_time: Duration,
+    /// Stop a scenario once the 95% confidence interval of its median is within +-P percent
+    /// (after --min-time and the 500 samples p99 needs); else run to --max-time, marked unstable
+    #[arg(long, value_name = "P", value_parser = percent)]
+    pub target_ci: Option<f64>,
     /// Seed for the generated inputs
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

@@ -481,6 +481,7 @@ pub fn measure_overhead(pin: Option<usize>) -> Overhead {
                 min_samples: 100_000,
                 max_time: Duration::from_secs(2),
                 max_consecutive_failures: 1,
+                target_ci: None,
             };
             let clock = MonotonicClock::new();
             let m =

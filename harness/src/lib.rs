@@ -86,6 +86,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
             min_time: a.min_time,
             min_samples: a.min_samples,
             max_time: a.max_time.max(a.min_time),
+            target_ci: a.target_ci,
             ..Default::default()
         },
         seed: a.seed,

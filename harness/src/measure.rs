@@ -55,6 +55,10 @@ pub struct MeasureConfig {
     pub max_time: Duration,
     /// A scenario stops, marked failed, after this many failed inferences in a row.
     pub max_consecutive_failures: u64,
+    /// Stop once the median's 95% CI is within +- this fraction (0.01 = 1%), after the
+    /// minimum time and the samples p99 needs; else run to `max_time`, marked unstable.
+    #[serde(default)]
+    pub target_ci: Option<f64>,
 }
 
 impl Default for MeasureConfig {
@@ -66,8 +70,26 @@ impl Default for MeasureConfig {
             min_samples: 30,
             max_time: Duration::from_secs(60),
             max_consecutive_failures: 10,
+            target_ci: None,
         }
     }
+}
+
+impl MeasureConfig {
+    /// Samples before a stop: the minimum, and with a CI target what p99 needs too.
+    fn samples_needed(&self) -> u64 {
+        match self.target_ci {
+            Some(_) => self.min_samples.max(crate::stats::samples_for(99.0)),
+            None => self.min_samples,
+        }
+    }
+}
+
+/// Whether `samples` (unsorted) meet the CI target.
+fn ci_met(samples: &[u64], target: f64) -> bool {
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    crate::stats::median_ci_relative(&s) <= target
 }
 
 /// Durations as seconds (f64) in JSON.
@@ -95,6 +117,8 @@ pub enum StopReason {
     Failures,
     /// Interrupted (Ctrl-C); the samples so far are kept.
     Interrupted,
+    /// The median's confidence interval reached the target (`--target-ci`).
+    TargetCi,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +134,9 @@ pub struct Measurement {
     pub failures: u64,
     pub failure_kinds: BTreeMap<String, u64>,
     pub stop_reason: StopReason,
+    /// With a CI target: false when `max_time` ran out before the target was met.
+    #[serde(default)]
+    pub stable: Option<bool>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -187,6 +214,7 @@ pub fn measure_with(
     let min_ns = cfg.min_time.as_nanos() as u64;
     hooks.window_start();
     let mut samples: Vec<u64> = Vec::with_capacity(cfg.min_samples.min(1 << 20) as usize);
+    let mut next_check = 0u64;
     let start = clock.now_ns();
     let mut end = start;
     let stop_reason = if consecutive >= cfg.max_consecutive_failures {
@@ -210,8 +238,19 @@ pub fn measure_with(
                 }
             }
             let elapsed = b - start;
-            if elapsed >= min_ns && samples.len() as u64 >= cfg.min_samples {
-                break StopReason::MinimaMet;
+            let n = samples.len() as u64;
+            if elapsed >= min_ns && n >= cfg.samples_needed() {
+                match cfg.target_ci {
+                    None => break StopReason::MinimaMet,
+                    // Checked as the sample count grows by a tenth: O(n log n) each time.
+                    Some(t) if n >= next_check => {
+                        if ci_met(&samples, t) {
+                            break StopReason::TargetCi;
+                        }
+                        next_check = n + (n / 10).max(50);
+                    }
+                    Some(_) => {}
+                }
             }
             if elapsed >= max_ns {
                 break StopReason::MaxTime;
@@ -222,7 +261,9 @@ pub fn measure_with(
         }
     };
     hooks.window_end();
+    let stable = cfg.target_ci.map(|_| stop_reason == StopReason::TargetCi);
     Ok(Measurement {
+        stable,
         first_inference_ms: ms(first_ns),
         warmup_iterations: warm_iters,
         warmup_ms: ms(warm_ns),
@@ -417,6 +458,9 @@ pub fn measure_load(
         LoadMode::ClosedLoop { .. } => Vec::new(),
     };
     let open = matches!(mode, LoadMode::OpenLoop { .. });
+    // With a CI target the coordinator needs the latencies while the window runs.
+    let shared: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+    let track = cfg.target_ci.is_some();
 
     let (outs, warm_ns, ws, we, stop_reason) = std::thread::scope(|s| {
         let handles: Vec<_> = models
@@ -424,6 +468,7 @@ pub fn measure_load(
             .take(n)
             .enumerate()
             .map(|(worker, model)| {
+                let shared = &shared;
                 let (phase, warm_done, completed, gave_up, next, window_start, offsets, clock) = (
                     &phase,
                     &warm_done,
@@ -468,6 +513,10 @@ pub fn measure_load(
                                     warm_done.fetch_add(1, Ordering::Relaxed);
                                 } else {
                                     completed.fetch_add(1, Ordering::Relaxed);
+                                    if track {
+                                        let lat = b - scheduled.unwrap_or(a);
+                                        shared.lock().unwrap_or_else(|p| p.into_inner()).push(lat);
+                                    }
                                     out.records.push(Record {
                                         scheduled: scheduled.unwrap_or(a),
                                         start: a,
@@ -512,14 +561,25 @@ pub fn measure_load(
         window_start.store(ws, Ordering::Release);
         phase.store(MEASURE, Ordering::Release);
         let min_ns = cfg.min_time.as_nanos() as u64;
+        let mut next_check = 0u64;
         let reason = loop {
             std::thread::sleep(tick);
             let el = clock.now_ns() - ws;
             if gave_up.load(Ordering::Relaxed) == n {
                 break StopReason::Failures;
             }
-            if el >= min_ns && completed.load(Ordering::Relaxed) >= cfg.min_samples {
-                break StopReason::MinimaMet;
+            let done = completed.load(Ordering::Relaxed);
+            if el >= min_ns && done >= cfg.samples_needed() {
+                match cfg.target_ci {
+                    None => break StopReason::MinimaMet,
+                    Some(t) if done >= next_check => {
+                        if ci_met(&shared.lock().unwrap_or_else(|p| p.into_inner()), t) {
+                            break StopReason::TargetCi;
+                        }
+                        next_check = done + (done / 10).max(50);
+                    }
+                    Some(_) => {}
+                }
             }
             if el >= max_ns {
                 break StopReason::MaxTime;
@@ -550,6 +610,7 @@ pub fn measure_load(
     let window_ns = we - ws;
     let corrected: Vec<u64> = records.iter().map(|r| r.end - r.scheduled).collect();
     let measurement = Measurement {
+        stable: cfg.target_ci.map(|_| stop_reason == StopReason::TargetCi),
         first_inference_ms: ms(first_ns),
         warmup_iterations: warm_done.load(Ordering::Relaxed),
         warmup_ms: ms(warm_ns),

@@ -56,6 +56,9 @@ pub const CSV_COLUMNS: &[&str] = &[
     "achieved_rate",
     "late_sends",
     "uncorrected_p99_ms",
+    "median_ci95_low_ms",
+    "median_ci95_high_ms",
+    "stable",
     "error",
 ];
 
@@ -272,6 +275,11 @@ pub fn to_csv(r: &Results) -> String {
                 .map(|o| o.late_sends.to_string())
                 .unwrap_or_default(),
             opt(s.open_loop.as_ref().map(|o| o.uncorrected.p99_ms), 4),
+            opt(l.map(|l| l.median_ci95_low_ms), 4),
+            opt(l.map(|l| l.median_ci95_high_ms), 4),
+            m.and_then(|m| m.stable)
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
             s.error.clone().unwrap_or_default(),
         ];
         debug_assert_eq!(row.len(), CSV_COLUMNS.len());
@@ -399,6 +407,12 @@ fn footnotes(r: &Results) -> Vec<String> {
             ));
         }
         if let Some(m) = &s.measurement {
+            if m.stable == Some(false) {
+                notes.push(format!(
+                    "{}: unstable: the median's 95% CI ({:.4}-{:.4} ms) did not reach the --target-ci before --max-time",
+                    s.id, m.latency.median_ci95_low_ms, m.latency.median_ci95_high_ms
+                ));
+            }
             if m.failures > 0 {
                 notes.push(format!(
                     "{}: {} failed inferences {:?}",

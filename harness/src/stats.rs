@@ -29,6 +29,11 @@ pub struct LatencyStats {
     pub max_ms: f64,
     /// Percentiles with too few samples behind them (see the module docs).
     pub low_sample_percentiles: Vec<String>,
+    /// Distribution-free 95% confidence interval of the median (order statistics).
+    #[serde(default)]
+    pub median_ci95_low_ms: f64,
+    #[serde(default)]
+    pub median_ci95_high_ms: f64,
     /// The HdrHistogram of all samples (V2 deflate, base64), for exact merging.
     pub histogram: String,
 }
@@ -45,6 +50,35 @@ pub fn nearest_rank(sorted: &[u64], p: f64) -> u64 {
     let n = sorted.len();
     let rank = ((p / 100.0) * n as f64).ceil() as usize;
     sorted[rank.clamp(1, n) - 1]
+}
+
+/// The 95% confidence interval of the median of sorted samples, from order statistics
+/// (normal approximation of the binomial): ranks n/2 -+ 1.96 sqrt(n)/2. No assumption about
+/// the latency distribution.
+pub fn median_ci95(sorted: &[u64]) -> (u64, u64) {
+    let n = sorted.len();
+    if n == 0 {
+        return (0, 0);
+    }
+    let half = 1.96 * (n as f64).sqrt() / 2.0;
+    let lo = ((n as f64 / 2.0 - half).floor() as isize).clamp(1, n as isize) as usize;
+    let hi = ((n as f64 / 2.0 + half).ceil() as isize + 1).clamp(1, n as isize) as usize;
+    (sorted[lo - 1], sorted[hi - 1])
+}
+
+/// Half the width of the median's 95% CI, relative to the median (0.01 = +-1%).
+pub fn median_ci_relative(sorted: &[u64]) -> f64 {
+    let (lo, hi) = median_ci95(sorted);
+    let med = nearest_rank(sorted, 50.0);
+    if med == 0 {
+        return f64::INFINITY;
+    }
+    (hi - lo) as f64 / 2.0 / med as f64
+}
+
+/// Samples p99 needs before it stops being low-sample: a target-CI stop waits for them.
+pub fn samples_for(p: f64) -> u64 {
+    (TAIL_SAMPLES / (1.0 - p / 100.0)).ceil() as u64
 }
 
 pub fn is_low_sample(n: u64, p: f64) -> bool {
@@ -79,7 +113,10 @@ impl LatencyStats {
             0.0
         };
         let pct = |p| ms(nearest_rank(&sorted, p) as f64);
+        let (lo, hi) = median_ci95(&sorted);
         LatencyStats {
+            median_ci95_low_ms: ms(lo as f64),
+            median_ci95_high_ms: ms(hi as f64),
             samples: n,
             mean_ms: ms(mean),
             stddev_ms: ms(var.sqrt()),
@@ -158,6 +195,20 @@ mod tests {
             st.low_sample_percentiles,
             vec!["p50", "p90", "p99", "p99.9"]
         );
+    }
+
+    #[test]
+    fn median_ci_narrows_with_samples_and_brackets_the_median() {
+        let s: Vec<u64> = (1..=100).collect();
+        let (lo, hi) = median_ci95(&s);
+        assert!(lo < 50 && hi > 50, "{lo} {hi}");
+        // ranks 50 -+ 9.8: about 40 and 61.
+        assert_eq!((lo, hi), (40, 61));
+        let big: Vec<u64> = (1..=10_000).collect();
+        let (lo, hi) = median_ci95(&big);
+        assert!(hi - lo < 220 && lo < 5000 && hi > 5000, "{lo} {hi}");
+        assert_eq!(median_ci_relative(&vec![7; 1000]), 0.0);
+        assert_eq!(samples_for(99.0), 500);
     }
 
     #[test]

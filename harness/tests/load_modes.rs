@@ -60,6 +60,7 @@ fn cfg(min_time_ms: u64, min_samples: u64) -> MeasureConfig {
         min_samples,
         max_time: Duration::from_secs(20),
         max_consecutive_failures: 10,
+        target_ci: None,
     }
 }
 

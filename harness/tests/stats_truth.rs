@@ -73,6 +73,7 @@ fn cfg(min_time_ms: u64, min_samples: u64, max_time_ms: u64) -> MeasureConfig {
         min_samples,
         max_time: Duration::from_millis(max_time_ms),
         max_consecutive_failures: 10,
+        target_ci: None,
     }
 }
 
@@ -199,4 +200,43 @@ fn real_clock_brackets_injected_spin_latency() {
     // And on the right mode: the median is a fast inference, the p99 a slow one.
     assert!(l.p50_ms < 3.0, "p50 {}", l.p50_ms);
     assert!(l.p90_ms < l.p99_ms, "p90 {} p99 {}", l.p90_ms, l.p99_ms);
+}
+
+fn with_ci(target: f64, max_time_ms: u64) -> MeasureConfig {
+    MeasureConfig {
+        target_ci: Some(target),
+        ..cfg(0, 10, max_time_ms)
+    }
+}
+
+#[test]
+fn a_ci_target_stops_a_steady_scenario_once_p99_has_its_samples() {
+    let (mut rt, clock) = sim(|i| Duration::from_micros(1000 + (i % 20)));
+    let m = measure(&mut rt, &clock, &with_ci(0.01, 60_000)).unwrap();
+    assert_eq!(m.stop_reason, StopReason::TargetCi);
+    assert_eq!(m.stable, Some(true));
+    // The CI is met at once; p99 needs 500 samples, so it stops there.
+    assert_eq!(m.latency.samples, 500);
+    assert!(m.latency.low_sample_percentiles.iter().all(|p| p != "p99"));
+    let l = &m.latency;
+    assert!(l.median_ci95_low_ms <= l.p50_ms && l.p50_ms <= l.median_ci95_high_ms);
+}
+
+#[test]
+fn a_ci_target_that_cannot_be_met_runs_to_max_time_marked_unstable() {
+    // Half the inferences take 1 ms, half 3 ms: the median's CI spans both modes.
+    let (mut rt, clock) = sim(|i| Duration::from_millis(if i % 2 == 0 { 1 } else { 3 }));
+    let m = measure(&mut rt, &clock, &with_ci(0.01, 2_000)).unwrap();
+    assert_eq!(m.stop_reason, StopReason::MaxTime);
+    assert_eq!(m.stable, Some(false));
+    assert_eq!(m.latency.samples, 1000);
+    assert_eq!(m.latency.median_ci95_low_ms, 1.0);
+    assert_eq!(m.latency.median_ci95_high_ms, 3.0);
+}
+
+#[test]
+fn without_a_ci_target_stability_is_not_claimed() {
+    let (mut rt, clock) = sim(|_| Duration::from_millis(1));
+    let m = measure(&mut rt, &clock, &cfg(100, 10, 1_000)).unwrap();
+    assert_eq!(m.stable, None);
 }
