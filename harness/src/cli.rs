@@ -169,12 +169,10 @@ pub struct CompareArgs {
     /// Results folder [default: results/<UTC timestamp>]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Pin the measuring thread to this CPU
-    #[arg(long, default_value_t = 0, conflicts_with = "no_pin")]
-    pub pin_cpu: usize,
-    /// Do not pin the measuring thread
-    #[arg(long)]
-    pub no_pin: bool,
+    /// Pinning: measuring (the measuring thread on CPU 0), none, compact (every thread of
+    /// the runtime too, CPUs 0, 1, ...), or a CPU list like 0,2-3
+    #[arg(long, default_value = "measuring")]
+    pub pin: String,
     /// Skip measuring the harness's own overhead
     #[arg(long)]
     pub no_overhead: bool,

@@ -50,7 +50,7 @@ pub struct CompareOptions {
     pub ort_lib: Option<PathBuf>,
     pub out: PathBuf,
     /// Pin the measuring thread to this CPU (None: not pinned).
-    pub pin_cpu: Option<usize>,
+    pub pinning: group::Pinning,
     /// Measure the harness's own per-iteration cost with the null runtime.
     pub overhead: bool,
     pub isolation: Isolation,
@@ -190,7 +190,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             max_time_s: opts.measure.max_time.as_secs_f64(),
             tolerance: opts.tolerance,
             reference_preference: "ort (CPU, fp32) when it runs, else the first runtime that produced outputs".into(),
-            pinning: group::pin_label(opts.pin_cpu),
+            pinning: opts.pinning.label(),
             isolation: match &opts.isolation {
                 Isolation::Process { .. } => "worker process per runtime and thread count".into(),
                 Isolation::None => "in process".into(),
@@ -212,7 +212,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
 
     if opts.overhead {
         progress("[harness] measuring its own per-iteration overhead (null runtime)");
-        results.harness_overhead = Some(group::measure_overhead(opts.pin_cpu));
+        results.harness_overhead = Some(group::measure_overhead(opts.pinning.measuring));
     }
 
     let outputs_dir = opts.out.join(".outputs");
@@ -254,7 +254,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                 measure: opts.measure.clone(),
                 tolerance: opts.tolerance,
                 ort_lib: opts.ort_lib.clone(),
-                pin_cpu: opts.pin_cpu,
+                pinning: opts.pinning.clone(),
                 abort_before: fault_injection(rt.name(), threads),
             };
             let mut emitted = 0usize;

@@ -33,7 +33,7 @@ pub struct GroupSpec {
     pub measure: MeasureConfig,
     pub tolerance: Tolerance,
     pub ort_lib: Option<PathBuf>,
-    pub pin_cpu: Option<usize>,
+    pub pinning: Pinning,
     /// Fault injection for the isolation tests: abort the process before measuring the
     /// scenario with this index (worker processes only).
     pub abort_before: Option<usize>,
@@ -100,10 +100,72 @@ fn scenario_id(
     }
 }
 
-pub fn pin_label(pin: Option<usize>) -> String {
-    match pin {
-        Some(c) => format!("measuring thread pinned to CPU {c}; runtime worker threads not pinned"),
-        None => "not pinned".into(),
+/// Which threads are pinned where (`--pin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pinning {
+    /// The measuring thread's CPU.
+    pub measuring: Option<usize>,
+    /// CPUs for the runtimes' own worker threads and for concurrent workers, round robin.
+    pub workers: Option<Vec<usize>>,
+}
+
+impl Pinning {
+    /// `measuring` (the measuring thread on CPU 0), `none`, `compact` (every thread, CPUs
+    /// 0, 1, ... in order) or a CPU list like `0,2-3` (every thread, over those CPUs).
+    pub fn parse(s: &str, online: usize) -> Result<Pinning, String> {
+        let all = |cpus: Vec<usize>| Pinning {
+            measuring: cpus.first().copied(),
+            workers: Some(cpus),
+        };
+        match s.trim() {
+            "measuring" => Ok(Pinning {
+                measuring: Some(0),
+                workers: None,
+            }),
+            "none" => Ok(Pinning {
+                measuring: None,
+                workers: None,
+            }),
+            "compact" => Ok(all((0..online).collect())),
+            list => {
+                let mut cpus = Vec::new();
+                for part in list.split(',').map(str::trim) {
+                    let (a, b) = part.split_once('-').unwrap_or((part, part));
+                    let bad = || {
+                        format!("--pin {s}: '{part}' is not a CPU or a range (measuring, none, compact or a list like 0,2-3)")
+                    };
+                    let a: usize = a.trim().parse().map_err(|_| bad())?;
+                    let b: usize = b.trim().parse().map_err(|_| bad())?;
+                    if a > b {
+                        return Err(bad());
+                    }
+                    for c in a..=b {
+                        if c >= online {
+                            return Err(format!(
+                                "--pin {s}: CPU {c} is not online (this machine has CPUs 0-{})",
+                                online - 1
+                            ));
+                        }
+                        if !cpus.contains(&c) {
+                            cpus.push(c);
+                        }
+                    }
+                }
+                Ok(all(cpus))
+            }
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match (&self.measuring, &self.workers) {
+            (None, _) => "not pinned".into(),
+            (Some(c), None) => {
+                format!("measuring thread pinned to CPU {c}; runtime worker threads not pinned")
+            }
+            (Some(c), Some(w)) => format!(
+                "measuring thread on CPU {c}; runtime worker threads and concurrent workers round robin over CPUs {w:?}"
+            ),
+        }
     }
 }
 
@@ -270,6 +332,7 @@ pub fn run_group(
     let load_opts = LoadOptions {
         threads,
         variant: spec.variant,
+        cpus: spec.pinning.workers.clone(),
         ort_lib: spec.ort_lib.clone(),
         ..LoadOptions::default()
     };
@@ -315,7 +378,7 @@ pub fn run_group(
         return;
     }
     // Pinned after load, so the runtime's own worker threads do not inherit the mask.
-    let pinned = pin_current(spec.pin_cpu);
+    let pinned = pin_current(spec.pinning.measuring);
     let mut applied: BTreeMap<String, String> = models[0].applied().into_iter().collect();
     applied.insert("measuring_thread_cpu".into(), pinned);
     if instances > 1 {
@@ -325,23 +388,25 @@ pub fn run_group(
         );
     }
 
-    // Worker i of a concurrent scenario: pinned to the CPU after the measuring thread's,
-    // round robin; unpinned (every CPU) when pinning is off.
+    // Worker i of a concurrent scenario: on the --pin list round robin, else on the CPU
+    // after the measuring thread's; unpinned (every CPU) when pinning is off.
     let cpus = online_cpus();
-    let place_worker = |i: usize| match spec.pin_cpu {
-        Some(base) => {
-            core_affinity::set_for_current(core_affinity::CoreId {
-                id: (base + i) % cpus,
-            });
+    let place_worker = |i: usize| match (&spec.pinning.workers, spec.pinning.measuring) {
+        (Some(w), _) => {
+            runtimes::pin_current_thread(w[i % w.len()]);
         }
-        None => unpin_current(),
+        (None, Some(base)) => {
+            runtimes::pin_current_thread((base + i) % cpus);
+        }
+        (None, None) => unpin_current(),
     };
     if instances > 1 {
         applied.insert(
-            "worker_cpus".into(),
-            match spec.pin_cpu {
-                Some(base) => format!("worker i on CPU ({base} + i) mod {cpus}"),
-                None => "not pinned".into(),
+            "concurrent_worker_cpus".into(),
+            match (&spec.pinning.workers, spec.pinning.measuring) {
+                (Some(w), _) => format!("worker i on CPU {w:?}[i % {}]", w.len()),
+                (None, Some(base)) => format!("worker i on CPU ({base} + i) mod {cpus}"),
+                (None, None) => "not pinned".into(),
             },
         );
     }
@@ -497,4 +562,35 @@ pub fn measure_overhead(pin: Option<usize>) -> Overhead {
         .join()
         .expect("overhead thread")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_settings_parse() {
+        assert_eq!(
+            Pinning::parse("measuring", 4).unwrap(),
+            Pinning {
+                measuring: Some(0),
+                workers: None
+            }
+        );
+        assert_eq!(Pinning::parse("none", 4).unwrap().measuring, None);
+        assert_eq!(
+            Pinning::parse("compact", 3).unwrap().workers,
+            Some(vec![0, 1, 2])
+        );
+        let p = Pinning::parse("2,0-1,1", 4).unwrap();
+        assert_eq!(p.measuring, Some(2));
+        assert_eq!(p.workers, Some(vec![2, 0, 1]));
+        assert!(Pinning::parse("0,7", 4)
+            .unwrap_err()
+            .contains("CPU 7 is not online"));
+        assert!(Pinning::parse("3-1", 4).is_err());
+        assert!(Pinning::parse("tight", 4)
+            .unwrap_err()
+            .contains("measuring, none, compact"));
+    }
 }

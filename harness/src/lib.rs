@@ -55,6 +55,13 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
     } else {
         a.threads.clone()
     };
+    let pinning = match group::Pinning::parse(&a.pin, group::online_cpus()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
     let out = a.out.clone().unwrap_or_else(compare::default_out_dir);
     // Ctrl-C ends the run cleanly: the scenario in flight stops, what finished is saved.
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -96,7 +103,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         },
         ort_lib: a.ort_lib.clone(),
         out: out.clone(),
-        pin_cpu: (!a.no_pin).then_some(a.pin_cpu),
+        pinning,
         overhead: !a.no_overhead,
         isolation: match a.isolate {
             cli::IsolateMode::Process => compare::Isolation::Process {

@@ -651,3 +651,47 @@ fn concurrency_and_open_loop_rows() {
     );
     assert!(run.stdout.contains("@300/s"), "{}", run.stdout);
 }
+
+#[test]
+fn pinning_every_thread_is_recorded_and_a_bad_list_is_refused() {
+    let out = tmp("pin").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &[
+            "--runtimes",
+            "ort,tract",
+            "--threads",
+            "2",
+            "--pin",
+            "compact",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = results(&out);
+    assert!(r["settings"]["pinning"]
+        .as_str()
+        .unwrap()
+        .contains("round robin over CPUs"));
+    // The helper already passes --threads 1: rows at 1 then 2 threads.
+    let ort = rows(&r, "ort")[1];
+    assert_eq!(ort["threads"], 2);
+    assert_eq!(ort["applied"]["measuring_thread_cpu"], "CPU 0");
+    assert!(ort["applied"]["worker_cpus"]
+        .as_str()
+        .unwrap()
+        .contains("intra_op_thread_affinities 2"));
+    let tract = rows(&r, "tract")[1];
+    assert!(tract["applied"]["worker_cpus"]
+        .as_str()
+        .unwrap()
+        .contains("[0, 1]"));
+
+    let run = compare(&fixture(), &out, &["--pin", "0,64"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("CPU 64 is not online"),
+        "{}",
+        run.stderr
+    );
+}

@@ -115,7 +115,7 @@ impl Runtime for CandleRuntime {
             ))
         })?;
         let threads = opts.threads.max(1);
-        let pool = crate::rayon_pool(NAME, threads)?;
+        let pool = crate::rayon_pool(NAME, threads, opts.cpus.as_deref())?;
         let output_name = info
             .outputs
             .first()
@@ -127,6 +127,7 @@ impl Runtime for CandleRuntime {
             threads,
             output_name,
             dtype,
+            cpus: opts.cpus.clone(),
             prepared: None,
         }))
     }
@@ -250,6 +251,7 @@ struct CandleLoaded {
     threads: usize,
     output_name: String,
     dtype: DType,
+    cpus: Option<Vec<usize>>,
     prepared: Option<Prepared>,
 }
 
@@ -283,6 +285,10 @@ impl Loaded for CandleLoaded {
             ("RAYON_NUM_THREADS".into(), self.threads.to_string()),
             ("dtype".into(), format!("{:?}", self.dtype).to_lowercase()),
             ("architecture".into(), self.bert.describe().into()),
+            (
+                "worker_cpus".into(),
+                crate::cpus_label(self.threads, self.cpus.as_deref()),
+            ),
         ]
     }
 

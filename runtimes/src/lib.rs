@@ -167,6 +167,9 @@ pub struct LoadOptions {
     pub threads: usize,
     pub device: Device,
     pub variant: Variant,
+    /// CPUs for the runtime's own worker threads, round robin (None: not pinned). ONNX
+    /// Runtime's calling thread is the harness's measuring thread and is pinned by it.
+    pub cpus: Option<Vec<usize>>,
     /// Explicit ONNX Runtime library (`--ort-lib`); discovery otherwise.
     pub ort_lib: Option<PathBuf>,
 }
@@ -177,6 +180,7 @@ impl Default for LoadOptions {
             threads: 1,
             device: Device::Cpu,
             variant: Variant::Fp32,
+            cpus: None,
             ort_lib: None,
         }
     }
@@ -220,18 +224,44 @@ pub fn by_name(name: &str) -> Option<Box<dyn Runtime>> {
     all().into_iter().find(|r| r.name() == name)
 }
 
+/// Pins the calling thread to one CPU; false when the OS refuses.
+pub fn pin_current_thread(cpu: usize) -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the set is a zeroed cpu_set_t we own; CPU_SET is bounds-checked by the guard.
+    unsafe {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return false;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cpu;
+        false
+    }
+}
+
 /// A rayon pool of exactly `threads` workers, or None for one thread (run inline on the
-/// caller, no hand-off).
+/// caller, no hand-off). With `cpus`, worker i is pinned to `cpus[i % len]` as it starts.
 pub(crate) fn rayon_pool(
     runtime: &'static str,
     threads: usize,
+    cpus: Option<&[usize]>,
 ) -> Result<Option<std::sync::Arc<rayon::ThreadPool>>, RuntimeError> {
     if threads <= 1 {
         return Ok(None);
     }
+    let cpus: Option<Vec<usize>> = cpus.filter(|c| !c.is_empty()).map(<[usize]>::to_vec);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(move |i| format!("{runtime}-worker-{i}"))
+        .start_handler(move |i| {
+            if let Some(c) = &cpus {
+                pin_current_thread(c[i % c.len()]);
+            }
+        })
         .build()
         .map(|p| Some(std::sync::Arc::new(p)))
         .map_err(|e| RuntimeError::Load {
@@ -264,4 +294,12 @@ pub(crate) fn onnx_file(
             variant: variant.as_str(),
             why,
         })
+}
+
+/// What a runtime's worker pinning was, in words.
+pub(crate) fn cpus_label(threads: usize, cpus: Option<&[usize]>) -> String {
+    match cpus.filter(|c| !c.is_empty()) {
+        Some(c) if threads > 1 => format!("worker i on CPU {:?}[i % {}]", c, c.len()),
+        _ => "not pinned".into(),
+    }
 }

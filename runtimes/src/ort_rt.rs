@@ -301,6 +301,18 @@ impl Runtime for OrtRuntime {
             .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .map_err(|e| load_err(&e))?;
+        // ONNX Runtime does not pin the calling thread; its N-1 workers take 1-based
+        // processor ids, one entry per thread, separated by ';'.
+        if let Some(cpus) = opts
+            .cpus
+            .as_deref()
+            .filter(|c| !c.is_empty() && threads > 1)
+        {
+            let affinities = intra_op_affinities(threads, cpus);
+            builder = builder
+                .with_config_entry("session.intra_op_thread_affinities", &affinities)
+                .map_err(|e| load_err(&e))?;
+        }
         let session = builder.commit_from_file(&onnx).map_err(|e| {
             load_err(&format!(
                 "{e} (is it a complete ONNX model? re-export it with models/export.py)"
@@ -317,6 +329,7 @@ impl Runtime for OrtRuntime {
             prepared: Vec::new(),
             threads,
             file: onnx.clone(),
+            cpus: opts.cpus.clone(),
         }))
     }
 }
@@ -327,6 +340,16 @@ struct OrtLoaded {
     prepared: Vec<(String, DynValue)>,
     threads: usize,
     file: PathBuf,
+    cpus: Option<Vec<usize>>,
+}
+
+/// `session.intra_op_thread_affinities` for `threads` intra-op threads: worker k (1..N) on
+/// `cpus[k % len]`, as 1-based processor ids.
+pub fn intra_op_affinities(threads: usize, cpus: &[usize]) -> String {
+    (1..threads)
+        .map(|k| (cpus[k % cpus.len()] + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn to_value(t: &HostTensor) -> Result<DynValue, ort::Error> {
@@ -365,6 +388,20 @@ impl Loaded for OrtLoaded {
             ("graph_optimization".into(), "all (level 3)".into()),
             ("execution_provider".into(), "CPU".into()),
             ("model_file".into(), self.file.display().to_string()),
+            (
+                "worker_cpus".into(),
+                match self
+                    .cpus
+                    .as_deref()
+                    .filter(|c| !c.is_empty() && self.threads > 1)
+                {
+                    Some(c) => format!(
+                        "intra_op_thread_affinities {} (1-based)",
+                        intra_op_affinities(self.threads, c)
+                    ),
+                    None => "not pinned".into(),
+                },
+            ),
         ]
     }
 

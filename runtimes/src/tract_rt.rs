@@ -77,7 +77,8 @@ impl Runtime for TractRuntime {
             .unwrap_or_default();
         let threads = opts.threads.max(1);
         let executor = if threads > 1 {
-            let pool = crate::rayon_pool(NAME, threads)?.expect("more than one thread");
+            let pool = crate::rayon_pool(NAME, threads, opts.cpus.as_deref())?
+                .expect("more than one thread");
             Executor::MultiThread(pool)
         } else {
             Executor::SingleThread
@@ -91,6 +92,7 @@ impl Runtime for TractRuntime {
             current: None,
             executor,
             threads,
+            cpus: opts.cpus.clone(),
         }))
     }
 }
@@ -112,6 +114,7 @@ struct TractLoaded {
     current: Option<Prepared>,
     executor: Executor,
     threads: usize,
+    cpus: Option<Vec<usize>>,
 }
 
 fn to_tensor(t: &HostTensor) -> TractResult<Tensor> {
@@ -208,6 +211,10 @@ impl Loaded for TractLoaded {
                 "concrete input facts, into_optimized, into_runnable per shape".into(),
             ),
             ("model_file".into(), self.path.display().to_string()),
+            (
+                "worker_cpus".into(),
+                crate::cpus_label(self.threads, self.cpus.as_deref()),
+            ),
         ]
     }
 
