@@ -28,6 +28,23 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl DeviceArg {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeviceArg::Cpu => "cpu",
+            DeviceArg::Cuda => "cuda",
+            DeviceArg::Tensorrt => "tensorrt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ArrivalsArg {
     /// Exponential gaps, seeded by --seed
     Poisson,
@@ -117,6 +134,14 @@ pub struct CompareArgs {
     /// Exact shape of one input, NAME=D0xD1... (repeatable); overrides --batch/--seq for it
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     pub shapes: Vec<String>,
+    /// Devices, comma-separated: cpu; cuda and tensorrt need a build with GPU support
+    #[arg(
+        long = "device",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cpu"
+    )]
+    pub devices: Vec<DeviceArg>,
     /// Precision variants, comma-separated: fp32, fp16, bf16 (candle), int8 (ONNX)
     #[arg(long = "variant", value_delimiter = ',', default_value = "fp32", value_parser = variant)]
     pub variants: Vec<runtimes::Variant>,

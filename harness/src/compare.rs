@@ -17,6 +17,7 @@ use crate::group::{self, GroupSpec, Progress};
 use crate::inputs;
 use crate::measure::{LoadMode, MeasureConfig};
 use crate::parity::{self, Tolerance};
+use crate::results::ScenarioStatus;
 use crate::results::{self, ModelSummary, Results, RuntimeStatus, ScenarioResult, Settings};
 use crate::worker::{self, GroupEnd};
 
@@ -37,6 +38,8 @@ pub struct CompareOptions {
     pub seqs: Vec<usize>,
     pub shapes: Vec<(String, Vec<usize>)>,
     pub threads: Vec<usize>,
+    /// Devices by name; those this build cannot drive are listed as skipped.
+    pub devices: Vec<String>,
     /// Precision variants, fp32 first when present (the accuracy reference).
     pub variants: Vec<Variant>,
     /// Accuracy a non-fp32 variant must keep (cosine against the reference); None: the
@@ -236,7 +239,33 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                 .flat_map(move |rt| opts.threads.iter().map(move |&t| (v, rt, t)))
         })
         .collect();
-    for (variant, rt, threads) in groups {
+    // Devices this build cannot drive: every scenario on them is skipped, with the reason.
+    for device in opts.devices.iter().filter(|d| d.as_str() != "cpu") {
+        for (variant, rt, threads) in &groups {
+            for (i, mode) in group::plan(shapes.len(), &opts.modes) {
+                let mut r = group::blank_row(
+                    rt.name(),
+                    *variant,
+                    &shapes[i].shape,
+                    *threads,
+                    opts.tolerance,
+                );
+                r.device = device.clone();
+                r.id = r.id.replacen("/cpu/", &format!("/{device}/"), 1);
+                r.mode = mode.name().into();
+                r.concurrency = mode.concurrency();
+                r.rate = mode.rate();
+                r.status = ScenarioStatus::Skipped;
+                r.error_kind = Some("device-unavailable".into());
+                r.error = Some(format!(
+                    "device {device}: this build of the harness has no GPU support; only cpu runs"
+                ));
+                results.scenarios.push(r);
+            }
+        }
+    }
+    let cpu = opts.devices.iter().any(|d| d == "cpu");
+    for (variant, rt, threads) in groups.into_iter().filter(|_| cpu) {
         {
             if opts.interrupt.load(Ordering::Relaxed) {
                 break;

@@ -84,6 +84,11 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         seqs: dedup(&a.seq),
         shapes,
         threads: dedup(&threads),
+        devices: {
+            let mut d: Vec<String> = a.devices.iter().map(|d| d.as_str().to_string()).collect();
+            d.dedup();
+            d
+        },
         variants: a.variants.clone(),
         modes: load_modes(&a),
         min_cosine: a.min_cosine,

@@ -327,7 +327,11 @@ fn table_rows(r: &Results) -> Vec<Vec<String>> {
         .iter()
         .map(|s| {
             let mut row = vec![
-                s.runtime.clone(),
+                if s.device == "cpu" {
+                    s.runtime.clone()
+                } else {
+                    format!("{} ({})", s.runtime, s.device)
+                },
                 s.variant.clone(),
                 s.batch.to_string(),
                 s.seq.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),

@@ -695,3 +695,26 @@ fn pinning_every_thread_is_recorded_and_a_bad_list_is_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn a_device_this_build_cannot_drive_is_skipped_and_the_cpu_rows_run() {
+    let out = tmp("device").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--runtimes", "ort,candle", "--device", "cpu,cuda"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = results(&out);
+    let all = r["scenarios"].as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    for s in all {
+        if s["device"] == "cuda" {
+            assert_eq!(s["status"], "skipped");
+            assert!(s["error"].as_str().unwrap().contains("no GPU support"));
+        } else {
+            assert_eq!(s["status"], "ok");
+        }
+    }
+    assert!(run.stdout.contains("ort (cuda)"), "{}", run.stdout);
+}

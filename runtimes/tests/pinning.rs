@@ -52,10 +52,20 @@ fn runtime_worker_threads_are_pinned_where_asked() {
             .unwrap()
             .load(&files, &info, &opts(vec![1]))
             .unwrap();
-        let workers: Vec<(String, String)> = threads()
-            .into_values()
-            .filter(|(n, _)| n.starts_with(&format!("{rt}-worker")))
-            .collect();
+        // Pool threads start asynchronously: wait (briefly) until both have run their
+        // start handler, i.e. until both show the requested CPU.
+        let t = std::time::Instant::now();
+        let workers = loop {
+            let w: Vec<(String, String)> = threads()
+                .into_values()
+                .filter(|(n, _)| n.starts_with(&format!("{rt}-worker")))
+                .collect();
+            let done = w.len() == 2 && w.iter().all(|(_, c)| c == "1");
+            if done || t.elapsed() > std::time::Duration::from_secs(5) {
+                break w;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         assert_eq!(workers.len(), 2, "{rt}: {workers:?}");
         assert!(
             workers.iter().all(|(_, cpus)| cpus == "1"),
@@ -72,11 +82,20 @@ fn runtime_worker_threads_are_pinned_where_asked() {
         .unwrap()
         .load(&files, &info, &opts(vec![0, 1]))
         .unwrap();
-    let new: Vec<(String, String)> = threads()
-        .into_iter()
-        .filter(|(id, _)| !before.contains_key(id))
-        .map(|(_, t)| t)
-        .collect();
+    let t = std::time::Instant::now();
+    let new = loop {
+        let new: Vec<(String, String)> = threads()
+            .into_iter()
+            .filter(|(id, _)| !before.contains_key(id))
+            .map(|(_, t)| t)
+            .collect();
+        if new.iter().any(|(_, cpus)| cpus == "1")
+            || t.elapsed() > std::time::Duration::from_secs(5)
+        {
+            break new;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
     assert!(
         new.iter().any(|(_, cpus)| cpus == "1"),
         "new threads: {new:?}"
