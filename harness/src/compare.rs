@@ -248,13 +248,11 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                     *variant,
                     &shapes[i].shape,
                     *threads,
+                    &mode,
                     opts.tolerance,
                 );
                 r.device = device.clone();
                 r.id = r.id.replacen("/cpu/", &format!("/{device}/"), 1);
-                r.mode = mode.name().into();
-                r.concurrency = mode.concurrency();
-                r.rate = mode.rate();
                 r.status = ScenarioStatus::Skipped;
                 r.error_kind = Some("device-unavailable".into());
                 r.error = Some(format!(
@@ -266,109 +264,105 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     }
     let cpu = opts.devices.iter().any(|d| d == "cpu");
     for (variant, rt, threads) in groups.into_iter().filter(|_| cpu) {
-        {
-            if opts.interrupt.load(Ordering::Relaxed) {
-                break;
-            }
-            let spec = GroupSpec {
-                model: opts.model.clone(),
-                runtime: rt.name().to_string(),
-                variant,
-                threads,
-                modes: opts.modes.clone(),
-                batches: opts.batches.clone(),
-                seqs: opts.seqs.clone(),
-                shapes: opts.shapes.clone(),
-                seed: opts.seed,
-                measure: opts.measure.clone(),
-                tolerance: opts.tolerance,
-                ort_lib: opts.ort_lib.clone(),
-                pinning: opts.pinning.clone(),
-                abort_before: fault_injection(rt.name(), threads),
-            };
-            let mut emitted = 0usize;
-            let mut handle =
-                |mut row: ScenarioResult, outputs: Option<Vec<HostTensor>>, index: usize| {
-                    emitted += 1;
-                    if let Some(out) = outputs {
-                        row.parity = match references.get(&index) {
-                            Some((ref_name, ref_variant, want)) if *ref_variant == variant => {
-                                parity::compare(&out, want, ref_name, opts.tolerance)
-                            }
-                            // Another precision: accuracy against the reference, judged by cosine.
-                            Some((ref_name, ref_variant, want)) => parity::accuracy(
-                                &out,
-                                want,
-                                ref_name,
-                                *ref_variant,
-                                opts.tolerance,
-                                opts.min_cosine
-                                    .unwrap_or(parity::default_min_cosine(variant)),
-                            ),
-                            None => {
-                                references.insert(index, (row.runtime.clone(), variant, out));
-                                parity::Parity::reference(opts.tolerance)
-                            }
-                        };
-                    }
-                    report(&row, progress);
-                    results.scenarios.push(row);
-                    // On disk as soon as it is measured.
-                    if let Err(e) = write(&results) {
-                        write_error.get_or_insert(e);
-                    }
-                };
-            let end = match &opts.isolation {
-                Isolation::Process { exe } => worker::run_in_child(
-                    exe,
-                    &spec,
-                    &outputs_dir,
-                    &opts.interrupt,
-                    progress,
-                    &mut handle,
-                ),
-                Isolation::None => {
-                    run_in_thread(&spec, &files, &info, &shapes, opts, progress, &mut handle)
+        if opts.interrupt.load(Ordering::Relaxed) {
+            break;
+        }
+        let spec = GroupSpec {
+            model: opts.model.clone(),
+            runtime: rt.name().to_string(),
+            variant,
+            threads,
+            modes: opts.modes.clone(),
+            batches: opts.batches.clone(),
+            seqs: opts.seqs.clone(),
+            shapes: opts.shapes.clone(),
+            seed: opts.seed,
+            measure: opts.measure.clone(),
+            tolerance: opts.tolerance,
+            ort_lib: opts.ort_lib.clone(),
+            pinning: opts.pinning.clone(),
+            abort_before: fault_injection(rt.name(), threads),
+        };
+        let mut emitted = 0usize;
+        let mut handle =
+            |mut row: ScenarioResult, outputs: Option<Vec<HostTensor>>, index: usize| {
+                emitted += 1;
+                if let Some(out) = outputs {
+                    row.parity = match references.get(&index) {
+                        Some((ref_name, ref_variant, want)) if *ref_variant == variant => {
+                            parity::compare(&out, want, ref_name, opts.tolerance)
+                        }
+                        // Another precision: accuracy against the reference, judged by cosine.
+                        Some((ref_name, ref_variant, want)) => parity::accuracy(
+                            &out,
+                            want,
+                            ref_name,
+                            *ref_variant,
+                            opts.tolerance,
+                            opts.min_cosine
+                                .unwrap_or(parity::default_min_cosine(variant)),
+                        ),
+                        None => {
+                            references.insert(index, (row.runtime.clone(), variant, out));
+                            parity::Parity::reference(opts.tolerance)
+                        }
+                    };
+                }
+                report(&row, progress);
+                results.scenarios.push(row);
+                // On disk as soon as it is measured.
+                if let Err(e) = write(&results) {
+                    write_error.get_or_insert(e);
                 }
             };
-            let why = match end {
-                GroupEnd::Finished => None,
-                GroupEnd::Interrupted => break,
-                GroupEnd::Died(how) => Some(how),
-            };
-            if let Some(how) = why {
-                progress(&format!("[{}] worker {how}", rt.name()));
-                let plan = group::plan(shapes.len(), &opts.modes);
-                for (k, (i, mode)) in plan.iter().enumerate().skip(emitted) {
-                    let mut r = group::blank_row(
-                        rt.name(),
-                        variant,
-                        &shapes[*i].shape,
-                        threads,
-                        opts.tolerance,
-                    );
-                    r.mode = mode.name().into();
-                    r.concurrency = mode.concurrency();
-                    r.rate = mode.rate();
-                    r.error = Some(if k == emitted {
-                        format!(
-                            "the {} worker {how} during this scenario; the rows before it are kept",
-                            rt.name()
-                        )
-                    } else {
-                        format!(
-                            "not run: the {} worker {how} earlier in this group",
-                            rt.name()
-                        )
-                    });
-                    r.error_kind = Some("worker-died".into());
-                    results.scenarios.push(r);
-                }
-                write(&results)?;
+        let end = match &opts.isolation {
+            Isolation::Process { exe } => worker::run_in_child(
+                exe,
+                &spec,
+                &outputs_dir,
+                &opts.interrupt,
+                progress,
+                &mut handle,
+            ),
+            Isolation::None => {
+                run_in_thread(&spec, &files, &info, &shapes, opts, progress, &mut handle)
             }
-            if let Some(e) = write_error.take() {
-                return Err(e);
+        };
+        let why = match end {
+            GroupEnd::Finished => None,
+            GroupEnd::Interrupted => break,
+            GroupEnd::Died(how) => Some(how),
+        };
+        if let Some(how) = why {
+            progress(&format!("[{}] worker {how}", rt.name()));
+            let plan = group::plan(shapes.len(), &opts.modes);
+            for (k, (i, mode)) in plan.iter().enumerate().skip(emitted) {
+                let mut r = group::blank_row(
+                    rt.name(),
+                    variant,
+                    &shapes[*i].shape,
+                    threads,
+                    mode,
+                    opts.tolerance,
+                );
+                r.error = Some(if k == emitted {
+                    format!(
+                        "the {} worker {how} during this scenario; the rows before it are kept",
+                        rt.name()
+                    )
+                } else {
+                    format!(
+                        "not run: the {} worker {how} earlier in this group",
+                        rt.name()
+                    )
+                });
+                r.error_kind = Some("worker-died".into());
+                results.scenarios.push(r);
             }
+            write(&results)?;
+        }
+        if let Some(e) = write_error.take() {
+            return Err(e);
         }
     }
     results.interrupted = opts.interrupt.load(Ordering::Relaxed);

@@ -189,10 +189,15 @@ pub fn blank_row(
     variant: Variant,
     shape: &ScenarioShape,
     threads: usize,
+    mode: &LoadMode,
     tol: Tolerance,
 ) -> ScenarioResult {
+    let mut id = scenario_id(runtime, variant, shape.batch, shape.seq, threads);
+    if *mode != (LoadMode::ClosedLoop { concurrency: 1 }) {
+        id = format!("{id}/{}", mode_tag(mode));
+    }
     ScenarioResult {
-        id: scenario_id(runtime, variant, shape.batch, shape.seq, threads),
+        id,
         runtime: runtime.to_string(),
         device: "cpu".into(),
         variant: variant.as_str().into(),
@@ -200,8 +205,8 @@ pub fn blank_row(
         seq: shape.seq,
         shapes: shape.inputs.iter().cloned().collect(),
         threads,
-        concurrency: 1,
-        mode: "closed-loop".into(),
+        concurrency: mode.concurrency(),
+        mode: mode.name().into(),
         status: ScenarioStatus::Error,
         error: None,
         error_kind: None,
@@ -210,7 +215,7 @@ pub fn blank_row(
         prepare_ms: None,
         measurement: None,
         throughput_per_s: None,
-        rate: None,
+        rate: mode.rate(),
         open_loop: None,
         rss_after_load_bytes: None,
         load_rss_delta_bytes: None,
@@ -311,14 +316,14 @@ pub fn run_group(
     let tol = spec.tolerance;
     let threads = spec.threads;
     let row = |shape: &Shape, mode: &LoadMode| {
-        let mut r = blank_row(&spec.runtime, spec.variant, &shape.shape, threads, tol);
-        r.mode = mode.name().into();
-        r.concurrency = mode.concurrency();
-        r.rate = mode.rate();
-        if *mode != (LoadMode::ClosedLoop { concurrency: 1 }) {
-            r.id = format!("{}/{}", r.id, mode_tag(mode));
-        }
-        r
+        blank_row(
+            &spec.runtime,
+            spec.variant,
+            &shape.shape,
+            threads,
+            mode,
+            tol,
+        )
     };
     let Some(rt) = runtimes::by_name(&spec.runtime) else {
         for (i, mode) in &plan {
