@@ -361,8 +361,17 @@ pub fn run_group(
     let t = Instant::now();
     let mut models: Vec<Box<dyn Loaded>> = Vec::with_capacity(instances);
     let mut load_error = None;
-    for _ in 0..instances {
-        match rt.load(files, info, &load_opts) {
+    let mut shared = false;
+    for k in 0..instances {
+        // Workers after the first share the loaded weights where the runtime allows it.
+        let next = match models.first().and_then(|m| m.share()) {
+            Some(handle) if k > 0 => {
+                shared = true;
+                handle
+            }
+            _ => rt.load(files, info, &load_opts),
+        };
+        match next {
             Ok(m) => models.push(m),
             Err(e) => {
                 load_error = Some(e);
@@ -370,7 +379,7 @@ pub fn run_group(
             }
         }
     }
-    // Load time of one instance (the first); memory is for all of them.
+    // Load time per instance; memory is for all of them.
     let load_ms = ms(t.elapsed()) / models.len().max(1) as f64;
     let rss_after = monitor::current_rss_bytes();
     if let Some(e) = load_error {
@@ -389,7 +398,11 @@ pub fn run_group(
     if instances > 1 {
         applied.insert(
             "sharing".into(),
-            "one model instance per worker (sessions are not shared between threads)".into(),
+            if shared {
+                "shared model: one loaded copy of the weights, per-worker state and threads".into()
+            } else {
+                "one model instance per worker (the runtime's sessions cannot be shared)".into()
+            },
         );
     }
 

@@ -612,7 +612,17 @@ fn concurrency_and_open_loop_rows() {
         .find(|s| s["runtime"] == "candle" && s["concurrency"] == 2)
         .unwrap();
     assert_eq!(c2["mode"], "closed-loop");
+    // candle's forward takes the model by shared reference: one copy of the weights; ort's
+    // run takes its session mutably: one session per worker.
     assert!(c2["applied"]["sharing"]
+        .as_str()
+        .unwrap()
+        .starts_with("shared model"));
+    let o2 = rows
+        .iter()
+        .find(|s| s["runtime"] == "ort" && s["concurrency"] == 2)
+        .unwrap();
+    assert!(o2["applied"]["sharing"]
         .as_str()
         .unwrap()
         .contains("one model instance per worker"));

@@ -122,7 +122,7 @@ impl Runtime for CandleRuntime {
             .map(|o| o.name.clone())
             .unwrap_or_else(|| "last_hidden_state".into());
         Ok(Box::new(CandleLoaded {
-            bert,
+            bert: Arc::new(bert),
             pool,
             threads,
             output_name,
@@ -246,7 +246,8 @@ struct Prepared {
 }
 
 struct CandleLoaded {
-    bert: Bert,
+    /// Shared between workers: candle's forward takes the model by shared reference.
+    bert: Arc<Bert>,
     pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
     output_name: String,
@@ -348,6 +349,22 @@ impl Loaded for CandleLoaded {
 
     fn run(&mut self) -> Result<(), RuntimeError> {
         self.forward().map(drop)
+    }
+
+    fn share(&self) -> Option<Result<Box<dyn Loaded>, RuntimeError>> {
+        Some(
+            crate::rayon_pool(NAME, self.threads, self.cpus.as_deref()).map(|pool| {
+                Box::new(CandleLoaded {
+                    bert: self.bert.clone(),
+                    pool,
+                    threads: self.threads,
+                    output_name: self.output_name.clone(),
+                    dtype: self.dtype,
+                    cpus: self.cpus.clone(),
+                    prepared: None,
+                }) as Box<dyn Loaded>
+            }),
+        )
     }
 
     fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError> {

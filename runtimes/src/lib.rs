@@ -196,6 +196,12 @@ pub trait Loaded: Send {
     fn run(&mut self) -> Result<(), RuntimeError>;
     /// One inference whose outputs are read back to the host, for parity.
     fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError>;
+    /// A second handle on the same loaded weights for another worker thread, with its own
+    /// prepared inputs and compute threads; None when the runtime cannot share (then each
+    /// worker loads its own instance).
+    fn share(&self) -> Option<Result<Box<dyn Loaded>, RuntimeError>> {
+        None
+    }
 }
 
 pub trait Runtime: Send + Sync {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
@@ -85,10 +85,10 @@ impl Runtime for TractRuntime {
         };
         Ok(Box::new(TractLoaded {
             path: onnx,
-            graph,
+            graph: Arc::new(graph),
             input_names,
             output_names,
-            plans: HashMap::new(),
+            plans: Arc::new(Mutex::new(HashMap::new())),
             current: None,
             executor,
             threads,
@@ -106,11 +106,13 @@ struct Prepared {
 
 struct TractLoaded {
     path: PathBuf,
-    graph: InferenceModel,
+    /// The parsed graph and the per-shape plans are shared between workers; each worker
+    /// has its own state (`SimpleState`) and executor pool.
+    graph: Arc<InferenceModel>,
     input_names: Vec<String>,
     output_names: Vec<String>,
     /// One optimised plan per input shape set, built on first use.
-    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    plans: Arc<Mutex<HashMap<Vec<Vec<usize>>, Plan>>>,
     current: Option<Prepared>,
     executor: Executor,
     threads: usize,
@@ -154,10 +156,11 @@ fn from_tensor(name: &str, t: &Tensor) -> Result<HostTensor, RuntimeError> {
 impl TractLoaded {
     fn plan_for(&mut self, ordered: &[&HostTensor]) -> Result<Plan, RuntimeError> {
         let key: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape.clone()).collect();
-        if let Some(p) = self.plans.get(&key) {
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = plans.get(&key) {
             return Ok(p.clone());
         }
-        let mut model = self.graph.clone();
+        let mut model = (*self.graph).clone();
         for (i, t) in ordered.iter().enumerate() {
             let dt = match t.data {
                 TensorData::F32(_) => f32::datum_type(),
@@ -177,7 +180,7 @@ impl TractLoaded {
                 path: self.path.clone(),
                 message: format!("building a plan for shapes {key:?}: {e:#}"),
             })?;
-        self.plans.insert(key, plan.clone());
+        plans.insert(key, plan.clone());
         Ok(plan)
     }
 
@@ -248,6 +251,25 @@ impl Loaded for TractLoaded {
 
     fn run(&mut self) -> Result<(), RuntimeError> {
         self.run_once().map(drop)
+    }
+
+    fn share(&self) -> Option<Result<Box<dyn Loaded>, RuntimeError>> {
+        let executor = match crate::rayon_pool(NAME, self.threads, self.cpus.as_deref()) {
+            Ok(Some(pool)) => Executor::MultiThread(pool),
+            Ok(None) => Executor::SingleThread,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok(Box::new(TractLoaded {
+            path: self.path.clone(),
+            graph: self.graph.clone(),
+            input_names: self.input_names.clone(),
+            output_names: self.output_names.clone(),
+            plans: self.plans.clone(),
+            current: None,
+            executor,
+            threads: self.threads,
+            cpus: self.cpus.clone(),
+        })))
     }
 
     fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError> {

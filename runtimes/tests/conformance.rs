@@ -203,3 +203,32 @@ macro_rules! conformance {
 }
 
 conformance!(ort, tract, candle);
+
+/// Handles that share weights compute what the original does, from two threads at once.
+#[test]
+fn shared_handles_agree_and_run_concurrently() {
+    for (rt, shareable) in [("ort", false), ("tract", true), ("candle", true)] {
+        let (mut a, _) = load(rt, 1);
+        let Some(b) = a.share() else {
+            assert!(!shareable, "{rt} should share its weights");
+            continue;
+        };
+        assert!(shareable, "{rt} shares but is not expected to");
+        let mut b = b.unwrap();
+        let x = inputs(2, 9);
+        a.prepare(&x).unwrap();
+        b.prepare(&x).unwrap();
+        let (oa, ob) = std::thread::scope(|s| {
+            let ha = s.spawn(|| {
+                (0..20).for_each(|_| a.run().unwrap());
+                a.infer().unwrap()
+            });
+            let hb = s.spawn(|| {
+                (0..20).for_each(|_| b.run().unwrap());
+                b.infer().unwrap()
+            });
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert_eq!(f32s(&oa[0]), f32s(&ob[0]), "{rt}");
+    }
+}
