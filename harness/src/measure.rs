@@ -85,6 +85,47 @@ impl MeasureConfig {
     }
 }
 
+/// When a measured window ends, the same for every load mode: both minima met (or, with a
+/// CI target, the target met once the minima and p99's samples are in), else the maximum
+/// time, else an interrupt.
+struct StopRule<'a> {
+    cfg: &'a MeasureConfig,
+    next_check: u64,
+}
+
+impl<'a> StopRule<'a> {
+    fn new(cfg: &'a MeasureConfig) -> StopRule<'a> {
+        StopRule { cfg, next_check: 0 }
+    }
+
+    fn decide(
+        &mut self,
+        elapsed_ns: u64,
+        samples: u64,
+        interrupted: bool,
+        ci_met: &dyn Fn(f64) -> bool,
+    ) -> Option<StopReason> {
+        if elapsed_ns >= self.cfg.min_time.as_nanos() as u64 && samples >= self.cfg.samples_needed()
+        {
+            match self.cfg.target_ci {
+                None => return Some(StopReason::MinimaMet),
+                // Checked as the sample count grows by a tenth: O(n log n) each time.
+                Some(t) if samples >= self.next_check => {
+                    if ci_met(t) {
+                        return Some(StopReason::TargetCi);
+                    }
+                    self.next_check = samples + (samples / 10).max(50);
+                }
+                Some(_) => {}
+            }
+        }
+        if elapsed_ns >= self.cfg.max_time.as_nanos() as u64 {
+            return Some(StopReason::MaxTime);
+        }
+        interrupted.then_some(StopReason::Interrupted)
+    }
+}
+
 /// Whether `samples` (unsorted) meet the CI target.
 fn ci_met(samples: &[u64], target: f64) -> bool {
     let mut s = samples.to_vec();
@@ -211,10 +252,9 @@ pub fn measure_with(
     }
     let warm_ns = clock.now_ns() - warm_start;
 
-    let min_ns = cfg.min_time.as_nanos() as u64;
     hooks.window_start();
     let mut samples: Vec<u64> = Vec::with_capacity(cfg.min_samples.min(1 << 20) as usize);
-    let mut next_check = 0u64;
+    let mut rule = StopRule::new(cfg);
     let start = clock.now_ns();
     let mut end = start;
     let stop_reason = if consecutive >= cfg.max_consecutive_failures {
@@ -237,26 +277,11 @@ pub fn measure_with(
                     }
                 }
             }
-            let elapsed = b - start;
             let n = samples.len() as u64;
-            if elapsed >= min_ns && n >= cfg.samples_needed() {
-                match cfg.target_ci {
-                    None => break StopReason::MinimaMet,
-                    // Checked as the sample count grows by a tenth: O(n log n) each time.
-                    Some(t) if n >= next_check => {
-                        if ci_met(&samples, t) {
-                            break StopReason::TargetCi;
-                        }
-                        next_check = n + (n / 10).max(50);
-                    }
-                    Some(_) => {}
-                }
-            }
-            if elapsed >= max_ns {
-                break StopReason::MaxTime;
-            }
-            if hooks.interrupted() {
-                break StopReason::Interrupted;
+            if let Some(r) =
+                rule.decide(b - start, n, hooks.interrupted(), &|t| ci_met(&samples, t))
+            {
+                break r;
             }
         }
     };
@@ -560,8 +585,7 @@ pub fn measure_load(
         let ws = clock.now_ns();
         window_start.store(ws, Ordering::Release);
         phase.store(MEASURE, Ordering::Release);
-        let min_ns = cfg.min_time.as_nanos() as u64;
-        let mut next_check = 0u64;
+        let mut rule = StopRule::new(cfg);
         let reason = loop {
             std::thread::sleep(tick);
             let el = clock.now_ns() - ws;
@@ -569,23 +593,9 @@ pub fn measure_load(
                 break StopReason::Failures;
             }
             let done = completed.load(Ordering::Relaxed);
-            if el >= min_ns && done >= cfg.samples_needed() {
-                match cfg.target_ci {
-                    None => break StopReason::MinimaMet,
-                    Some(t) if done >= next_check => {
-                        if ci_met(&shared.lock().unwrap_or_else(|p| p.into_inner()), t) {
-                            break StopReason::TargetCi;
-                        }
-                        next_check = done + (done / 10).max(50);
-                    }
-                    Some(_) => {}
-                }
-            }
-            if el >= max_ns {
-                break StopReason::MaxTime;
-            }
-            if hooks.interrupted() {
-                break StopReason::Interrupted;
+            let ci = |t| ci_met(&shared.lock().unwrap_or_else(|p| p.into_inner()), t);
+            if let Some(r) = rule.decide(el, done, hooks.interrupted(), &ci) {
+                break r;
             }
         };
         let we = clock.now_ns();
