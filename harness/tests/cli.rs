@@ -7,18 +7,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+use common::{fixture, results, tmp};
+
 const DOCUMENTED_COLUMNS: &str = "runtime,device,variant,batch,seq,threads,concurrency,samples,mean_ms,p50_ms,p90_ms,p99_ms,p999_ms,throughput_per_s,parity";
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-bert")
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("harness-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A copy of the fixture folder, with `edit` applied to it.
 fn fixture_copy(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
@@ -72,10 +64,6 @@ fn compare(model: &Path, out: &Path, extra: &[&str]) -> Run {
     ];
     args.extend_from_slice(extra);
     harness(&args)
-}
-
-fn results(out: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
 }
 
 fn rows<'a>(r: &'a Value, runtime: &str) -> Vec<&'a Value> {

@@ -1,26 +1,14 @@
 //! Isolation and interruption: a worker that aborts loses only its own unfinished rows, and
 //! Ctrl-C ends a sweep with every finished scenario saved and summarised.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-bert")
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("harness-iso-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn results(out: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
-}
+mod common;
+use common::{fixture, results, tmp};
 
 fn args<'a>(out: &'a Path, min_time: &'a str) -> Vec<&'a str> {
     vec![
