@@ -22,6 +22,8 @@ pub enum Command {
     Compare(Box<CompareArgs>),
     /// Show every runtime and whether it can run here
     List(ListArgs),
+    /// Compare two results folders scenario by scenario, with a noise-aware verdict
+    Diff(DiffArgs),
     /// Run one group of scenarios for `compare` (reads its spec on stdin)
     #[command(hide = true)]
     Worker,
@@ -205,6 +207,27 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value = "process")]
     pub isolate: IsolateMode,
     /// Print results.json on stdout, and nothing else there
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The baseline results folder (or its results.json)
+    pub base: PathBuf,
+    /// The results folder to judge against it
+    pub new: PathBuf,
+    /// Exit with status 1 when a scenario's median is slower by more than this many percent
+    /// (and the verdict is "slower"): a CI gate
+    #[arg(long, value_name = "PCT", value_parser = percent)]
+    pub fail_above: Option<f64>,
+    /// Changes of the median smaller than this many percent are "same" even when significant
+    #[arg(long, value_name = "PCT", default_value = "1", value_parser = percent)]
+    pub min_change: f64,
+    /// Print a Markdown table (for a pull request)
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
+    /// Print JSON
     #[arg(long)]
     pub json: bool,
 }

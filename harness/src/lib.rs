@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod diff;
 pub mod environment;
 pub mod group;
 pub mod inputs;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use runtimes::{Availability, LoadOptions};
 
-use cli::{Cli, Command, CompareArgs, ListArgs};
+use cli::{Cli, Command, CompareArgs, DiffArgs, ListArgs};
 use compare::{CompareError, CompareOptions};
 
 /// Exit status: 0 all measured and in parity; 1 some runtime failed or disagreed (results
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Compare(a) => run_compare(*a),
         Command::List(a) => run_list(a),
+        Command::Diff(a) => run_diff(a),
         Command::Worker => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
@@ -175,6 +177,48 @@ fn load_modes(a: &CompareArgs) -> Vec<measure::LoadMode> {
                 })
         })
         .collect()
+}
+
+fn run_diff(a: DiffArgs) -> anyhow::Result<i32> {
+    let (base, new) = match (diff::load(&a.base), diff::load(&a.new)) {
+        (Ok(b), Ok(n)) => (b, n),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
+    let rows = diff::diff(&base.scenarios, &new.scenarios, a.min_change);
+    let mut stdout = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut stdout, &rows)?;
+        writeln!(stdout)?;
+    } else if a.markdown {
+        let (b, n) = (a.base.display().to_string(), a.new.display().to_string());
+        write!(stdout, "{}", diff::to_markdown(&rows, &b, &n))?;
+    } else {
+        write!(stdout, "{}", diff::to_table(&rows))?;
+    }
+    if base.environment.cpu_model != new.environment.cpu_model {
+        eprintln!(
+            "warning: the runs are from different CPUs ({} / {})",
+            base.environment.cpu_model, new.environment.cpu_model
+        );
+    }
+    if let Some(limit) = a.fail_above {
+        let bad = diff::regressions(&rows, limit);
+        if !bad.is_empty() {
+            for r in &bad {
+                eprintln!(
+                    "regression: {} is {:.1}% slower at p50 (limit {:.1}%)",
+                    r.id,
+                    (r.p50_ratio.unwrap_or(1.0) - 1.0) * 100.0,
+                    limit * 100.0
+                );
+            }
+            return Ok(1);
+        }
+    }
+    Ok(0)
 }
 
 fn run_list(a: ListArgs) -> anyhow::Result<i32> {

@@ -1,0 +1,145 @@
+//! `harness diff` on real results folders: a run against itself is the same everywhere, a
+//! slowed copy trips `--fail-above`, and bad folders are clear errors.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+mod common;
+use common::{fixture, results, tmp};
+
+fn harness(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn measured(out: &Path) {
+    let (code, _, err) = harness(&[
+        "compare",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--runtimes",
+        "ort,tract",
+        "--seq",
+        "8",
+        "--threads",
+        "1,2",
+        "--min-time",
+        "100ms",
+        "--warmup-time",
+        "10ms",
+        "--no-overhead",
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
+    let d = tmp("diff");
+    let base = d.join("base");
+    measured(&base);
+
+    let (code, out, err) = harness(&[
+        "diff",
+        base.to_str().unwrap(),
+        base.to_str().unwrap(),
+        "--fail-above",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("1.000x") && l.ends_with("same (within noise)")),
+        "{out}"
+    );
+
+    // NEW: every latency 20% higher.
+    let mut r: Value = results(&base);
+    for s in r["scenarios"].as_array_mut().unwrap() {
+        let l = &mut s["measurement"]["latency"];
+        for k in [
+            "p50_ms",
+            "p99_ms",
+            "median_ci95_low_ms",
+            "median_ci95_high_ms",
+        ] {
+            l[k] = Value::from(l[k].as_f64().unwrap() * 1.2);
+        }
+    }
+    let slow = d.join("slow");
+    std::fs::create_dir_all(&slow).unwrap();
+    std::fs::write(
+        slow.join("results.json"),
+        serde_json::to_string(&r).unwrap(),
+    )
+    .unwrap();
+
+    let (code, out, err) = harness(&[
+        "diff",
+        base.to_str().unwrap(),
+        slow.to_str().unwrap(),
+        "--fail-above",
+        "10",
+        "--markdown",
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.starts_with("Comparing `"), "{out}");
+    assert!(
+        out.contains("| 1.200x |") && out.contains("| slower |"),
+        "{out}"
+    );
+    assert!(
+        err.contains("regression: ort/cpu/fp32/b1/s8/t1 is 20.0% slower"),
+        "{err}"
+    );
+    // Below the gate: reported, not failed.
+    let (code, _, _) = harness(&[
+        "diff",
+        base.to_str().unwrap(),
+        slow.to_str().unwrap(),
+        "--fail-above",
+        "25",
+    ]);
+    assert_eq!(code, 0);
+    let (code, out, _) = harness(&[
+        "diff",
+        slow.to_str().unwrap(),
+        base.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["verdict"] == "faster"));
+}
+
+#[test]
+fn diff_of_a_folder_without_results_is_a_clear_error() {
+    let d = tmp("diff-bad");
+    let (code, _, err) = harness(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("results.json") && err.contains("harness compare"),
+        "{err}"
+    );
+    std::fs::write(d.join("results.json"), "{\"not\": 1}").unwrap();
+    let (code, _, err) = harness(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a harness results file"), "{err}");
+}
