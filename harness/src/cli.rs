@@ -24,6 +24,8 @@ pub enum Command {
     List(ListArgs),
     /// Compare two results folders scenario by scenario, with a noise-aware verdict
     Diff(DiffArgs),
+    /// Rebuild the reports of one results folder, or merge several into one
+    Report(ReportArgs),
     /// Run one group of scenarios for `compare` (reads its spec on stdin)
     #[command(hide = true)]
     Worker,
@@ -209,6 +211,16 @@ pub struct CompareArgs {
     /// Print results.json on stdout, and nothing else there
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Results folders (or results.json files); scenarios in several are merged exactly
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write results.json, results.csv, summary.md and report.html
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -202,6 +202,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
         },
         harness_overhead: None,
         interrupted: false,
+        merged_from: Vec::new(),
         runtimes: statuses,
         scenarios: Vec::new(),
     };

@@ -221,6 +221,7 @@ pub fn blank_row(
         load_rss_delta_bytes: None,
         resources: None,
         parity: Parity::skipped(tol, "not measured"),
+        merged_runs: 0,
     }
 }
 

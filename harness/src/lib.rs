@@ -10,6 +10,7 @@ pub mod inputs;
 pub mod measure;
 pub mod monitor;
 pub mod parity;
+pub mod report;
 pub mod results;
 pub mod stats;
 pub mod worker;
@@ -31,6 +32,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Compare(a) => run_compare(*a),
         Command::List(a) => run_list(a),
         Command::Diff(a) => run_diff(a),
+        Command::Report(a) => {
+            let inputs: Vec<&std::path::Path> = a.dirs.iter().map(|p| p.as_path()).collect();
+            match report::rebuild(&inputs, &a.out) {
+                Ok(r) => {
+                    eprintln!(
+                        "report: {} scenarios from {} run(s) in {}",
+                        r.scenarios.len(),
+                        inputs.len(),
+                        a.out.join("report.html").display()
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(2)
+                }
+            }
+        }
         Command::Worker => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();

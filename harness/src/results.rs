@@ -75,6 +75,9 @@ pub struct Results {
     /// The run was ended early (Ctrl-C); the scenarios listed are all that finished.
     #[serde(default)]
     pub interrupted: bool,
+    /// The results folders a `harness report` merged into this one (empty for a run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
     pub runtimes: Vec<RuntimeStatus>,
     pub scenarios: Vec<ScenarioResult>,
 }
@@ -174,6 +177,13 @@ pub struct ScenarioResult {
     /// CPU, memory, context switches and energy over the measured window.
     pub resources: Option<ResourceReport>,
     pub parity: Parity,
+    /// How many runs' samples this row holds, when merged by `harness report` (else 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub merged_runs: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ScenarioResult {
@@ -561,12 +571,13 @@ fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Writes the three files into `dir`. Called after every scenario, so an interrupted run
+/// Writes results.json, results.csv, summary.md and report.html into `dir`. Called after every scenario, so an interrupted run
 /// keeps what it measured.
 pub fn write_all(dir: &Path, r: &Results) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
     write_atomic(&dir.join("results.json"), &json)?;
     write_atomic(&dir.join("results.csv"), &to_csv(r))?;
-    write_atomic(&dir.join("summary.md"), &to_markdown(r))
+    write_atomic(&dir.join("summary.md"), &to_markdown(r))?;
+    write_atomic(&dir.join("report.html"), &crate::report::to_html(r))
 }

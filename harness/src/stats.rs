@@ -85,7 +85,7 @@ pub fn is_low_sample(n: u64, p: f64) -> bool {
     (n as f64) * (1.0 - p / 100.0) < TAIL_SAMPLES
 }
 
-const PERCENTILES: [(&str, f64); 4] =
+pub const PERCENTILES: [(&str, f64); 4] =
     [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
 
 fn ms(ns: f64) -> f64 {
