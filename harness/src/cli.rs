@@ -205,6 +205,10 @@ pub struct CompareArgs {
     /// Skip measuring the harness's own overhead
     #[arg(long)]
     pub no_overhead: bool,
+    /// Write ONNX Runtime's own profile (Chrome-trace JSON, for chrome://tracing or
+    /// Perfetto) of each ort run into OUT/ort-profile/; the profiler's cost is in the figures
+    #[arg(long)]
+    pub ort_profile: bool,
     /// Where each runtime runs
     #[arg(long, value_enum, default_value = "process")]
     pub isolate: IsolateMode,

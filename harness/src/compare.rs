@@ -54,6 +54,8 @@ pub struct CompareOptions {
     pub out: PathBuf,
     /// Pin the measuring thread to this CPU (None: not pinned).
     pub pinning: group::Pinning,
+    /// Write ONNX Runtime's Chrome-trace profile of each ort group into this folder.
+    pub ort_profile: Option<PathBuf>,
     /// Measure the harness's own per-iteration cost with the null runtime.
     pub overhead: bool,
     pub isolation: Isolation,
@@ -282,6 +284,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             tolerance: opts.tolerance,
             ort_lib: opts.ort_lib.clone(),
             pinning: opts.pinning.clone(),
+            ort_profile: opts.ort_profile.clone(),
             abort_before: fault_injection(rt.name(), threads),
         };
         let mut emitted = 0usize;

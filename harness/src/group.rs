@@ -34,6 +34,9 @@ pub struct GroupSpec {
     pub tolerance: Tolerance,
     pub ort_lib: Option<PathBuf>,
     pub pinning: Pinning,
+    /// Folder for ONNX Runtime's own profiles (`--ort-profile`).
+    #[serde(default)]
+    pub ort_profile: Option<PathBuf>,
     /// Fault injection for the isolation tests: abort the process before measuring the
     /// scenario with this index (worker processes only).
     pub abort_before: Option<usize>,
@@ -339,6 +342,13 @@ pub fn run_group(
         threads,
         variant: spec.variant,
         cpus: spec.pinning.workers.clone(),
+        profile: spec.ort_profile.as_ref().map(|d| {
+            d.join(format!(
+                "{}-{}-t{threads}",
+                spec.runtime,
+                spec.variant.as_str()
+            ))
+        }),
         ort_lib: spec.ort_lib.clone(),
         ..LoadOptions::default()
     };

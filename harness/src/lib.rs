@@ -130,6 +130,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         ort_lib: a.ort_lib.clone(),
         out: out.clone(),
         pinning,
+        ort_profile: a.ort_profile.then(|| absolute(&out.join("ort-profile"))),
         overhead: !a.no_overhead,
         isolation: match a.isolate {
             cli::IsolateMode::Process => compare::Isolation::Process {
@@ -196,6 +197,12 @@ fn load_modes(a: &CompareArgs) -> Vec<measure::LoadMode> {
                 })
         })
         .collect()
+}
+
+fn absolute(p: &std::path::Path) -> std::path::PathBuf {
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn run_diff(a: DiffArgs) -> anyhow::Result<i32> {

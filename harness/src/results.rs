@@ -435,6 +435,13 @@ fn footnotes(r: &Results) -> Vec<String> {
             }
         }
     }
+    if r.scenarios.iter().any(|s| {
+        s.applied
+            .get("profiling")
+            .is_some_and(|p| p.starts_with("on"))
+    }) {
+        notes.push("ONNX Runtime's profiler was on (--ort-profile): the ort rows include its cost; traces in ort-profile/".into());
+    }
     let monitored: Vec<&ResourceReport> = r
         .scenarios
         .iter()

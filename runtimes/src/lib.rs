@@ -170,6 +170,9 @@ pub struct LoadOptions {
     /// CPUs for the runtime's own worker threads, round robin (None: not pinned). ONNX
     /// Runtime's calling thread is the harness's measuring thread and is pinned by it.
     pub cpus: Option<Vec<usize>>,
+    /// Write the runtime's own profile with this path prefix (ONNX Runtime's Chrome-trace
+    /// JSON); runtimes without a profiler ignore it.
+    pub profile: Option<PathBuf>,
     /// Explicit ONNX Runtime library (`--ort-lib`); discovery otherwise.
     pub ort_lib: Option<PathBuf>,
 }
@@ -181,6 +184,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             variant: Variant::Fp32,
             cpus: None,
+            profile: None,
             ort_lib: None,
         }
     }

@@ -313,6 +313,13 @@ impl Runtime for OrtRuntime {
                 .with_config_entry("session.intra_op_thread_affinities", &affinities)
                 .map_err(|e| load_err(&e))?;
         }
+        if let Some(prefix) = &opts.profile {
+            if let Some(dir) = prefix.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| load_err(&format!("{}: {e}", dir.display())))?;
+            }
+            builder = builder.with_profiling(prefix).map_err(|e| load_err(&e))?;
+        }
         let session = builder.commit_from_file(&onnx).map_err(|e| {
             load_err(&format!(
                 "{e} (is it a complete ONNX model? re-export it with models/export.py)"
@@ -330,6 +337,7 @@ impl Runtime for OrtRuntime {
             threads,
             file: onnx.clone(),
             cpus: opts.cpus.clone(),
+            profile: opts.profile.clone(),
         }))
     }
 }
@@ -341,6 +349,16 @@ struct OrtLoaded {
     threads: usize,
     file: PathBuf,
     cpus: Option<Vec<usize>>,
+    profile: Option<PathBuf>,
+}
+
+impl Drop for OrtLoaded {
+    /// ONNX Runtime writes its profile when profiling ends.
+    fn drop(&mut self) {
+        if self.profile.is_some() {
+            let _ = self.session.end_profiling();
+        }
+    }
 }
 
 /// `session.intra_op_thread_affinities` for `threads` intra-op threads: worker k (1..N) on
@@ -388,6 +406,16 @@ impl Loaded for OrtLoaded {
             ("graph_optimization".into(), "all (level 3)".into()),
             ("execution_provider".into(), "CPU".into()),
             ("model_file".into(), self.file.display().to_string()),
+            (
+                "profiling".into(),
+                match &self.profile {
+                    Some(p) => format!(
+                        "on (figures include the profiler's cost): {}_<time>.json",
+                        p.display()
+                    ),
+                    None => "off".into(),
+                },
+            ),
             (
                 "worker_cpus".into(),
                 match self
