@@ -240,6 +240,10 @@ pub struct DiffArgs {
     /// Changes of the median smaller than this many percent are "same" even when significant
     #[arg(long, value_name = "PCT", default_value = "1", value_parser = percent)]
     pub min_change: f64,
+    /// Pair scenarios ignoring these settings (runtime, variant, batch, threads,
+    /// concurrency): `--ignore threads` compares a 1-thread run with a 2-thread run
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(["runtime", "variant", "batch", "threads", "concurrency"]))]
+    pub ignore: Vec<String>,
     /// Print a Markdown table (for a pull request)
     #[arg(long, conflicts_with = "json")]
     pub markdown: bool,

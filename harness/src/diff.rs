@@ -73,14 +73,59 @@ pub struct DiffRow {
     pub note: Option<String>,
 }
 
-/// Matches scenarios by id and judges each pair.
-pub fn diff(base: &[ScenarioResult], new: &[ScenarioResult], min_change: f64) -> Vec<DiffRow> {
-    let mut rows = Vec::new();
-    for b in base {
-        let n = new.iter().find(|n| n.id == b.id);
-        rows.push(judge(&b.id, Some(b), n, min_change));
+/// What pairs a BASE scenario with a NEW one: every setting but those ignored.
+fn key(s: &ScenarioResult, ignore: &[String]) -> String {
+    let has = |a: &str| ignore.iter().any(|i| i == a);
+    let mut parts = vec![];
+    if !has("runtime") {
+        parts.push(s.runtime.clone());
     }
-    for n in new.iter().filter(|n| !base.iter().any(|b| b.id == n.id)) {
+    parts.push(s.device.clone());
+    if !has("variant") {
+        parts.push(s.variant.clone());
+    }
+    if !has("batch") {
+        parts.push(format!("b{}", s.batch));
+    }
+    parts.push(s.seq.map(|q| format!("s{q}")).unwrap_or_default());
+    if !has("threads") {
+        parts.push(format!("t{}", s.threads));
+    }
+    if !has("concurrency") {
+        parts.push(format!("{}{}", s.mode, s.concurrency));
+    }
+    parts.push(s.rate.map(|r| format!("@{r}")).unwrap_or_default());
+    parts.join("/")
+}
+
+/// The axes `--ignore` accepts.
+pub const AXES: [&str; 5] = ["runtime", "variant", "batch", "threads", "concurrency"];
+
+/// Pairs scenarios with the same settings (but for the `ignore`d axes: `--ignore threads`
+/// compares a 1-thread run with a 2-thread run) and judges each pair.
+pub fn diff(
+    base: &[ScenarioResult],
+    new: &[ScenarioResult],
+    min_change: f64,
+    ignore: &[String],
+) -> Vec<DiffRow> {
+    let mut rows = Vec::new();
+    let label = |b: &ScenarioResult, n: &ScenarioResult| {
+        if b.id == n.id {
+            b.id.clone()
+        } else {
+            format!("{} -> {}", b.id, n.id)
+        }
+    };
+    for b in base {
+        let n = new.iter().find(|n| key(n, ignore) == key(b, ignore));
+        let id = n.map(|n| label(b, n)).unwrap_or_else(|| b.id.clone());
+        rows.push(judge(&id, Some(b), n, min_change));
+    }
+    for n in new
+        .iter()
+        .filter(|n| !base.iter().any(|b| key(b, ignore) == key(n, ignore)))
+    {
         rows.push(judge(&n.id, None, Some(n), min_change));
     }
     rows
@@ -272,7 +317,7 @@ mod tests {
     #[test]
     fn identical_runs_are_the_same() {
         let a = spread(1e6, 0.05, 1000);
-        let rows = diff(&[scenario("x", &a)], &[scenario("x", &a)], 0.01);
+        let rows = diff(&[scenario("x", &a)], &[scenario("x", &a)], 0.01, &[]);
         assert_eq!(rows[0].verdict, Verdict::Same);
         assert!((rows[0].p50_ratio.unwrap() - 1.0).abs() < 1e-12);
         assert!(regressions(&rows, 0.0).is_empty());
@@ -282,12 +327,12 @@ mod tests {
     fn a_ten_percent_shift_is_slower_or_faster() {
         let base = spread(1e6, 0.05, 1000);
         let slow = spread(1.1e6, 0.05, 1000);
-        let rows = diff(&[scenario("x", &base)], &[scenario("x", &slow)], 0.01);
+        let rows = diff(&[scenario("x", &base)], &[scenario("x", &slow)], 0.01, &[]);
         assert_eq!(rows[0].verdict, Verdict::Slower);
         assert!((rows[0].p50_ratio.unwrap() - 1.1).abs() < 0.01);
         assert_eq!(regressions(&rows, 0.05).len(), 1);
         assert!(regressions(&rows, 0.2).is_empty());
-        let rows = diff(&[scenario("x", &slow)], &[scenario("x", &base)], 0.01);
+        let rows = diff(&[scenario("x", &slow)], &[scenario("x", &base)], 0.01, &[]);
         assert_eq!(rows[0].verdict, Verdict::Faster);
     }
 
@@ -296,20 +341,39 @@ mod tests {
         // +-40% spread and a few samples: a 3% shift of the median is not evidence.
         let base = spread(1e6, 0.4, 60);
         let new = spread(1.03e6, 0.4, 60);
-        let rows = diff(&[scenario("x", &base)], &[scenario("x", &new)], 0.01);
+        let rows = diff(&[scenario("x", &base)], &[scenario("x", &new)], 0.01, &[]);
         assert_eq!(rows[0].verdict, Verdict::Same);
         assert!(rows[0].p50_ratio.unwrap() > 1.02);
         // And a significant but tiny change is below --min-change.
         let base = spread(1e6, 0.001, 5000);
         let new = spread(1.005e6, 0.001, 5000);
-        let rows = diff(&[scenario("x", &base)], &[scenario("x", &new)], 0.01);
+        let rows = diff(&[scenario("x", &base)], &[scenario("x", &new)], 0.01, &[]);
         assert_eq!(rows[0].verdict, Verdict::Same);
+    }
+
+    #[test]
+    fn ignoring_an_axis_pairs_across_it() {
+        let a = spread(2e6, 0.02, 1000);
+        let b = spread(1e6, 0.02, 1000);
+        let mut t1 = scenario("ort/cpu/fp32/b1/s8/t1", &a);
+        t1.threads = 1;
+        let mut t2 = scenario("ort/cpu/fp32/b1/s8/t2", &b);
+        t2.threads = 2;
+        let rows = diff(&[t1.clone()], &[t2.clone()], 0.01, &[]);
+        assert_eq!(rows.len(), 2);
+        let rows = diff(&[t1], &[t2], 0.01, &["threads".to_string()]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, "ort/cpu/fp32/b1/s8/t1 -> ort/cpu/fp32/b1/s8/t2");
+        assert_eq!(rows[0].verdict, Verdict::Faster);
+        assert!((rows[0].p50_ratio.unwrap() - 0.5).abs() < 0.01);
     }
 
     #[test]
     fn unmatched_scenarios_are_listed() {
         let a = spread(1e6, 0.05, 100);
-        let rows = diff(&[scenario("x", &a)], &[scenario("y", &a)], 0.01);
+        let mut y = scenario("y", &a);
+        y.batch = 2;
+        let rows = diff(&[scenario("x", &a)], &[y], 0.01, &[]);
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r.verdict == Verdict::Unmatched));
         assert_eq!(rows[0].note.as_deref(), Some("only in BASE"));

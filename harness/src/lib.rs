@@ -213,7 +213,7 @@ fn run_diff(a: DiffArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    let rows = diff::diff(&base.scenarios, &new.scenarios, a.min_change);
+    let rows = diff::diff(&base.scenarios, &new.scenarios, a.min_change, &a.ignore);
     let mut stdout = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut stdout, &rows)?;
