@@ -13,7 +13,7 @@ use std::sync::Arc;
 use runtimes::{Availability, HostTensor, LoadOptions, ModelFiles, ModelInfo, Runtime, Variant};
 
 use crate::environment::{Environment, RuntimeVersion};
-use crate::group::{self, GroupSpec, Progress};
+use crate::group::{self, Event, GroupSpec, Progress};
 use crate::inputs;
 use crate::measure::{LoadMode, MeasureConfig};
 use crate::parity::{self, Tolerance};
@@ -83,15 +83,15 @@ pub enum CompareError {
 /// One progress line per finished scenario.
 fn report(r: &ScenarioResult, progress: Progress) {
     match (&r.measurement, &r.error) {
-        (Some(m), _) => progress(&format!(
+        (Some(m), _) => progress(Event::Finished(&format!(
             "[{}] {}: p50 {:.3} ms, {} samples, parity {}",
             r.runtime,
             r.id,
             m.latency.p50_ms,
             m.latency.samples,
             r.parity_label()
-        )),
-        (None, Some(e)) => progress(&format!("[{}] {}: {e}", r.runtime, r.id)),
+        ))),
+        (None, Some(e)) => progress(Event::Finished(&format!("[{}] {}: {e}", r.runtime, r.id))),
         (None, None) => {}
     }
 }
@@ -126,7 +126,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     let files = ModelFiles::resolve(&opts.model)?;
     let info = ModelInfo::read(&files)?;
     if let Some(e) = &info.onnx_error {
-        progress(&format!("warning: {e}"));
+        progress(Event::Warning(&format!("warning: {e}")));
     }
 
     let shapes = group::build_shapes(&info, &opts.batches, &opts.seqs, &opts.shapes, opts.seed)?;
@@ -217,7 +217,9 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     write(&results)?;
 
     if opts.overhead {
-        progress("[harness] measuring its own per-iteration overhead (null runtime)");
+        progress(Event::Status(
+            "[harness] measuring its own per-iteration overhead (null runtime)",
+        ));
         results.harness_overhead = Some(group::measure_overhead(opts.pinning.measuring));
     }
 
@@ -242,6 +244,8 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                 .flat_map(move |rt| opts.threads.iter().map(move |&t| (v, rt, t)))
         })
         .collect();
+    let per_group = group::plan(shapes.len(), &opts.modes).len();
+    progress(Event::Plan(opts.devices.len() * groups.len() * per_group));
     // Devices this build cannot drive: every scenario on them is skipped, with the reason.
     for device in opts.devices.iter().filter(|d| d.as_str() != "cpu") {
         for (variant, rt, threads) in &groups {
@@ -261,6 +265,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                 r.error = Some(format!(
                     "device {device}: this build of the harness has no GPU support; only cpu runs"
                 ));
+                report(&r, progress);
                 results.scenarios.push(r);
             }
         }
@@ -338,7 +343,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             GroupEnd::Died(how) => Some(how),
         };
         if let Some(how) = why {
-            progress(&format!("[{}] worker {how}", rt.name()));
+            progress(Event::Warning(&format!("[{}] worker {how}", rt.name())));
             let plan = group::plan(shapes.len(), &opts.modes);
             for (k, (i, mode)) in plan.iter().enumerate().skip(emitted) {
                 let mut r = group::blank_row(

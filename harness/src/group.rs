@@ -82,8 +82,21 @@ pub fn build_shapes(
     Ok(shapes)
 }
 
-/// Progress for people, on stderr in the binary; the library only calls this.
-pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+/// What the harness tells people while it works; the binary shows it on stderr (a progress
+/// bar on a terminal, plain lines otherwise), the library only emits it.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// How many scenarios the run will report.
+    Plan(usize),
+    /// What is happening now (loading, preparing, measuring).
+    Status(&'a str),
+    /// One scenario finished: its one-line summary.
+    Finished(&'a str),
+    /// Something the user should read.
+    Warning(&'a str),
+}
+
+pub type Progress<'a> = &'a (dyn Fn(Event) + Sync);
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -359,7 +372,7 @@ pub fn run_group(
         .max()
         .unwrap_or(1)
         .max(1);
-    progress(&format!(
+    progress(Event::Status(&format!(
         "[{name}] loading {} with {threads} thread(s){}",
         spec.variant.as_str(),
         if instances > 1 {
@@ -367,7 +380,7 @@ pub fn run_group(
         } else {
             String::new()
         }
-    ));
+    )));
     let rss_before = monitor::current_rss_bytes();
     let t = Instant::now();
     let mut models: Vec<Box<dyn Loaded>> = Vec::with_capacity(instances);
@@ -470,7 +483,7 @@ pub fn run_group(
             }
         };
         let id = row(s, &LoadMode::ClosedLoop { concurrency: 1 }).id;
-        progress(&format!("[{name}] {id}: preparing"));
+        progress(Event::Status(&format!("[{name}] {id}: preparing")));
         let t = Instant::now();
         let prepared = models.iter_mut().try_for_each(|m| m.prepare(inputs));
         let prepare_ms = ms(t.elapsed()) / models.len() as f64;
@@ -496,13 +509,13 @@ pub fn run_group(
             };
             r.prepare_ms = Some(prepare_ms);
             if spec.abort_before == Some(index) {
-                progress(&format!(
+                progress(Event::Warning(&format!(
                     "[{name}] {}: aborting on purpose (fault injection)",
                     r.id
-                ));
+                )));
                 std::process::abort();
             }
-            progress(&format!("[{name}] {}: measuring", r.id));
+            progress(Event::Status(&format!("[{name}] {}: measuring", r.id)));
             let mut hooks = MonitorHooks {
                 sampler: None,
                 report: None,

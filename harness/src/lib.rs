@@ -52,15 +52,67 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Worker => {
             let stdin = std::io::stdin().lock();
-            let stdout = std::io::stdout().lock();
+            let stdout = std::io::stdout();
             worker::run_worker(stdin, stdout)?;
             Ok(0)
         }
     }
 }
 
-fn progress(msg: &str) {
-    eprintln!("{msg}");
+/// Progress on stderr: a bar (done/total, ETA, what runs now) on a terminal, plain lines
+/// otherwise (logs, CI).
+struct Display {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+    terminal: bool,
+}
+
+impl Display {
+    fn new() -> Display {
+        Display {
+            bar: std::sync::Mutex::new(None),
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    fn show(&self, e: group::Event) {
+        use group::Event;
+        let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        match (e, self.terminal) {
+            (Event::Plan(n), true) => {
+                let b = indicatif::ProgressBar::new(n as u64);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:30} {pos}/{len} scenarios, {elapsed} (eta {eta})  {wide_msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                *bar = Some(b);
+            }
+            (Event::Plan(n), false) => eprintln!("[harness] {n} scenarios"),
+            (Event::Status(s), true) => match bar.as_ref() {
+                Some(b) => b.set_message(s.to_string()),
+                None => eprintln!("{s}"),
+            },
+            (Event::Finished(s), true) => match bar.as_ref() {
+                Some(b) => {
+                    b.println(s);
+                    b.inc(1);
+                }
+                None => eprintln!("{s}"),
+            },
+            (Event::Warning(s), true) => match bar.as_ref() {
+                Some(b) => b.println(s),
+                None => eprintln!("{s}"),
+            },
+            (Event::Status(s) | Event::Finished(s) | Event::Warning(s), false) => eprintln!("{s}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
 }
 
 fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
@@ -141,7 +193,11 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         },
         interrupt: interrupt.clone(),
     };
-    let results = match compare::compare(&opts, &progress) {
+    let display = Display::new();
+    let progress = |e: group::Event| display.show(e);
+    let outcome = compare::compare(&opts, &progress);
+    display.finish();
+    let results = match outcome {
         Ok(r) => r,
         Err(e @ CompareError::Write { .. }) => return Err(e.into()),
         Err(e) => {

@@ -5,7 +5,7 @@
 //! The parent writes a `GroupSpec` as JSON to the child's stdin. The child answers one JSON
 //! line per scenario on stdout (`{"index", "row", "outputs"}`), writing each scenario's
 //! outputs to a file (`runtimes::tensor::write_tensors`) that the parent reads for parity.
-//! Progress goes to the shared stderr.
+//! Progress travels the same way (`{"status"}` lines), so the parent alone draws it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,8 +17,17 @@ use std::time::Duration;
 use runtimes::{HostTensor, ModelFiles, ModelInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::group::{self, GroupSpec, Progress};
+use crate::group::{self, Event, GroupSpec, Progress};
 use crate::results::ScenarioResult;
+
+/// What a worker writes on stdout, one JSON object a line.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Message {
+    Row(Box<Line>),
+    Status { status: String },
+    Warning { warning: String },
+}
 
 #[derive(Serialize, Deserialize)]
 struct Line {
@@ -46,7 +55,7 @@ pub enum GroupEnd {
 }
 
 /// `harness worker`: runs one group from the spec on `input`, answers on `out`.
-pub fn run_worker(input: impl Read, mut out: impl Write) -> anyhow::Result<()> {
+pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> anyhow::Result<()> {
     let w: WorkerInput = serde_json::from_reader(input)?;
     let files = ModelFiles::resolve(&w.spec.model)?;
     let info = ModelInfo::read(&files)?;
@@ -58,9 +67,25 @@ pub fn run_worker(input: impl Read, mut out: impl Write) -> anyhow::Result<()> {
         w.spec.seed,
     )?;
     let never = AtomicBool::new(false);
+    // Rows and progress share stdout, a line each.
+    let out = std::sync::Mutex::new(&mut out);
+    let send = |m: &Message| -> anyhow::Result<()> {
+        let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::to_writer(&mut **o, m)?;
+        o.write_all(b"\n")?;
+        o.flush()?;
+        Ok(())
+    };
+    let progress = |e: Event| {
+        let m = match e {
+            Event::Status(s) => Message::Status { status: s.into() },
+            Event::Warning(s) | Event::Finished(s) => Message::Warning { warning: s.into() },
+            Event::Plan(_) => return,
+        };
+        let _ = send(&m);
+    };
     let mut index = 0usize;
     let mut failure: Option<anyhow::Error> = None;
-    let progress = |m: &str| eprintln!("{m}");
     let mut emit = |row: ScenarioResult, outputs: Option<Vec<HostTensor>>, shape: usize| {
         if failure.is_some() {
             return;
@@ -69,26 +94,22 @@ pub fn run_worker(input: impl Read, mut out: impl Write) -> anyhow::Result<()> {
             let path = match outputs {
                 Some(o) => {
                     let p = w.outputs_dir.join(format!(
-                        "{}-t{}-{index}.bin",
-                        w.spec.runtime, w.spec.threads
+                        "{}-{}-t{}-{index}.bin",
+                        w.spec.runtime,
+                        w.spec.variant.as_str(),
+                        w.spec.threads
                     ));
                     runtimes::tensor::write_tensors(&p, &o)?;
                     Some(p)
                 }
                 None => None,
             };
-            serde_json::to_writer(
-                &mut out,
-                &Line {
-                    index,
-                    shape,
-                    row,
-                    outputs: path,
-                },
-            )?;
-            out.write_all(b"\n")?;
-            out.flush()?;
-            Ok(())
+            send(&Message::Row(Box::new(Line {
+                index,
+                shape,
+                row,
+                outputs: path,
+            })))
         })();
         if let Err(e) = r {
             failure = Some(e);
@@ -176,25 +197,29 @@ pub fn run_in_child(
     });
     let end = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(l) => match serde_json::from_str::<Line>(&l) {
-                Ok(line) => {
+            Ok(l) => match serde_json::from_str::<Message>(&l) {
+                Ok(Message::Row(line)) => {
                     let outputs = line.outputs.as_deref().and_then(|p| {
                         let t = runtimes::tensor::read_tensors(p);
                         let _ = std::fs::remove_file(p);
                         match t {
                             Ok(t) => Some(t),
                             Err(e) => {
-                                progress(&format!(
+                                progress(Event::Warning(&format!(
                                     "warning: outputs of {} unreadable: {e}",
                                     line.row.id
-                                ));
+                                )));
                                 None
                             }
                         }
                     });
                     handle(line.row, outputs, line.shape);
                 }
-                Err(e) => progress(&format!("warning: unreadable line from the worker: {e}")),
+                Ok(Message::Status { status }) => progress(Event::Status(&status)),
+                Ok(Message::Warning { warning }) => progress(Event::Warning(&warning)),
+                Err(e) => progress(Event::Warning(&format!(
+                    "warning: unreadable line from the worker: {e}"
+                ))),
             },
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if interrupt.load(Ordering::Relaxed) {
