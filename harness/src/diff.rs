@@ -3,9 +3,11 @@
 //!
 //! The verdict compares the 95% confidence intervals of the two medians (order statistics,
 //! no assumption about the distribution): NEW is `slower` when its interval lies wholly
-//! above BASE's and the medians differ by more than `--min-change` (default 1%), `faster`
+//! above BASE's and the medians differ by more than `--min-change` (default 3%), `faster`
 //! in the mirror case, and `same` otherwise ("within noise"). Intervals that do not overlap
-//! correspond to a difference significant well beyond the 5% level.
+//! correspond to a difference significant well beyond the 5% level within the runs; the
+//! minimum change covers what the intervals cannot see, the variation between separate runs
+//! (processes, memory layout, neighbours on a shared machine).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
