@@ -3,12 +3,11 @@
 //! the other runtimes measured.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 mod common;
-use common::{fixture, results, tmp};
+use common::{fixture, harness, results, tmp, Run};
 
 const DOCUMENTED_COLUMNS: &str = "runtime,device,variant,batch,seq,threads,concurrency,samples,mean_ms,p50_ms,p90_ms,p99_ms,p999_ms,throughput_per_s,parity";
 
@@ -22,24 +21,6 @@ fn fixture_copy(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     }
     edit(&d);
     d
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn harness(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .expect("run harness");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// `harness compare` with short timings on `model`, results in `out`.

@@ -2,27 +2,16 @@
 //! slowed copy trips `--fail-above`, and bad folders are clear errors.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 mod common;
-use common::{fixture, results, tmp};
-
-fn harness(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{fixture, harness, results, tmp};
 
 fn measured(out: &Path) {
-    let (code, _, err) = harness(&[
+    let common::Run {
+        code, stderr: err, ..
+    } = harness(&[
         "compare",
         "--model",
         fixture().to_str().unwrap(),
@@ -49,7 +38,11 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
     let base = d.join("base");
     measured(&base);
 
-    let (code, out, err) = harness(&[
+    let common::Run {
+        code,
+        stdout: out,
+        stderr: err,
+    } = harness(&[
         "diff",
         base.to_str().unwrap(),
         base.to_str().unwrap(),
@@ -87,7 +80,11 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
     )
     .unwrap();
 
-    let (code, out, err) = harness(&[
+    let common::Run {
+        code,
+        stdout: out,
+        stderr: err,
+    } = harness(&[
         "diff",
         base.to_str().unwrap(),
         slow.to_str().unwrap(),
@@ -106,7 +103,7 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         "{err}"
     );
     // Below the gate: reported, not failed.
-    let (code, _, _) = harness(&[
+    let common::Run { code, .. } = harness(&[
         "diff",
         base.to_str().unwrap(),
         slow.to_str().unwrap(),
@@ -114,7 +111,9 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         "25",
     ]);
     assert_eq!(code, 0);
-    let (code, out, _) = harness(&[
+    let common::Run {
+        code, stdout: out, ..
+    } = harness(&[
         "diff",
         slow.to_str().unwrap(),
         base.to_str().unwrap(),
@@ -132,14 +131,18 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
 #[test]
 fn diff_of_a_folder_without_results_is_a_clear_error() {
     let d = tmp("diff-bad");
-    let (code, _, err) = harness(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
+    let common::Run {
+        code, stderr: err, ..
+    } = harness(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(
         err.contains("results.json") && err.contains("harness compare"),
         "{err}"
     );
     std::fs::write(d.join("results.json"), "{\"not\": 1}").unwrap();
-    let (code, _, err) = harness(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
+    let common::Run {
+        code, stderr: err, ..
+    } = harness(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("not a harness results file"), "{err}");
 }

@@ -8,21 +8,12 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{fixture, results, tmp};
-
-fn harness(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{fixture, harness, results, tmp};
 
 fn run(out: &Path) {
-    let (code, err) = harness(&[
+    let common::Run {
+        code, stderr: err, ..
+    } = harness(&[
         "compare",
         "--model",
         fixture().to_str().unwrap(),
@@ -74,7 +65,9 @@ fn report_has_every_chart_merges_exactly_and_renders_in_chromium() {
         "the report loads nothing from the network"
     );
 
-    let (code, err) = harness(&[
+    let common::Run {
+        code, stderr: err, ..
+    } = harness(&[
         "report",
         a.to_str().unwrap(),
         b.to_str().unwrap(),
