@@ -14,6 +14,9 @@ pub struct Environment {
     pub os: String,
     pub kernel: String,
     pub cpu_governor: String,
+    /// GPUs with driver and CUDA versions (nvidia-smi), or why none is listed.
+    #[serde(default)]
+    pub gpus: String,
     pub rustc: String,
     pub harness_version: String,
     pub git_commit: String,
@@ -97,6 +100,7 @@ impl Environment {
             kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
             cpu_governor: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
                 .unwrap_or_else(|| "unavailable (no cpufreq)".into()),
+            gpus: gpus(),
             rustc: env!("HARNESS_RUSTC").to_string(),
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: env!("HARNESS_GIT_COMMIT").to_string(),
@@ -104,5 +108,38 @@ impl Environment {
             command_line: std::env::args().collect(),
             runtime_versions,
         }
+    }
+}
+
+/// `nvidia-smi`'s view of the GPUs, when there is a driver.
+fn gpus() -> String {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,driver_version,memory.total",
+            "--format=csv,noheader",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let list = String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .replace('\n', "; ");
+            let cuda = std::process::Command::new("nvidia-smi")
+                .output()
+                .ok()
+                .and_then(|o| {
+                    let t = String::from_utf8_lossy(&o.stdout).into_owned();
+                    t.split("CUDA Version:")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next().map(str::to_string))
+                });
+            match cuda {
+                Some(c) => format!("{list} (CUDA {c})"),
+                None => list,
+            }
+        }
+        Ok(_) => "none: nvidia-smi found no usable GPU".into(),
+        Err(_) => "none detected (no nvidia-smi)".into(),
     }
 }

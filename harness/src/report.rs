@@ -493,6 +493,7 @@ td:first-child,th:first-child{{text-align:left}}
         ),
         ("OS / kernel", format!("{} / {}", e.os, e.kernel)),
         ("governor", e.cpu_governor.clone()),
+        ("GPUs", e.gpus.clone()),
         ("rustc", e.rustc.clone()),
         (
             "harness",
