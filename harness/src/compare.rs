@@ -216,13 +216,6 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     };
     write(&results)?;
 
-    if opts.overhead {
-        progress(Event::Status(
-            "[harness] measuring its own per-iteration overhead (null runtime)",
-        ));
-        results.harness_overhead = Some(group::measure_overhead(opts.pinning.measuring));
-    }
-
     let outputs_dir = opts.out.join(".outputs");
     if opts.isolation != Isolation::None {
         std::fs::create_dir_all(&outputs_dir).map_err(|source| CompareError::Write {
@@ -246,6 +239,12 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
         .collect();
     let per_group = group::plan(shapes.len(), &opts.modes).len();
     progress(Event::Plan(opts.devices.len() * groups.len() * per_group));
+    if opts.overhead {
+        progress(Event::Status(
+            "[harness] measuring its own per-iteration overhead (null runtime)",
+        ));
+        results.harness_overhead = Some(group::measure_overhead(opts.pinning.measuring));
+    }
     // Devices this build cannot drive: every scenario on them is skipped, with the reason.
     for device in opts.devices.iter().filter(|d| d.as_str() != "cpu") {
         for (variant, rt, threads) in &groups {
