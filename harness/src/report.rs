@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::parity::ParityStatus;
 use crate::results::{Results, ScenarioResult};
-use crate::stats::{decode_histogram, encode_histogram, LatencyStats, PERCENTILES};
+use crate::stats::{decode_histogram, LatencyStats};
 
 /// Merges results: scenarios with the same id are combined (histograms added, windows and
 /// counts summed); the environment and settings of the first run are kept, and every
@@ -540,50 +540,6 @@ pub fn rebuild(inputs: &[&Path], out: &Path) -> Result<Results, String> {
     let merged = merge(runs)?;
     crate::results::write_all(out, &merged).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(merged)
-}
-
-/// Statistics from a histogram (used after merging): percentiles at the histogram's
-/// precision (3 significant digits), nearest rank over its counts.
-impl LatencyStats {
-    pub fn from_histogram(h: &hdrhistogram::Histogram<u64>) -> LatencyStats {
-        let n = h.len();
-        let at = |p: f64| -> f64 {
-            if n == 0 {
-                return 0.0;
-            }
-            let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as u64;
-            let mut acc = 0;
-            for v in h.iter_recorded() {
-                acc += v.count_at_value();
-                if acc >= rank {
-                    return h.highest_equivalent(v.value_iterated_to()) as f64 / 1e6;
-                }
-            }
-            h.max() as f64 / 1e6
-        };
-        let half = 1.96 * (n as f64).sqrt() / 2.0;
-        let lo_p = ((n as f64 / 2.0 - half).floor().max(1.0)) / n.max(1) as f64 * 100.0;
-        let hi_p = (((n as f64 / 2.0 + half).ceil() + 1.0).min(n as f64)) / n.max(1) as f64 * 100.0;
-        LatencyStats {
-            samples: n,
-            mean_ms: h.mean() / 1e6,
-            stddev_ms: h.stdev() / 1e6,
-            min_ms: h.min() as f64 / 1e6,
-            p50_ms: at(50.0),
-            p90_ms: at(90.0),
-            p99_ms: at(99.0),
-            p999_ms: at(99.9),
-            max_ms: h.highest_equivalent(h.max()) as f64 / 1e6,
-            low_sample_percentiles: PERCENTILES
-                .iter()
-                .filter(|(_, p)| crate::stats::is_low_sample(n, *p))
-                .map(|(name, _)| name.to_string())
-                .collect(),
-            median_ci95_low_ms: at(lo_p),
-            median_ci95_high_ms: at(hi_p),
-            histogram: encode_histogram(h),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -47,23 +47,33 @@ pub fn nearest_rank(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
-    let n = sorted.len();
-    let rank = ((p / 100.0) * n as f64).ceil() as usize;
-    sorted[rank.clamp(1, n) - 1]
+    sorted[rank(sorted.len() as u64, p) as usize - 1]
+}
+
+/// The 1-based nearest rank of the p-th percentile among `n` samples (n > 0).
+pub fn rank(n: u64, p: f64) -> u64 {
+    (((p / 100.0) * n as f64).ceil() as u64).clamp(1, n.max(1))
+}
+
+/// The 1-based ranks bounding the median's 95% confidence interval among `n` samples:
+/// n/2 -+ 1.96 sqrt(n)/2 (normal approximation of the binomial).
+pub fn median_ci_ranks(n: u64) -> (u64, u64) {
+    let half = 1.96 * (n as f64).sqrt() / 2.0;
+    let top = n.max(1) as i64;
+    let lo = ((n as f64 / 2.0 - half).floor() as i64).clamp(1, top) as u64;
+    let hi = ((n as f64 / 2.0 + half).ceil() as i64 + 1).clamp(1, top) as u64;
+    (lo, hi)
 }
 
 /// The 95% confidence interval of the median of sorted samples, from order statistics
 /// (normal approximation of the binomial): ranks n/2 -+ 1.96 sqrt(n)/2. No assumption about
 /// the latency distribution.
 pub fn median_ci95(sorted: &[u64]) -> (u64, u64) {
-    let n = sorted.len();
-    if n == 0 {
+    if sorted.is_empty() {
         return (0, 0);
     }
-    let half = 1.96 * (n as f64).sqrt() / 2.0;
-    let lo = ((n as f64 / 2.0 - half).floor() as isize).clamp(1, n as isize) as usize;
-    let hi = ((n as f64 / 2.0 + half).ceil() as isize + 1).clamp(1, n as isize) as usize;
-    (sorted[lo - 1], sorted[hi - 1])
+    let (lo, hi) = median_ci_ranks(sorted.len() as u64);
+    (sorted[lo as usize - 1], sorted[hi as usize - 1])
 }
 
 /// Half the width of the median's 95% CI, relative to the median (0.01 = +-1%).
@@ -81,11 +91,20 @@ pub fn samples_for(p: f64) -> u64 {
     (TAIL_SAMPLES / (1.0 - p / 100.0)).ceil() as u64
 }
 
+/// The names of the percentiles that are low-sample among `n` samples.
+fn low_sample(n: u64) -> Vec<String> {
+    PERCENTILES
+        .iter()
+        .filter(|(_, p)| is_low_sample(n, *p))
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
 pub fn is_low_sample(n: u64, p: f64) -> bool {
     (n as f64) * (1.0 - p / 100.0) < TAIL_SAMPLES
 }
 
-pub const PERCENTILES: [(&str, f64); 4] =
+const PERCENTILES: [(&str, f64); 4] =
     [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
 
 fn ms(ns: f64) -> f64 {
@@ -126,12 +145,42 @@ impl LatencyStats {
             p99_ms: pct(99.0),
             p999_ms: pct(99.9),
             max_ms: ms(sorted.last().copied().unwrap_or(0) as f64),
-            low_sample_percentiles: PERCENTILES
-                .iter()
-                .filter(|(_, p)| is_low_sample(n, *p))
-                .map(|(name, _)| name.to_string())
-                .collect(),
+            low_sample_percentiles: low_sample(n),
             histogram: encode_histogram(&hist),
+        }
+    }
+
+    /// Statistics from a histogram (used after merging): the same nearest ranks and median
+    /// interval as [`LatencyStats::from_samples`], at the histogram's precision (3
+    /// significant digits).
+    pub fn from_histogram(h: &Histogram<u64>) -> LatencyStats {
+        let n = h.len();
+        let at_rank = |r: u64| -> f64 {
+            let mut acc = 0;
+            for v in h.iter_recorded() {
+                acc += v.count_at_value();
+                if acc >= r {
+                    return ms(h.highest_equivalent(v.value_iterated_to()) as f64);
+                }
+            }
+            ms(h.max() as f64)
+        };
+        let pct = |p| if n == 0 { 0.0 } else { at_rank(rank(n, p)) };
+        let (lo, hi) = median_ci_ranks(n);
+        LatencyStats {
+            samples: n,
+            mean_ms: ms(h.mean()),
+            stddev_ms: ms(h.stdev()),
+            min_ms: ms(h.min() as f64),
+            p50_ms: pct(50.0),
+            p90_ms: pct(90.0),
+            p99_ms: pct(99.0),
+            p999_ms: pct(99.9),
+            max_ms: ms(h.highest_equivalent(h.max()) as f64),
+            low_sample_percentiles: low_sample(n),
+            median_ci95_low_ms: if n == 0 { 0.0 } else { at_rank(lo) },
+            median_ci95_high_ms: if n == 0 { 0.0 } else { at_rank(hi) },
+            histogram: encode_histogram(h),
         }
     }
 
