@@ -76,13 +76,7 @@ impl Runtime for TractRuntime {
             })
             .unwrap_or_default();
         let threads = opts.threads.max(1);
-        let executor = if threads > 1 {
-            let pool = crate::rayon_pool(NAME, threads, opts.cpus.as_deref())?
-                .expect("more than one thread");
-            Executor::MultiThread(pool)
-        } else {
-            Executor::SingleThread
-        };
+        let executor = executor(threads, opts.cpus.as_deref())?;
         Ok(Box::new(TractLoaded {
             path: onnx,
             graph: Arc::new(graph),
@@ -98,6 +92,14 @@ impl Runtime for TractRuntime {
 }
 
 type Plan = Arc<TypedRunnableModel>;
+
+/// tract's matmul executor for `threads`: a rayon pool of its own, or inline for one thread.
+fn executor(threads: usize, cpus: Option<&[usize]>) -> Result<Executor, RuntimeError> {
+    Ok(match crate::rayon_pool(NAME, threads, cpus)? {
+        Some(pool) => Executor::MultiThread(pool),
+        None => Executor::SingleThread,
+    })
+}
 
 struct Prepared {
     state: TypedSimpleState,
@@ -254,9 +256,8 @@ impl Loaded for TractLoaded {
     }
 
     fn share(&self) -> Option<Result<Box<dyn Loaded>, RuntimeError>> {
-        let executor = match crate::rayon_pool(NAME, self.threads, self.cpus.as_deref()) {
-            Ok(Some(pool)) => Executor::MultiThread(pool),
-            Ok(None) => Executor::SingleThread,
+        let executor = match executor(self.threads, self.cpus.as_deref()) {
+            Ok(e) => e,
             Err(e) => return Some(Err(e)),
         };
         Some(Ok(Box::new(TractLoaded {
