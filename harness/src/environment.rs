@@ -93,7 +93,7 @@ impl Environment {
         Environment {
             hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
             cpu_model: field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string()),
-            logical_cpus: crate::group::online_cpus(),
+            logical_cpus: runtimes::online_cpus(),
             cpu_flags: flags,
             memory_total_bytes,
             os,

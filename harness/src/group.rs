@@ -241,33 +241,6 @@ pub fn blank_row(
     }
 }
 
-/// CPUs online in the machine. Not `available_parallelism`: that reads the calling thread's
-/// affinity, which is a single CPU once the measuring thread is pinned.
-pub fn online_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n > 0 {
-        n as usize
-    } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    }
-}
-
-/// Lets the calling thread run on every CPU again.
-fn unpin_current() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: the set is a zeroed cpu_set_t we own, filled with valid CPU indices.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..online_cpus().min(libc::CPU_SETSIZE as usize) {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 /// Records why a scenario did not run: skipped when it cannot run here (unsupported,
 /// variant missing), an error otherwise.
 fn set_error(r: &mut ScenarioResult, e: &RuntimeError) {
@@ -432,7 +405,7 @@ pub fn run_group(
 
     // Worker i of a concurrent scenario: on the --pin list round robin, else on the CPU
     // after the measuring thread's; unpinned (every CPU) when pinning is off.
-    let cpus = online_cpus();
+    let cpus = runtimes::online_cpus();
     let place_worker = |i: usize| match (&spec.pinning.workers, spec.pinning.measuring) {
         (Some(w), _) => {
             runtimes::pin_current_thread(w[i % w.len()]);
@@ -440,7 +413,9 @@ pub fn run_group(
         (None, Some(base)) => {
             runtimes::pin_current_thread((base + i) % cpus);
         }
-        (None, None) => unpin_current(),
+        (None, None) => {
+            runtimes::unpin_current_thread();
+        }
     };
     if instances > 1 {
         applied.insert(

@@ -128,7 +128,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
     } else {
         a.threads.clone()
     };
-    let pinning = match group::Pinning::parse(&a.pin, group::online_cpus()) {
+    let pinning = match group::Pinning::parse(&a.pin, runtimes::online_cpus()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

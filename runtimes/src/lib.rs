@@ -234,22 +234,47 @@ pub fn by_name(name: &str) -> Option<Box<dyn Runtime>> {
     all().into_iter().find(|r| r.name() == name)
 }
 
-/// Pins the calling thread to one CPU; false when the OS refuses.
-pub fn pin_current_thread(cpu: usize) -> bool {
+/// Restricts the calling thread to `cpus`; false when the OS refuses (or off Linux).
+fn set_affinity(cpus: impl IntoIterator<Item = usize>) -> bool {
     #[cfg(target_os = "linux")]
-    // SAFETY: the set is a zeroed cpu_set_t we own; CPU_SET is bounds-checked by the guard.
+    // SAFETY: the set is a zeroed cpu_set_t we own; indices beyond its size are skipped.
     unsafe {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return false;
-        }
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        let mut any = false;
+        for c in cpus.into_iter().filter(|&c| c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(c, &mut set);
+            any = true;
+        }
+        any && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = cpu;
+        let _ = cpus.into_iter();
         false
+    }
+}
+
+/// Pins the calling thread to one CPU; false when the OS refuses.
+pub fn pin_current_thread(cpu: usize) -> bool {
+    set_affinity([cpu])
+}
+
+/// Lets the calling thread run on every online CPU again.
+pub fn unpin_current_thread() -> bool {
+    set_affinity(0..online_cpus())
+}
+
+/// CPUs online in the machine. Not `available_parallelism`: that reads the calling thread's
+/// affinity, which is a single CPU once a thread is pinned.
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 }
 
