@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, TensorData};
+use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo};
 
 /// The committed tiny fixture, and MiniLM when `scripts/setup.sh minilm` has exported it.
 pub fn models() -> Vec<(&'static str, PathBuf)> {
@@ -18,22 +18,8 @@ pub fn models() -> Vec<(&'static str, PathBuf)> {
 
 /// BERT inputs of `batch` x `seq`: ids spread over the vocabulary, mask ones, types zeros.
 pub fn inputs(info: &ModelInfo, batch: usize, seq: usize) -> Vec<HostTensor> {
-    let n = batch * seq;
     let vocab = info.vocab_size.unwrap_or(100) as i64;
-    let ids = (0..n as i64).map(|i| (i * 7919 + 101) % vocab).collect();
-    vec![
-        HostTensor::new("input_ids", vec![batch, seq], TensorData::I64(ids)),
-        HostTensor::new(
-            "attention_mask",
-            vec![batch, seq],
-            TensorData::I64(vec![1; n]),
-        ),
-        HostTensor::new(
-            "token_type_ids",
-            vec![batch, seq],
-            TensorData::I64(vec![0; n]),
-        ),
-    ]
+    runtimes::tensor::bert_inputs(batch, seq, |i| (i as i64 * 7919 + 101) % vocab)
 }
 
 /// `runtime` loaded with `threads` and prepared for `batch` x `seq`, ready for `run`.

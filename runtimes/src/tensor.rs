@@ -116,6 +116,22 @@ impl HostTensor {
     }
 }
 
+/// The three BERT encoder inputs for `batch` x `seq`: `input_ids` from `id(position)`, an
+/// attention mask of ones, token types of zeros.
+pub fn bert_inputs(batch: usize, seq: usize, id: impl Fn(usize) -> i64) -> Vec<HostTensor> {
+    let n = batch * seq;
+    let shape = vec![batch, seq];
+    vec![
+        HostTensor::new(
+            "input_ids",
+            shape.clone(),
+            TensorData::I64((0..n).map(id).collect()),
+        ),
+        HostTensor::new("attention_mask", shape.clone(), TensorData::I64(vec![1; n])),
+        HostTensor::new("token_type_ids", shape, TensorData::I64(vec![0; n])),
+    ]
+}
+
 /// `[8, 128]` -> `8x128`.
 pub fn shape_string(shape: &[usize]) -> String {
     shape

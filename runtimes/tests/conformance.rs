@@ -35,21 +35,7 @@ fn load_variant(runtime: &str, threads: usize, variant: Variant) -> (Box<dyn Loa
 
 /// Deterministic BERT inputs: ids spread over the vocabulary, mask of ones, types of zeros.
 fn inputs(batch: usize, seq: usize) -> Vec<HostTensor> {
-    let n = batch * seq;
-    let ids = (0..n as i64).map(|i| (i * 37 + 11) % VOCAB).collect();
-    vec![
-        HostTensor::new("input_ids", vec![batch, seq], TensorData::I64(ids)),
-        HostTensor::new(
-            "attention_mask",
-            vec![batch, seq],
-            TensorData::I64(vec![1; n]),
-        ),
-        HostTensor::new(
-            "token_type_ids",
-            vec![batch, seq],
-            TensorData::I64(vec![0; n]),
-        ),
-    ]
+    runtimes::tensor::bert_inputs(batch, seq, |i| (i as i64 * 37 + 11) % VOCAB)
 }
 
 fn f32s(t: &HostTensor) -> &[f32] {
