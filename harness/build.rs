@@ -1,5 +1,5 @@
 //! Records the compiler and the source revision the binary was built from, for the
-//! environment section of every result.
+//! environment section of every result, and compiles the KServe v2 gRPC protocol.
 use std::process::Command;
 
 fn run(cmd: &str, args: &[&str]) -> Option<String> {
@@ -24,4 +24,12 @@ fn main() {
         println!("cargo:rerun-if-changed={git_dir}/index");
     }
     println!("cargo:rerun-if-changed=build.rs");
+
+    // The KServe v2 gRPC service, compiled with a vendored protoc (no system protoc needed).
+    println!("cargo:rerun-if-changed=proto/kserve.proto");
+    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc for this platform");
+    std::env::set_var("PROTOC", protoc);
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/kserve.proto"], &["proto"])
+        .expect("compiling proto/kserve.proto");
 }

@@ -386,6 +386,7 @@ struct Record {
     scheduled: u64,
     start: u64,
     end: u64,
+    info: Option<StepInfo>,
 }
 
 struct WorkerOut {
@@ -451,20 +452,70 @@ pub fn measure_load(
     hooks: &mut dyn WindowHooks,
     place_worker: &(dyn Fn(usize) + Sync),
 ) -> Result<(Measurement, Option<OpenLoopStats>), RuntimeError> {
-    use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-
     let n = mode.concurrency().max(1).min(models.len());
     if n == 1 && matches!(mode, LoadMode::ClosedLoop { .. }) {
         let clock = MonotonicClock::new();
         return measure_with(models[0].as_mut(), &clock, cfg, hooks).map(|m| (m, None));
     }
+    measure_workers(models, mode, cfg, hooks, place_worker).map(|(m, o, _)| (m, o))
+}
+
+/// What one step of a workload reports beyond its start and end: streamed answers' token
+/// timings.
+#[derive(Debug, Clone, Default)]
+pub struct StepInfo {
+    /// Send to the first token.
+    pub ttft_ns: u64,
+    /// Gaps between consecutive tokens (chunks) after the first.
+    pub token_gaps_ns: Vec<u64>,
+    pub output_tokens: u64,
+}
+
+/// One unit of load a worker repeats: an inference in-process, a request over the network.
+pub trait Workload: Send {
+    type Error: std::fmt::Display;
+    fn step(&mut self) -> Result<Option<StepInfo>, Self::Error>;
+    /// A short stable label for counting failures by kind.
+    fn error_kind(e: &Self::Error) -> String;
+}
+
+impl Workload for Box<dyn Loaded> {
+    type Error = RuntimeError;
+    fn step(&mut self) -> Result<Option<StepInfo>, RuntimeError> {
+        self.run().map(|()| None)
+    }
+    fn error_kind(e: &RuntimeError) -> String {
+        e.kind().to_string()
+    }
+}
+
+/// A measured step's record, for workloads that report [`StepInfo`]: end-to-end latency
+/// from the send (not the schedule) and the step's own timings.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub e2e_ns: u64,
+    pub info: StepInfo,
+}
+
+/// [`measure_load`] for any workload, one thread per worker, always (the calling thread
+/// coordinates). Also returns the [`StepInfo`] of every measured step that had one.
+pub fn measure_workers<W: Workload>(
+    models: &mut [W],
+    mode: &LoadMode,
+    cfg: &MeasureConfig,
+    hooks: &mut dyn WindowHooks,
+    place_worker: &(dyn Fn(usize) + Sync),
+) -> Result<(Measurement, Option<OpenLoopStats>, Vec<StepRecord>), W::Error> {
+    use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+    let n = mode.concurrency().max(1).min(models.len());
     let clock = MonotonicClock::new();
     // First inference of each instance, outside any window; the first one is reported.
     let t = clock.now_ns();
-    models[0].run()?;
+    models[0].step()?;
     let first_ns = clock.now_ns() - t;
     for m in models.iter_mut().take(n).skip(1) {
-        m.run()?;
+        m.step()?;
     }
 
     let phase = AtomicU8::new(WARM);
@@ -529,10 +580,10 @@ pub fn measure_load(
                             None
                         };
                         let a = clock.now_ns();
-                        let r = model.run();
+                        let r = model.step();
                         let b = clock.now_ns();
                         match r {
-                            Ok(()) => {
+                            Ok(info) => {
                                 consecutive = 0;
                                 if p == WARM {
                                     warm_done.fetch_add(1, Ordering::Relaxed);
@@ -546,12 +597,13 @@ pub fn measure_load(
                                         scheduled: scheduled.unwrap_or(a),
                                         start: a,
                                         end: b,
+                                        info,
                                     });
                                 }
                             }
                             Err(e) => {
                                 consecutive += 1;
-                                *out.failures.entry(e.kind().to_string()).or_default() += 1;
+                                *out.failures.entry(W::error_kind(&e)).or_default() += 1;
                                 if consecutive >= cfg.max_consecutive_failures {
                                     out.gave_up = true;
                                     gave_up.fetch_add(1, Ordering::Relaxed);
@@ -661,7 +713,16 @@ pub fn measure_load(
         }
         LoadMode::ClosedLoop { .. } => None,
     };
-    Ok((measurement, open_stats))
+    let steps = records
+        .into_iter()
+        .filter_map(|r| {
+            r.info.map(|info| StepRecord {
+                e2e_ns: r.end - r.start,
+                info,
+            })
+        })
+        .collect();
+    Ok((measurement, open_stats, steps))
 }
 
 #[cfg(test)]
