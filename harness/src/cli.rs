@@ -26,6 +26,10 @@ pub enum Command {
     Diff(DiffArgs),
     /// Rebuild the reports of one results folder, or merge several into one
     Report(ReportArgs),
+    /// Serve a model over KServe v2 (HTTP and gRPC) and OpenAI /v1/embeddings
+    Serve(Box<ServeArgs>),
+    /// Measure a server (ours, Triton, vLLM) under closed- or open-loop load
+    Load(Box<LoadArgs>),
     /// Run one group of scenarios for `compare` (reads its spec on stdin)
     #[command(hide = true)]
     Worker,
@@ -155,34 +159,10 @@ pub struct CompareArgs {
     /// Compute threads per runtime, comma-separated [default: all logical CPUs]
     #[arg(long, value_delimiter = ',', value_parser = positive)]
     pub threads: Vec<usize>,
-    /// Closed loop: concurrent workers (one model instance each), comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = positive)]
-    pub concurrency: Vec<usize>,
-    /// Open loop instead: target arrival rates in requests/s, comma-separated (served by
-    /// --concurrency workers; latency counted from each request's scheduled time)
-    #[arg(long, value_delimiter = ',', value_parser = rate)]
-    pub rate: Vec<f64>,
-    /// Open loop: arrival process
-    #[arg(long, value_enum, default_value = "poisson")]
-    pub arrivals: ArrivalsArg,
-    /// Warm-up iterations (warm-up lasts until both these and --warmup-time are done)
-    #[arg(long, default_value_t = 3)]
-    pub warmup: u64,
-    #[arg(long, default_value = "1s", value_parser = duration)]
-    pub warmup_time: Duration,
-    /// A scenario runs at least this long...
-    #[arg(long, default_value = "3s", value_parser = duration)]
-    pub min_time: Duration,
-    /// ...and collects at least this many samples...
-    #[arg(long, default_value_t = 30)]
-    pub min_samples: u64,
-    /// ...unless this much time has passed
-    #[arg(long, default_value = "60s", value_parser = duration)]
-    pub max_time: Duration,
-    /// Stop a scenario once the 95% confidence interval of its median is within +-P percent
-    /// (after --min-time and the 500 samples p99 needs); else run to --max-time, marked unstable
-    #[arg(long, value_name = "P", value_parser = percent)]
-    pub target_ci: Option<f64>,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
     /// Seed for the generated inputs
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -215,6 +195,10 @@ pub struct CompareArgs {
     /// Print results.json on stdout, and nothing else there
     #[arg(long)]
     pub json: bool,
+    /// Also measure each runtime behind `harness serve` on loopback (KServe v2 HTTP, binary
+    /// tensors, same inputs and load), compare its answers, and show the serving tax
+    #[arg(long)]
+    pub served: bool,
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +244,200 @@ pub struct ListArgs {
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
     /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How requests arrive: closed loop at each concurrency, or open loop at each rate.
+#[derive(Debug, Clone, Args)]
+pub struct TrafficArgs {
+    /// Closed loop: concurrent workers (in-process: one model instance each; load: one connection each), comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = positive)]
+    pub concurrency: Vec<usize>,
+    /// Open loop instead: target arrival rates in requests/s, comma-separated (served by
+    /// --concurrency workers; latency counted from each request's scheduled time)
+    #[arg(long, value_delimiter = ',', value_parser = rate)]
+    pub rate: Vec<f64>,
+    /// Open loop: arrival process
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: ArrivalsArg,
+}
+
+/// When warm-up and measurement end (the same rules in-process and over the network).
+#[derive(Debug, Clone, Args)]
+pub struct TimingArgs {
+    /// Warm-up iterations (warm-up lasts until both these and --warmup-time are done)
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub warmup_time: Duration,
+    /// A scenario runs at least this long...
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    pub min_time: Duration,
+    /// ...and collects at least this many samples...
+    #[arg(long, default_value_t = 30)]
+    pub min_samples: u64,
+    /// ...unless this much time has passed
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub max_time: Duration,
+    /// Stop a scenario once the 95% confidence interval of its median is within +-P percent
+    /// (after --min-time and the 500 samples p99 needs); else run to --max-time, marked unstable
+    #[arg(long, value_name = "P", value_parser = percent)]
+    pub target_ci: Option<f64>,
+}
+
+impl TimingArgs {
+    pub fn config(&self) -> crate::measure::MeasureConfig {
+        crate::measure::MeasureConfig {
+            warmup_iters: self.warmup,
+            warmup_time: self.warmup_time,
+            min_time: self.min_time,
+            min_samples: self.min_samples,
+            max_time: self.max_time.max(self.min_time),
+            target_ci: self.target_ci,
+            ..Default::default()
+        }
+    }
+}
+
+fn bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (
+            &t[..i],
+            match t[i..].trim().to_ascii_lowercase().as_str() {
+                "b" => 1,
+                "k" | "kb" | "kib" => 1 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                u => return Err(format!("unknown unit '{u}' (examples: 512KiB, 16MiB)")),
+            },
+        ),
+        None => (t, 1),
+    };
+    let n: usize = num.parse().map_err(|e| format!("{e}"))?;
+    n.checked_mul(mult)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| "must be a positive size".into())
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model folder (as for compare): model.onnx, or model.safetensors + config.json for
+    /// candle; tokenizer.json and the sentence-transformers files enable /v1/embeddings
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Runtime that runs the model
+    #[arg(long, value_enum, default_value = "ort")]
+    pub runtime: RuntimeName,
+    /// Model name in URLs and answers [default: the model folder's name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Compute threads per model instance [default: all logical CPUs / instances]
+    #[arg(long, value_parser = positive)]
+    pub threads: Option<usize>,
+    /// Model instances, each running one batch at a time
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    pub instances: usize,
+    /// Precision variant: fp32, fp16, bf16 (candle), int8 (ONNX)
+    #[arg(long, default_value = "fp32", value_parser = variant)]
+    pub variant: runtimes::Variant,
+    /// Dynamic batching: most rows in one batch (1 = off)
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    pub max_batch: usize,
+    /// Dynamic batching: how long a batch's first request may wait for others
+    #[arg(long, default_value = "0ms", value_parser = duration)]
+    pub max_queue_delay: Duration,
+    /// Requests that may wait; beyond that the server answers 503 at once
+    #[arg(long, default_value_t = 256, value_parser = positive)]
+    pub max_queue: usize,
+    /// Largest request body (413 beyond it)
+    #[arg(long, default_value = "16MiB", value_parser = bytes)]
+    pub max_body: usize,
+    /// A request not answered by then gets 504 (and is dropped if it has not started)
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Address to bind; 127.0.0.1 keeps the server on this machine
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// HTTP port (KServe v2, OpenAI, /metrics); 0 picks a free one
+    #[arg(long, default_value_t = 8000)]
+    pub http_port: u16,
+    /// gRPC port (KServe v2); 0 picks a free one
+    #[arg(long, default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// No gRPC listener
+    #[arg(long)]
+    pub no_grpc: bool,
+    /// Threads for network I/O and request handling
+    #[arg(long, default_value_t = 2, value_parser = positive)]
+    pub io_threads: usize,
+    /// Write {"http": PORT, "grpc": PORT} here once listening (for scripts using port 0)
+    #[arg(long)]
+    pub port_file: Option<PathBuf>,
+    /// Stop by itself after this long (as after SIGTERM)
+    #[arg(long, value_parser = duration)]
+    pub shutdown_after: Option<Duration>,
+    /// ONNX Runtime shared library
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Server URL: http://127.0.0.1:8000 (HTTP protocols; for http-get the exact URL to GET),
+    /// 127.0.0.1:8001 (gRPC)
+    #[arg(long)]
+    pub target: String,
+    #[arg(long, value_enum, default_value = "kserve-http")]
+    pub protocol: crate::net::load::Protocol,
+    /// Model name on the server (not needed for http-get)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Rows per request (KServe), sentences per request (embeddings)
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = positive)]
+    pub batch: Vec<usize>,
+    /// Sequence length (KServe: the symbolic sequence dim; embeddings and completions:
+    /// words per sentence, each one token in BERT-style vocabularies)
+    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = positive)]
+    pub seq: Vec<usize>,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Seed for inputs, sentences and arrivals
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// KServe: token ids are drawn from 0..N
+    #[arg(long, default_value_t = 1000, value_parser = positive)]
+    pub vocab: usize,
+    /// KServe over HTTP: tensor encoding (binary = the binary tensor data extension, as
+    /// Triton's perf_analyzer sends)
+    #[arg(long, value_parser = ["binary", "json"], default_value = "binary")]
+    pub encoding: String,
+    /// Prometheus endpoint to scrape at the window's edges (ours: TARGET/metrics; Triton:
+    /// http://127.0.0.1:8002/metrics; vLLM: TARGET/metrics)
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+    /// Name for these rows' runtime column [default: the protocol]
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Server compute threads, when known (recorded in the threads column)
+    #[arg(long, default_value_t = 0)]
+    pub server_threads: usize,
+    /// Per-request timeout (counted as a "timeout" error)
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub timeout: Duration,
+    /// Completions: tokens to generate per request
+    #[arg(long, default_value_t = 64, value_parser = positive)]
+    pub max_tokens: usize,
+    /// Completions: objectives for goodput, e.g. ttft:200ms,tpot:50ms,e2e:2s
+    #[arg(long)]
+    pub slo: Option<String>,
+    /// Results folder [default: results/<UTC timestamp>]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print results.json on stdout, and nothing else there
     #[arg(long)]
     pub json: bool,
 }

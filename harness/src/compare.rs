@@ -61,6 +61,9 @@ pub struct CompareOptions {
     pub isolation: Isolation,
     /// Set (by a SIGINT handler) to end the run early, keeping what was measured.
     pub interrupt: Arc<AtomicBool>,
+    /// Also measure each runtime behind `harness serve` (KServe v2 over HTTP, loopback),
+    /// with the same inputs, and compare its answers: the serving tax.
+    pub served: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +99,7 @@ fn report(r: &ScenarioResult, progress: Progress) {
     }
 }
 
-fn now_string() -> String {
+pub fn now_string() -> String {
     let now = time::OffsetDateTime::now_utc();
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".into())
@@ -373,6 +376,30 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             return Err(e);
         }
     }
+    if opts.served && cpu && !opts.interrupt.load(Ordering::Relaxed) {
+        let variant_ok = opts.variants.contains(&Variant::Fp32);
+        for rt in selected.iter().filter(|r| r.name() != "null" && variant_ok) {
+            for &threads in &opts.threads {
+                if opts.interrupt.load(Ordering::Relaxed) {
+                    break;
+                }
+                served_rows(
+                    opts,
+                    &info,
+                    &shapes,
+                    rt.name(),
+                    threads,
+                    &references,
+                    progress,
+                    &mut |row| {
+                        report(&row, progress);
+                        results.scenarios.push(row);
+                        write(&results)
+                    },
+                )?;
+            }
+        }
+    }
     results.interrupted = opts.interrupt.load(Ordering::Relaxed);
     let _ = std::fs::remove_dir(&outputs_dir);
     results.finished_at = Some(now_string());
@@ -430,5 +457,221 @@ fn run_in_thread(
                 .unwrap_or_else(|| "unknown panic".into());
             GroupEnd::Died(format!("panicked: {msg}"))
         }
+    }
+}
+
+/// A `harness serve` child on a free loopback port, stopped (SIGTERM) when dropped.
+struct ServerChild {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        // SIGTERM for a graceful stop; kill if it is still there after a few seconds.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(
+    opts: &CompareOptions,
+    runtime: &str,
+    threads: usize,
+    instances: usize,
+) -> Result<ServerChild, String> {
+    let exe = match &opts.isolation {
+        Isolation::Process { exe } => exe.clone(),
+        Isolation::None => {
+            std::env::current_exe().map_err(|e| format!("locating the harness executable: {e}"))?
+        }
+    };
+    let port_file = opts.out.join(format!(".served-{runtime}-t{threads}.port"));
+    let _ = std::fs::remove_file(&port_file);
+    let log_path = opts.out.join(format!("served-{runtime}-t{threads}.log"));
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("serve")
+        .arg("--model")
+        .arg(&opts.model)
+        .args(["--runtime", runtime, "--name", "model"])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--instances",
+            &instances.to_string(),
+        ])
+        .args(["--http-port", "0", "--no-grpc", "--max-batch", "1"])
+        .arg("--port-file")
+        .arg(&port_file)
+        // A safety net: the server stops by itself even if this process is killed.
+        .args(["--shutdown-after", "6h"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    if let Some(lib) = &opts.ort_lib {
+        cmd.arg("--ort-lib").arg(lib);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting harness serve: {e}"))?;
+    let mut server = ServerChild { child, port: 0 };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(p) = v["http"].as_u64() {
+                server.port = p as u16;
+                let _ = std::fs::remove_file(&port_file);
+                return Ok(server);
+            }
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("harness serve exited ({status}): {}", log.trim()));
+        }
+        if std::time::Instant::now() > deadline || opts.interrupt.load(Ordering::Relaxed) {
+            return Err("harness serve did not start listening within 120 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The served rows of one runtime: its server on loopback, KServe v2 over HTTP (binary
+/// tensors), the same shapes, inputs and load modes as in-process; each shape's answer is
+/// compared with the in-process reference.
+#[allow(clippy::too_many_arguments)]
+fn served_rows(
+    opts: &CompareOptions,
+    info: &ModelInfo,
+    shapes: &[group::Shape],
+    runtime: &str,
+    threads: usize,
+    references: &BTreeMap<usize, (String, Variant, Vec<HostTensor>)>,
+    progress: Progress,
+    emit: &mut dyn FnMut(ScenarioResult) -> Result<(), CompareError>,
+) -> Result<(), CompareError> {
+    use crate::net::load::{self, LoadOptions, Protocol};
+    let instances = opts
+        .modes
+        .iter()
+        .map(|m| m.concurrency())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    progress(Event::Status(&format!(
+        "[{runtime}] starting harness serve ({threads} threads, {instances} instance(s))"
+    )));
+    let server = match start_server(opts, runtime, threads, instances) {
+        Ok(s) => s,
+        Err(e) => {
+            for (i, mode) in group::plan(shapes.len(), &opts.modes) {
+                let mut r = group::blank_row(
+                    runtime,
+                    Variant::Fp32,
+                    &shapes[i].shape,
+                    threads,
+                    &mode,
+                    opts.tolerance,
+                );
+                r.variant = "served".into();
+                r.id = format!("{}/served", r.id);
+                r.error = Some(format!("could not serve the model: {e}"));
+                r.error_kind = Some("serve".into());
+                emit(r)?;
+            }
+            return Ok(());
+        }
+    };
+    for (i, sh) in shapes.iter().enumerate() {
+        let lo = LoadOptions {
+            target: format!("http://127.0.0.1:{}", server.port),
+            protocol: Protocol::KserveHttp,
+            model: Some("model".into()),
+            batch: vec![sh.shape.batch],
+            seq: vec![sh.shape.seq.unwrap_or(1)],
+            overrides: sh.shape.inputs.clone(),
+            modes: opts.modes.clone(),
+            measure: opts.measure.clone(),
+            seed: opts.seed,
+            vocab: info.vocab_size.unwrap_or(2),
+            binary: true,
+            metrics_url: Some(format!("http://127.0.0.1:{}/metrics", server.port)),
+            label: runtime.to_string(),
+            server_threads: threads,
+            timeout: std::time::Duration::from_secs(60),
+            max_tokens: 1,
+            slo: None,
+            local: Some(info.clone()),
+            interrupt: opts.interrupt.clone(),
+        };
+        // Parity first: the served answer to the very inputs the in-process rows used.
+        let parity = match inputs::generate(info, &sh.shape, opts.seed) {
+            Ok(inp) => {
+                let target = crate::net::client::Target::parse(&lo.target, 80).ok();
+                match (
+                    target.map(|t| load::fetch_outputs(&lo, &t, &inp)),
+                    references.get(&i),
+                ) {
+                    (Some(Ok(got)), Some((name, Variant::Fp32, want))) => {
+                        parity::compare(&got, want, name, opts.tolerance)
+                    }
+                    (Some(Ok(_)), _) => parity::Parity::skipped(
+                        opts.tolerance,
+                        "no fp32 in-process reference for this shape",
+                    ),
+                    (Some(Err(e)), _) => parity::Parity::skipped(
+                        opts.tolerance,
+                        format!("no answer to compare: {e}"),
+                    ),
+                    (None, _) => parity::Parity::skipped(opts.tolerance, "bad target"),
+                }
+            }
+            Err(e) => parity::Parity::skipped(opts.tolerance, e.to_string()),
+        };
+        let mut failed: Option<CompareError> = None;
+        let mut k = 0usize;
+        let r = load::run_load(&lo, &mut |mut row| {
+            let tag = lo.modes.get(k).map(group::mode_tag).unwrap_or_default();
+            k += 1;
+            row.variant = "served".into();
+            row.device = "cpu".into();
+            row.id = format!(
+                "{}/served/{tag}",
+                scenario_base(runtime, &sh.shape, threads)
+            );
+            row.parity = parity.clone();
+            if failed.is_none() {
+                if let Err(e) = emit(row) {
+                    failed = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Err(e) = r {
+            progress(Event::Warning(&format!("[{runtime}] served: {e}")));
+        }
+    }
+    drop(server);
+    Ok(())
+}
+
+fn scenario_base(runtime: &str, shape: &inputs::ScenarioShape, threads: usize) -> String {
+    match shape.seq {
+        Some(s) => format!("{runtime}/cpu/fp32/b{}/s{s}/t{threads}", shape.batch),
+        None => format!("{runtime}/cpu/fp32/b{}/t{threads}", shape.batch),
     }
 }

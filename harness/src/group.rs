@@ -238,6 +238,7 @@ pub fn blank_row(
         resources: None,
         parity: Parity::skipped(tol, "not measured"),
         merged_runs: 0,
+        served: None,
     }
 }
 
@@ -252,10 +253,20 @@ fn set_error(r: &mut ScenarioResult, e: &RuntimeError) {
 }
 
 /// Resource monitors over exactly the measured window; also where Ctrl-C is noticed.
-struct MonitorHooks<'a> {
+pub struct MonitorHooks<'a> {
     sampler: Option<Sampler>,
-    report: Option<ResourceReport>,
+    pub report: Option<ResourceReport>,
     interrupt: &'a AtomicBool,
+}
+
+impl<'a> MonitorHooks<'a> {
+    pub fn new(interrupt: &'a AtomicBool) -> MonitorHooks<'a> {
+        MonitorHooks {
+            sampler: None,
+            report: None,
+            interrupt,
+        }
+    }
 }
 
 /// How often the monitors sample.
@@ -532,7 +543,7 @@ pub fn run_group(
 }
 
 /// `c4` for closed loop with 4 workers, `open-poisson-100/s-c1` for an open loop.
-fn mode_tag(mode: &LoadMode) -> String {
+pub fn mode_tag(mode: &LoadMode) -> String {
     match mode {
         LoadMode::ClosedLoop { concurrency } => format!("c{concurrency}"),
         LoadMode::OpenLoop {

@@ -9,6 +9,7 @@ pub mod group;
 pub mod inputs;
 pub mod measure;
 pub mod monitor;
+pub mod net;
 pub mod parity;
 pub mod report;
 pub mod results;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use runtimes::{Availability, LoadOptions};
 
-use cli::{Cli, Command, CompareArgs, DiffArgs, ListArgs};
+use cli::{Cli, Command, CompareArgs, DiffArgs, ListArgs, LoadArgs, ServeArgs};
 use compare::{CompareError, CompareOptions};
 
 /// Exit status: 0 all measured and in parity; 1 some runtime failed or disagreed (results
@@ -50,6 +51,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
+        Command::Serve(a) => run_serve(*a),
+        Command::Load(a) => run_load(*a),
         Command::Worker => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout();
@@ -163,17 +166,9 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
             d
         },
         variants: a.variants.clone(),
-        modes: load_modes(&a),
+        modes: load_modes(&a.traffic, a.seed),
         min_cosine: a.min_cosine,
-        measure: measure::MeasureConfig {
-            warmup_iters: a.warmup,
-            warmup_time: a.warmup_time,
-            min_time: a.min_time,
-            min_samples: a.min_samples,
-            max_time: a.max_time.max(a.min_time),
-            target_ci: a.target_ci,
-            ..Default::default()
-        },
+        measure: a.timing.config(),
         seed: a.seed,
         tolerance: parity::Tolerance {
             atol: a.atol,
@@ -192,6 +187,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
             cli::IsolateMode::None => compare::Isolation::None,
         },
         interrupt: interrupt.clone(),
+        served: a.served,
     };
     let display = Display::new();
     let progress = |e: group::Event| display.show(e);
@@ -224,7 +220,7 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
 }
 
 /// Closed loop at each --concurrency, or, with --rate, open loop at each rate x concurrency.
-fn load_modes(a: &CompareArgs) -> Vec<measure::LoadMode> {
+fn load_modes(a: &cli::TrafficArgs, seed: u64) -> Vec<measure::LoadMode> {
     let mut conc = Vec::new();
     for &c in &a.concurrency {
         if !conc.contains(&c) {
@@ -249,7 +245,7 @@ fn load_modes(a: &CompareArgs) -> Vec<measure::LoadMode> {
                     rate,
                     arrivals,
                     concurrency,
-                    seed: a.seed,
+                    seed,
                 })
         })
         .collect()
@@ -338,4 +334,229 @@ fn run_list(a: ListArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn run_serve(a: ServeArgs) -> anyhow::Result<i32> {
+    let instances = a.instances.max(1);
+    let opts = net::server::ServeOptions {
+        model: a.model,
+        runtime: a.runtime.as_str().to_string(),
+        name: a.name,
+        threads: a
+            .threads
+            .unwrap_or_else(|| (runtimes::online_cpus() / instances).max(1)),
+        instances,
+        variant: a.variant,
+        batch: net::batcher::BatchConfig {
+            max_batch: a.max_batch,
+            max_queue_delay: a.max_queue_delay,
+            queue_capacity: a.max_queue,
+        },
+        max_body: a.max_body,
+        request_timeout: a.request_timeout,
+        host: a.host,
+        http_port: a.http_port,
+        grpc_port: (!a.no_grpc).then_some(a.grpc_port),
+        io_threads: a.io_threads,
+        port_file: a.port_file,
+        shutdown_after: a.shutdown_after,
+        ort_lib: a.ort_lib,
+    };
+    match net::server::serve(opts) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(2)
+        }
+    }
+}
+
+/// The results record of a load run, before any row.
+pub fn load_results(
+    o: &net::load::LoadOptions,
+    info: Option<&runtimes::ModelInfo>,
+) -> results::Results {
+    use net::load::Protocol;
+    results::Results {
+        schema: results::SCHEMA.into(),
+        schema_version: results::SCHEMA_VERSION,
+        started_at: compare::now_string(),
+        finished_at: None,
+        environment: environment::Environment::capture(Vec::new()),
+        model: results::ModelSummary {
+            path: std::path::PathBuf::from(&o.target),
+            name: o.model.clone().unwrap_or_else(|| o.target.clone()),
+            onnx: None,
+            safetensors: None,
+            config: None,
+            inputs: info.map(|i| i.inputs.clone()).unwrap_or_default(),
+            outputs: info.map(|i| i.outputs.clone()).unwrap_or_default(),
+            spec_source: info.map_or_else(|| o.protocol.as_str().to_string(), |i| i.spec_source.clone()),
+            onnx_error: None,
+            model_type: None,
+            vocab_size: matches!(o.protocol, Protocol::KserveHttp | Protocol::KserveGrpc).then_some(o.vocab),
+            max_positions: None,
+        },
+        settings: results::Settings {
+            mode: format!(
+                "network load ({}) against {}; {}",
+                o.protocol.as_str(),
+                o.target,
+                o.modes
+                    .iter()
+                    .map(|m| match m {
+                        measure::LoadMode::ClosedLoop { concurrency } => format!("closed loop, {concurrency} connection(s)"),
+                        measure::LoadMode::OpenLoop { rate, arrivals, concurrency, .. } => format!(
+                            "open loop, {rate}/s {arrivals:?} arrivals over {concurrency} connection(s); latency from the scheduled send"
+                        ),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            seed: o.seed,
+            warmup_iterations: o.measure.warmup_iters,
+            warmup_time_s: o.measure.warmup_time.as_secs_f64(),
+            min_time_s: o.measure.min_time.as_secs_f64(),
+            min_samples: o.measure.min_samples,
+            max_time_s: o.measure.max_time.as_secs_f64(),
+            tolerance: parity::Tolerance::default(),
+            reference_preference: "served rows are not compared for parity (compare --served compares them)".into(),
+            pinning: "none (load generator threads float)".into(),
+            isolation: "network: the server is another process".into(),
+            percentile_definition: "nearest rank on all samples; '*' (low_sample_percentiles) when fewer than 5 samples lie at or beyond it".into(),
+        },
+        harness_overhead: None,
+        interrupted: false,
+        merged_from: Vec::new(),
+        runtimes: Vec::new(),
+        scenarios: Vec::new(),
+    }
+}
+
+fn run_load(a: LoadArgs) -> anyhow::Result<i32> {
+    let out = a.out.clone().unwrap_or_else(compare::default_out_dir);
+    let interrupt = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone())
+        .context("installing the Ctrl-C handler")?;
+    let slo = match a.slo.as_deref().map(net::load::Slo::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --slo {e}");
+            return Ok(2);
+        }
+    };
+    let opts = net::load::LoadOptions {
+        target: a.target.clone(),
+        protocol: a.protocol,
+        model: a.model.clone(),
+        batch: a.batch.clone(),
+        seq: a.seq.clone(),
+        overrides: Vec::new(),
+        modes: load_modes(&a.traffic, a.seed),
+        measure: measure::MeasureConfig {
+            // Errors are data under load: a server answering 503 keeps being measured; a
+            // dead one fails fast (connection refused costs microseconds).
+            max_consecutive_failures: 100,
+            ..a.timing.config()
+        },
+        seed: a.seed,
+        vocab: a.vocab,
+        binary: a.encoding == "binary",
+        metrics_url: a.metrics_url.clone(),
+        label: a
+            .label
+            .clone()
+            .unwrap_or_else(|| a.protocol.as_str().to_string()),
+        server_threads: a.server_threads,
+        timeout: a.timeout,
+        max_tokens: a.max_tokens,
+        slo,
+        local: None,
+        interrupt: interrupt.clone(),
+    };
+    let mut results = load_results(&opts, None);
+    let mut write_error = None;
+    let outcome = net::load::run_load(&opts, &mut |row| {
+        eprintln!("{}", row_line(&row));
+        results.scenarios.push(row);
+        if let Err(e) = results::write_all(&out, &results) {
+            write_error = Some(e);
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(anyhow::anyhow!("writing results to {}: {e}", out.display()));
+    }
+    match outcome {
+        Ok(info) => {
+            let fresh = load_results(&opts, Some(&info));
+            results.model = fresh.model;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    }
+    results.interrupted = interrupt.load(std::sync::atomic::Ordering::Relaxed);
+    results.finished_at = Some(compare::now_string());
+    results::write_all(&out, &results)
+        .with_context(|| format!("writing results to {}", out.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut stdout, &results)?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", results::to_table(&results))?;
+        writeln!(stdout, "results: {}", out.display())?;
+    }
+    stdout.flush().context("writing to stdout")?;
+    Ok(if results.interrupted {
+        130
+    } else if results.scenarios.iter().any(|s| s.is_problem()) {
+        1
+    } else {
+        0
+    })
+}
+
+/// One line per finished network scenario, for the log.
+fn row_line(r: &results::ScenarioResult) -> String {
+    let Some(m) = &r.measurement else {
+        return format!("{}: {}", r.id, r.error.as_deref().unwrap_or("not measured"));
+    };
+    let mut s = format!(
+        "{}: p50 {:.2} ms, p99 {:.2} ms, {:.1} items/s, {} requests, {} errors",
+        r.id,
+        m.latency.p50_ms,
+        m.latency.p99_ms,
+        r.throughput_per_s.unwrap_or(0.0),
+        m.iterations,
+        m.failures
+    );
+    if let Some(sv) = &r.served {
+        if let Some(c) = sv.client_cores_busy {
+            s.push_str(&format!(", client {c:.2} cores"));
+        }
+        if sv.client_saturated {
+            s.push_str(" (CLIENT SATURATED: the figures may describe the load generator)");
+        }
+        if let Some(b) = sv.server_avg_batch {
+            s.push_str(&format!(", server batch {b:.2}"));
+        }
+        if let Some(st) = &sv.streaming {
+            s.push_str(&format!(
+                ", TTFT p50 {:.1} ms, TPOT p50 {:.2} ms, ITL p50 {:.2} ms",
+                st.ttft.p50_ms, st.tpot.p50_ms, st.itl.p50_ms
+            ));
+            if let Some(g) = st.goodput_per_s {
+                s.push_str(&format!(", goodput {g:.2}/s"));
+            }
+        }
+    }
+    if let Some(o) = &r.open_loop {
+        s.push_str(&format!(
+            ", achieved {:.1}/s of {:.1}/s, {} late sends",
+            o.achieved_rate, o.target_rate, o.late_sends
+        ));
+    }
+    s
 }

@@ -60,6 +60,18 @@ pub const CSV_COLUMNS: &[&str] = &[
     "median_ci95_high_ms",
     "stable",
     "error",
+    "protocol",
+    "target",
+    "client_saturated",
+    "server_avg_batch",
+    "server_queue_ms",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "tpot_p50_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "goodput_per_s",
+    "failure_kinds",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +192,10 @@ pub struct ScenarioResult {
     /// How many runs' samples this row holds, when merged by `harness report` (else 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub merged_runs: usize,
+    /// Network rows (`harness load`, `compare --served`): protocol, target, the load
+    /// generator's own CPU use, the server's metrics over the window, streaming metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<crate::net::load::ServedInfo>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -227,6 +243,8 @@ pub fn to_csv(r: &Results) -> String {
         let m = s.measurement.as_ref();
         let l = m.map(|m| &m.latency);
         let res = s.resources.as_ref();
+        let sv = s.served.as_ref();
+        let st = sv.and_then(|v| v.streaming.as_ref());
         let opt = |x: Option<f64>, d: usize| x.map(|v| f(v, d)).unwrap_or_default();
         let row: Vec<String> = vec![
             s.runtime.clone(),
@@ -291,6 +309,27 @@ pub fn to_csv(r: &Results) -> String {
                 .map(|b| b.to_string())
                 .unwrap_or_default(),
             s.error.clone().unwrap_or_default(),
+            sv.map(|v| v.protocol.as_str().to_string())
+                .unwrap_or_default(),
+            sv.map(|v| v.target.clone()).unwrap_or_default(),
+            sv.map(|v| v.client_saturated.to_string())
+                .unwrap_or_default(),
+            opt(sv.and_then(|v| v.server_avg_batch), 3),
+            opt(sv.and_then(|v| v.server_queue_ms_per_request), 4),
+            opt(st.map(|t| t.ttft.p50_ms), 4),
+            opt(st.map(|t| t.ttft.p99_ms), 4),
+            opt(st.map(|t| t.tpot.p50_ms), 4),
+            opt(st.map(|t| t.itl.p50_ms), 4),
+            opt(st.map(|t| t.itl.p99_ms), 4),
+            opt(st.and_then(|t| t.goodput_per_s), 3),
+            m.map(|m| {
+                m.failure_kinds
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default(),
         ];
         debug_assert_eq!(row.len(), CSV_COLUMNS.len());
         let row: Vec<String> = row.iter().map(|c| csv_field(c)).collect();
@@ -514,10 +553,80 @@ pub fn to_table(r: &Results) -> String {
     for row in &rows {
         let _ = writeln!(out, "{}", line(row.iter().map(|s| s.as_str()).collect()));
     }
+    let tax = serving_tax(r);
+    if !tax.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nserving tax (KServe v2 HTTP on loopback vs in-process, same inputs):"
+        );
+        for t in &tax {
+            let _ = writeln!(out, "  {}", t.line());
+        }
+    }
     for n in footnotes(r) {
         let _ = writeln!(out, "{n}");
     }
     out
+}
+
+/// One in-process row beside the same scenario served by `harness serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tax {
+    pub scenario: String,
+    pub in_process_p50_ms: f64,
+    pub served_p50_ms: f64,
+    pub in_process_p99_ms: f64,
+    pub served_p99_ms: f64,
+    pub in_process_per_s: f64,
+    pub served_per_s: f64,
+}
+
+impl Tax {
+    pub fn line(&self) -> String {
+        format!(
+            "{}: p50 {:.3} -> {:.3} ms (+{:.3} ms, {:+.1}%), p99 {:.3} -> {:.3} ms, {:.1} -> {:.1} items/s",
+            self.scenario,
+            self.in_process_p50_ms,
+            self.served_p50_ms,
+            self.served_p50_ms - self.in_process_p50_ms,
+            (self.served_p50_ms / self.in_process_p50_ms - 1.0) * 100.0,
+            self.in_process_p99_ms,
+            self.served_p99_ms,
+            self.in_process_per_s,
+            self.served_per_s
+        )
+    }
+}
+
+/// Pairs each served row (`compare --served`) with its fp32 in-process twin.
+pub fn serving_tax(r: &Results) -> Vec<Tax> {
+    r.scenarios
+        .iter()
+        .filter(|s| s.variant == "served" && s.served.is_some())
+        .filter_map(|s| {
+            let twin = r.scenarios.iter().find(|t| {
+                t.variant == "fp32"
+                    && t.served.is_none()
+                    && t.runtime == s.runtime
+                    && t.batch == s.batch
+                    && t.seq == s.seq
+                    && t.threads == s.threads
+                    && t.concurrency == s.concurrency
+                    && t.mode == s.mode
+                    && t.rate == s.rate
+            })?;
+            let (a, b) = (twin.measurement.as_ref()?, s.measurement.as_ref()?);
+            Some(Tax {
+                scenario: twin.id.clone(),
+                in_process_p50_ms: a.latency.p50_ms,
+                served_p50_ms: b.latency.p50_ms,
+                in_process_p99_ms: a.latency.p99_ms,
+                served_p99_ms: b.latency.p99_ms,
+                in_process_per_s: twin.throughput_per_s.unwrap_or(0.0),
+                served_per_s: s.throughput_per_s.unwrap_or(0.0),
+            })
+        })
+        .collect()
 }
 
 pub fn to_markdown(r: &Results) -> String {
@@ -557,6 +666,27 @@ pub fn to_markdown(r: &Results) -> String {
         out.push('\n');
         for n in notes {
             let _ = writeln!(out, "- {}", n.replace('|', "\\|"));
+        }
+    }
+    let tax = serving_tax(r);
+    if !tax.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Serving tax\n\nThe same runtime behind `harness serve` (KServe v2 over HTTP, binary tensors, loopback), same inputs and load.\n\n| scenario | in-process p50 ms | served p50 ms | tax ms | in-process p99 ms | served p99 ms | in-process items/s | served items/s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for t in &tax {
+            let _ = writeln!(
+                out,
+                "| {} | {:.3} | {:.3} | {:+.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
+                t.scenario,
+                t.in_process_p50_ms,
+                t.served_p50_ms,
+                t.served_p50_ms - t.in_process_p50_ms,
+                t.in_process_p99_ms,
+                t.served_p99_ms,
+                t.in_process_per_s,
+                t.served_per_s
+            );
         }
     }
     let _ = writeln!(out, "\n## Runtimes\n");

@@ -43,3 +43,154 @@ pub fn harness(args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A `harness serve` process on free loopback ports, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub http: u16,
+    pub grpc: Option<u16>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `harness serve --model MODEL ARGS...` and waits until it listens.
+    pub fn start(tag: &str, model: &Path, args: &[&str]) -> Server {
+        let dir = tmp(&format!("serve-{tag}"));
+        let port_file = dir.join("ports.json");
+        let log = dir.join("serve.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .arg("serve")
+            .arg("--model")
+            .arg(model)
+            .args([
+                "--http-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--shutdown-after",
+                "300s",
+            ])
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start harness serve");
+        let mut s = Server {
+            child,
+            http: 0,
+            grpc: None,
+            log,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(t) = std::fs::read_to_string(&port_file) {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                s.http = v["http"].as_u64().unwrap() as u16;
+                s.grpc = v["grpc"].as_u64().map(|p| p as u16);
+                return s;
+            }
+            if let Ok(Some(st)) = s.child.try_wait() {
+                panic!("harness serve exited {st}: {}", s.log_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not start: {}",
+                s.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory of the server process (kB).
+    pub fn rss_kb(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (Connection: close), written by hand so the
+/// server is tested by a client that shares no code with it. Returns status, headers, body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
+            rest = &rest[nl + 2 + n + 2..];
+        }
+        body = out;
+    }
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, body)
+}
+
+pub fn json_body(b: &[u8]) -> Value {
+    serde_json::from_slice(b)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+}

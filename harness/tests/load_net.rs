@@ -1,0 +1,441 @@
+//! `harness load` against servers with known behaviour: streamed tokens at known delays, a
+//! server that stalls on purpose (coordinated omission), one that dies mid-run, and our own.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{fixture, harness, results, tmp, Server};
+use serde_json::Value;
+
+/// Runs an axum app on a free loopback port on its own runtime thread, for the test's life.
+fn spawn_app(app: axum::Router) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    port
+}
+
+/// An OpenAI completions server that streams `max_tokens` tokens: the first after 60 ms, then
+/// one every 15 ms, then a usage chunk and [DONE].
+fn token_server() -> u16 {
+    use axum::body::Body;
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/completions",
+        post(|body: axum::body::Bytes| async move {
+            let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let n = req["max_tokens"].as_u64().unwrap_or(4);
+            let stream = futures_util::stream::unfold(0u64, move |k| async move {
+                if k > n + 1 {
+                    return None;
+                }
+                let chunk = if k == 0 {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    format!("data: {{\"choices\":[{{\"index\":0,\"text\":\"t{k}\"}}]}}\n\n")
+                } else if k < n {
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    format!("data: {{\"choices\":[{{\"index\":0,\"text\":\"t{k}\"}}]}}\n\n")
+                } else if k == n {
+                    format!("data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":{n}}}}}\n\n")
+                } else {
+                    "data: [DONE]\n\n".to_string()
+                };
+                Some((Ok::<_, std::io::Error>(chunk), k + 1))
+            });
+            ([("content-type", "text/event-stream")], Body::from_stream(stream))
+        }),
+    );
+    spawn_app(app)
+}
+
+#[test]
+fn streamed_completions_measure_ttft_tpot_and_itl_within_tight_bounds() {
+    let port = token_server();
+    let out = tmp("stream");
+    let r = harness(&[
+        "load",
+        "--target",
+        &format!("http://127.0.0.1:{port}"),
+        "--protocol",
+        "openai-completions",
+        "--model",
+        "m",
+        "--max-tokens",
+        "8",
+        "--seq",
+        "4",
+        "--concurrency",
+        "2",
+        "--warmup",
+        "1",
+        "--warmup-time",
+        "0s",
+        "--min-time",
+        "1s",
+        "--min-samples",
+        "10",
+        "--slo",
+        "ttft:70ms,tpot:30ms",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = results(&out);
+    let s = &v["scenarios"][0];
+    let st = &s["served"]["streaming"];
+    let ms = |k: &str, p: &str| st[k][p].as_f64().unwrap();
+    // Known delays: TTFT 60 ms, 15 ms between tokens, 8 tokens.
+    assert!(
+        (60.0..70.0).contains(&ms("ttft", "p50_ms")),
+        "ttft {}",
+        ms("ttft", "p50_ms")
+    );
+    assert!(
+        (15.0..19.0).contains(&ms("itl", "p50_ms")),
+        "itl {}",
+        ms("itl", "p50_ms")
+    );
+    assert!(
+        (15.0..19.0).contains(&ms("tpot", "p50_ms")),
+        "tpot {}",
+        ms("tpot", "p50_ms")
+    );
+    assert_eq!(st["output_tokens_mean"].as_f64().unwrap(), 8.0);
+    // End to end: 60 + 7 x 15 = 165 ms.
+    assert!((165.0..185.0).contains(&s["measurement"]["latency"]["p50_ms"].as_f64().unwrap()));
+    assert_eq!(
+        st["itl"]["samples"].as_u64().unwrap(),
+        7 * s["measurement"]["iterations"].as_u64().unwrap()
+    );
+    // Every request meets a 70 ms TTFT and 30 ms TPOT objective: goodput = throughput.
+    let good = st["goodput_per_s"].as_f64().unwrap();
+    let thr = s["throughput_per_s"].as_f64().unwrap();
+    assert!((good - thr).abs() < 1e-9, "{good} vs {thr}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains("ttft_p50_ms"));
+}
+
+/// A server that answers at once, except that every request arriving in [1.0 s, 2.0 s) after
+/// it starts waits until 2.0 s.
+fn stalling_server() -> u16 {
+    use axum::routing::get;
+    let t0 = Arc::new(Instant::now());
+    let app = axum::Router::new().route(
+        "/",
+        get(move || {
+            let t0 = t0.clone();
+            async move {
+                let el = t0.elapsed();
+                if el >= Duration::from_millis(1000) && el < Duration::from_millis(2000) {
+                    tokio::time::sleep(Duration::from_millis(2000) - el).await;
+                }
+                "ok"
+            }
+        }),
+    );
+    spawn_app(app)
+}
+
+#[test]
+fn open_loop_latency_counts_from_the_schedule_through_a_stall() {
+    let port = stalling_server();
+    let out = tmp("stall");
+    let r = harness(&[
+        "load",
+        "--target",
+        &format!("http://127.0.0.1:{port}/"),
+        "--protocol",
+        "http-get",
+        "--rate",
+        "100",
+        "--arrivals",
+        "constant",
+        "--concurrency",
+        "1",
+        "--warmup",
+        "1",
+        "--warmup-time",
+        "0.2s",
+        "--min-time",
+        "3s",
+        "--max-time",
+        "3s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = results(&out);
+    let s = &v["scenarios"][0];
+    let lat = &s["measurement"]["latency"];
+    let ol = &s["open_loop"];
+    let unc = &ol["uncorrected"];
+    // One request sat through the 1 s stall; about 100 more were due meanwhile. Counted from
+    // their scheduled times they waited up to a second; a closed-loop view sees one slow one.
+    assert!(
+        lat["p90_ms"].as_f64().unwrap() > 200.0,
+        "corrected p90 {}",
+        lat["p90_ms"]
+    );
+    assert!(lat["max_ms"].as_f64().unwrap() > 700.0);
+    assert!(
+        unc["p90_ms"].as_f64().unwrap() < 20.0,
+        "uncorrected p90 {}",
+        unc["p90_ms"]
+    );
+    assert!(unc["max_ms"].as_f64().unwrap() > 700.0);
+    assert!(
+        ol["late_sends"].as_u64().unwrap() >= 50,
+        "{}",
+        ol["late_sends"]
+    );
+    assert!(ol["achieved_rate"].as_f64().unwrap() > 90.0);
+}
+
+#[test]
+fn a_server_dying_mid_run_is_counted_and_the_partial_results_are_saved() {
+    let mut server = Server::start("dies", &fixture(), &[]);
+    let out = tmp("dies");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "load",
+            "--target",
+            &server.url(),
+            "--model",
+            "tiny-bert",
+            "--vocab",
+            "128",
+            "--seq",
+            "8",
+            "--concurrency",
+            "2",
+            "--warmup-time",
+            "0.2s",
+            "--min-time",
+            "5s",
+            "--max-time",
+            "20s",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let t = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the load generator did not stop"
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let v = results(&out);
+    let s = &v["scenarios"][0];
+    assert_eq!(s["status"], "failed");
+    assert!(s["measurement"]["iterations"].as_u64().unwrap() > 10);
+    let kinds = s["measurement"]["failure_kinds"].as_object().unwrap();
+    assert!(
+        kinds.keys().any(|k| k == "connect" || k == "io"),
+        "{kinds:?}"
+    );
+    assert_eq!(s["measurement"]["stop_reason"], "failures");
+    assert!(s["error"].as_str().unwrap().contains("requests failed"));
+}
+
+#[test]
+fn load_measures_our_server_over_http_and_grpc_with_its_metrics() {
+    let s = Server::start(
+        "load",
+        &fixture(),
+        &["--max-batch", "4", "--max-queue-delay", "5ms"],
+    );
+    for (proto, target) in [
+        ("kserve-http", s.url()),
+        ("kserve-grpc", format!("127.0.0.1:{}", s.grpc.unwrap())),
+    ] {
+        let out = tmp(&format!("load-{proto}"));
+        let r = harness(&[
+            "load",
+            "--target",
+            &target,
+            "--protocol",
+            proto,
+            "--model",
+            "tiny-bert",
+            "--vocab",
+            "128",
+            "--batch",
+            "1",
+            "--seq",
+            "8",
+            "--concurrency",
+            "1,4",
+            "--warmup-time",
+            "0.2s",
+            "--min-time",
+            "0.5s",
+            "--metrics-url",
+            &format!("{}/metrics", s.url()),
+            "--label",
+            "ours",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{proto}: {}\n{}", r.stdout, r.stderr);
+        let v = results(&out);
+        let rows = v["scenarios"].as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        for row in rows {
+            assert_eq!(row["status"], "ok");
+            assert_eq!(row["runtime"], "ours");
+            assert_eq!(row["served"]["protocol"], proto);
+            assert_eq!(row["measurement"]["failures"], 0);
+            let n = row["measurement"]["iterations"].as_f64().unwrap();
+            let served = row["served"]["server_metrics"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.starts_with("nv_inference_request_success"))
+                .map(|(_, v)| v.as_f64().unwrap())
+                .sum::<f64>();
+            // The server counted what the client measured, give or take the requests that
+            // finished while the metrics were being scraped at the window's edges.
+            assert!(
+                (served - n).abs() <= 0.02 * n + 8.0,
+                "{proto}: server {served}, client {n}"
+            );
+            assert!(row["served"]["client_cores_busy"].as_f64().is_some());
+        }
+        // One connection, one request at a time: no batching possible. Four: batches form.
+        assert_eq!(rows[0]["served"]["server_avg_batch"].as_f64().unwrap(), 1.0);
+        assert!(
+            rows[1]["served"]["server_avg_batch"].as_f64().unwrap() > 1.2,
+            "{}",
+            rows[1]["served"]["server_avg_batch"]
+        );
+        assert!(out.join("report.html").is_file());
+    }
+}
+
+#[test]
+fn bad_load_targets_are_clear_errors() {
+    let out = tmp("load-bad");
+    let o = out.to_str().unwrap();
+    // Nothing listens there.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let r = harness(&[
+        "load",
+        "--target",
+        &format!("http://127.0.0.1:{port}"),
+        "--model",
+        "m",
+        "--out",
+        o,
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("cannot reach"), "{}", r.stderr);
+    let r = harness(&[
+        "load",
+        "--target",
+        "http://127.0.0.1:x",
+        "--model",
+        "m",
+        "--out",
+        o,
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not a port"), "{}", r.stderr);
+    let r = harness(&["load", "--target", "http://127.0.0.1:1", "--out", o]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--model NAME is required"),
+        "{}",
+        r.stderr
+    );
+    let r = harness(&[
+        "load",
+        "--target",
+        "http://127.0.0.1:1",
+        "--protocol",
+        "openai-completions",
+        "--model",
+        "m",
+        "--slo",
+        "ttft",
+        "--out",
+        o,
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--slo"), "{}", r.stderr);
+    // A server without the model.
+    let s = Server::start("load-bad", &fixture(), &[]);
+    let r = harness(&["load", "--target", &s.url(), "--model", "nope", "--out", o]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown model 'nope'"), "{}", r.stderr);
+}
+
+#[test]
+fn compare_served_shows_the_serving_tax_with_parity_checked() {
+    let out = tmp("served");
+    let r = harness(&[
+        "compare",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--runtimes",
+        "ort,candle",
+        "--seq",
+        "8",
+        "--threads",
+        "1",
+        "--warmup-time",
+        "0.1s",
+        "--min-time",
+        "0.3s",
+        "--min-samples",
+        "10",
+        "--no-overhead",
+        "--served",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("serving tax"), "{}", r.stdout);
+    let v = results(&out);
+    let served: Vec<&Value> = v["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["variant"] == "served")
+        .collect();
+    assert_eq!(served.len(), 2);
+    for s in &served {
+        assert_eq!(s["parity"]["status"], "pass", "{}", s["parity"]);
+        assert_eq!(s["served"]["protocol"], "kserve-http");
+        assert!(
+            s["id"].as_str().unwrap().ends_with("/served/c1"),
+            "{}",
+            s["id"]
+        );
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Serving tax"));
+    assert!(out.join("served-ort-t1.log").is_file());
+}

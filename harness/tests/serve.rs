@@ -1,0 +1,402 @@
+//! `harness serve` on loopback: every protocol, dynamic batching, limits, bad input, shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fixture, http, json_body, Server};
+use harness::net::kserve;
+use runtimes::{HostTensor, ModelFiles, ModelInfo, TensorData};
+use serde_json::{json, Value};
+
+fn reference() -> (Vec<HostTensor>, Vec<HostTensor>) {
+    let info = ModelInfo::read(&ModelFiles::resolve(&fixture()).unwrap()).unwrap();
+    let r = info
+        .reference
+        .expect("the fixture's manifest holds PyTorch reference outputs");
+    (r.inputs, r.outputs)
+}
+
+fn max_abs_diff(a: &HostTensor, b: &HostTensor) -> f64 {
+    assert_eq!(a.shape, b.shape, "{} vs {}", a.name, b.name);
+    a.data
+        .to_f64()
+        .iter()
+        .zip(b.data.to_f64())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn infer_json(port: u16, inputs: &[HostTensor]) -> (u16, Value) {
+    let (body, _) = kserve::encode_request(inputs, false);
+    let (status, _, b) = http(
+        port,
+        "POST",
+        "/v2/models/tiny-bert/infer",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    (status, json_body(&b))
+}
+
+#[test]
+fn kserve_http_json_and_binary_answer_like_pytorch() {
+    let s = Server::start("kserve", &fixture(), &[]);
+    let p = s.http;
+    assert_eq!(http(p, "GET", "/v2/health/live", &[], b"").0, 200);
+    assert_eq!(http(p, "GET", "/v2/health/ready", &[], b"").0, 200);
+    assert_eq!(
+        http(p, "GET", "/v2/models/tiny-bert/ready", &[], b"").0,
+        200
+    );
+    let (st, _, b) = http(p, "GET", "/v2/models/tiny-bert", &[], b"");
+    assert_eq!(st, 200);
+    let md = json_body(&b);
+    assert_eq!(md["name"], "tiny-bert");
+    assert_eq!(
+        md["inputs"][0],
+        json!({"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]})
+    );
+    assert_eq!(md["outputs"][0]["shape"], json!([-1, -1, 32]));
+    let (st, _, b) = http(p, "GET", "/v2", &[], b"");
+    assert_eq!(
+        (st, json_body(&b)["extensions"][0].clone()),
+        (200, json!("binary_tensor_data"))
+    );
+
+    let (inputs, want) = reference();
+    // JSON, flat data.
+    let (st, v) = infer_json(p, &inputs);
+    assert_eq!(st, 200, "{v}");
+    let got = kserve::decode_response(&serde_json::to_vec(&v).unwrap(), None).unwrap();
+    assert!(max_abs_diff(&got[0], &want[0]) < 1e-4);
+    // A hand-written request with nested data and an id, asking for one output.
+    let ids = inputs[0].data.to_i64().unwrap();
+    let seq = inputs[0].shape[1];
+    let row: Vec<i64> = ids[..seq].to_vec();
+    let body = json!({
+        "id": "r-1",
+        "inputs": [
+            {"name": "input_ids", "shape": [1, seq], "datatype": "INT64", "data": [row]},
+            {"name": "attention_mask", "shape": [1, seq], "datatype": "INT64", "data": vec![vec![1; seq]]},
+            {"name": "token_type_ids", "shape": [1, seq], "datatype": "INT64", "data": vec![0; seq]},
+        ],
+        "outputs": [{"name": "last_hidden_state"}],
+    });
+    let (st, _, b) = http(
+        p,
+        "POST",
+        "/v2/models/tiny-bert/versions/1/infer",
+        &[],
+        body.to_string().as_bytes(),
+    );
+    let v = json_body(&b);
+    assert_eq!(
+        (st, v["id"].clone(), v["model_name"].clone()),
+        (200, json!("r-1"), json!("tiny-bert"))
+    );
+    assert_eq!(v["outputs"][0]["shape"], json!([1, seq, 32]));
+
+    // Binary tensor extension both ways.
+    let (body, n) = kserve::encode_request(&inputs, true);
+    let n = n.unwrap().to_string();
+    let (st, head, b) = http(
+        p,
+        "POST",
+        "/v2/models/tiny-bert/infer",
+        &[("Inference-Header-Content-Length", &n)],
+        &body,
+    );
+    assert_eq!(st, 200);
+    let hl: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("inference-header-content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a binary answer names its JSON header's length");
+    let got = kserve::decode_response(&b, Some(hl)).unwrap();
+    assert!(max_abs_diff(&got[0], &want[0]) < 1e-4);
+}
+
+#[test]
+fn kserve_grpc_answers_like_pytorch() {
+    let s = Server::start("grpc", &fixture(), &["--runtime", "tract"]);
+    let (inputs, want) = reference();
+    let o = load_opts(
+        &format!("127.0.0.1:{}", s.grpc.unwrap()),
+        harness::net::load::Protocol::KserveGrpc,
+    );
+    let t = harness::net::client::Target::parse(&o.target, 8001).unwrap();
+    let got = harness::net::load::fetch_outputs(&o, &t, &inputs).unwrap();
+    assert!(max_abs_diff(&got[0], &want[0]) < 1e-4);
+    // A wrong model name is NOT_FOUND, the server stays up.
+    let mut bad = o.clone();
+    bad.model = Some("nope".into());
+    let e = harness::net::load::fetch_outputs(&bad, &t, &inputs).unwrap_err();
+    assert!(e.contains("unknown model 'nope'"), "{e}");
+    assert!(harness::net::load::fetch_outputs(&o, &t, &inputs).is_ok());
+}
+
+fn load_opts(
+    target: &str,
+    protocol: harness::net::load::Protocol,
+) -> harness::net::load::LoadOptions {
+    harness::net::load::LoadOptions {
+        target: target.into(),
+        protocol,
+        model: Some("tiny-bert".into()),
+        batch: vec![1],
+        seq: vec![8],
+        overrides: vec![],
+        modes: vec![],
+        measure: Default::default(),
+        seed: 1,
+        vocab: 128,
+        binary: true,
+        metrics_url: None,
+        label: "t".into(),
+        server_threads: 0,
+        timeout: Duration::from_secs(30),
+        max_tokens: 1,
+        slo: None,
+        local: None,
+        interrupt: Default::default(),
+    }
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    let (_, _, b) = http(port, "GET", "/metrics", &[], b"");
+    let m = harness::net::metrics::parse_prometheus(&String::from_utf8_lossy(&b));
+    harness::net::metrics::sum_metric(&m, name).unwrap_or(0.0)
+}
+
+#[test]
+fn dynamic_batching_merges_concurrent_requests_and_answers_each_its_own_rows() {
+    let s = Server::start(
+        "batching",
+        &fixture(),
+        &["--max-batch", "16", "--max-queue-delay", "200ms"],
+    );
+    let p = s.http;
+    // Eight different single-row requests, sent at once, of different lengths (KServe
+    // requests batch only with equal shapes: two groups of four).
+    let reqs: Vec<Vec<HostTensor>> = (0..8)
+        .map(|k| {
+            let seq = if k % 2 == 0 { 6 } else { 9 };
+            runtimes::tensor::bert_inputs(1, seq, |i| ((i * 7 + k * 13) % 120) as i64 + 5)
+        })
+        .collect();
+    // Alone first (each in its own batch: sequential requests never wait for company).
+    let alone: Vec<Value> = reqs.iter().map(|r| infer_json(p, r).1).collect();
+    let exec0 = metric(p, "nv_inference_exec_count");
+    let together: Vec<Value> = std::thread::scope(|sc| {
+        let hs: Vec<_> = reqs
+            .iter()
+            .map(|r| sc.spawn(move || infer_json(p, r)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().1).collect()
+    });
+    let execs = metric(p, "nv_inference_exec_count") - exec0;
+    assert!(execs <= 4.0, "8 concurrent requests ran in {execs} batches");
+    for (a, b) in alone.iter().zip(&together) {
+        let a = kserve::decode_response(&serde_json::to_vec(a).unwrap(), None).unwrap();
+        let b = kserve::decode_response(&serde_json::to_vec(b).unwrap(), None).unwrap();
+        assert!(max_abs_diff(&a[0], &b[0]) < 1e-5);
+    }
+}
+
+#[test]
+fn a_full_queue_answers_503_at_once_and_the_server_recovers() {
+    let s = Server::start("queue", &fixture(), &["--max-queue", "1", "--threads", "1"]);
+    let p = s.http;
+    // Large requests keep the one instance busy while others arrive.
+    let big = runtimes::tensor::bert_inputs(256, 64, |i| (i % 100) as i64 + 5);
+    let (body, _) = kserve::encode_request(&big, false);
+    let codes: Vec<(u16, Duration, Vec<u8>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..12)
+            .map(|_| {
+                let body = &body;
+                sc.spawn(move || {
+                    let t = Instant::now();
+                    let (st, _, b) = http(p, "POST", "/v2/models/tiny-bert/infer", &[], body);
+                    (st, t.elapsed(), b)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<_> = codes.iter().filter(|c| c.0 == 503).collect();
+    assert!(
+        !refused.is_empty(),
+        "no 503 among {:?}",
+        codes.iter().map(|c| c.0).collect::<Vec<_>>()
+    );
+    assert!(codes.iter().all(|c| c.0 == 200 || c.0 == 503));
+    assert!(String::from_utf8_lossy(&refused[0].2).contains("queue is full"));
+    assert!(metric(p, "harness_queue_rejections") >= refused.len() as f64);
+    let (st, _) = infer_json(p, &runtimes::tensor::bert_inputs(1, 4, |_| 7));
+    assert_eq!(st, 200);
+}
+
+#[test]
+fn ten_thousand_malformed_requests_get_4xx_and_the_server_stays_up_with_bounded_memory() {
+    let mut s = Server::start("malformed", &fixture(), &["--max-body", "64KiB"]);
+    let t = harness::net::client::Target::parse(&s.url(), 80).unwrap();
+    let mut c = harness::net::client::Http1::new(&t, Duration::from_secs(10));
+    let good = kserve::encode_request(&runtimes::tensor::bert_inputs(1, 4, |_| 7), false).0;
+    let good_text = String::from_utf8(good.clone()).unwrap();
+    let oversized = vec![b'['; 70 * 1024];
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("/v2/models/tiny-bert/infer", b"{not json".to_vec()),
+        ("/v2/models/tiny-bert/infer", b"".to_vec()),
+        ("/v2/models/tiny-bert/infer", b"[]".to_vec()),
+        (
+            "/v2/models/tiny-bert/infer",
+            good_text.replace("\"INT64\"", "\"FP32\"").into_bytes(),
+        ),
+        (
+            "/v2/models/tiny-bert/infer",
+            good_text.replace("[1,4]", "[2,4]").into_bytes(),
+        ),
+        (
+            "/v2/models/tiny-bert/infer",
+            good_text.replace("[1,4]", "[1,-4]").into_bytes(),
+        ),
+        (
+            "/v2/models/tiny-bert/infer",
+            good_text.replace("input_ids", "input_idz").into_bytes(),
+        ),
+        (
+            "/v2/models/tiny-bert/infer",
+            good_text.replace("[1,4]", "[1,4,1]").into_bytes(),
+        ),
+        (
+            "/v2/models/tiny-bert/infer",
+            good_text.replacen("7", "99999", 1).into_bytes(),
+        ),
+        ("/v2/models/other/infer", good.clone()),
+        ("/v2/models/tiny-bert/versions/9/infer", good.clone()),
+        ("/v2/models/tiny-bert/infer", oversized),
+        ("/v1/embeddings", b"{\"model\": 3}".to_vec()),
+        (
+            "/v1/embeddings",
+            b"{\"model\": \"nope\", \"input\": \"x\"}".to_vec(),
+        ),
+        (
+            "/v1/embeddings",
+            b"{\"model\": \"tiny-bert\", \"input\": []}".to_vec(),
+        ),
+        (
+            "/v1/embeddings",
+            b"{\"model\": \"tiny-bert\", \"input\": [[1, -5]]}".to_vec(),
+        ),
+        ("/nowhere", b"x".to_vec()),
+    ];
+    let requests: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|(path, b)| {
+            harness::net::client::request_bytes(
+                &t,
+                "POST",
+                path,
+                &[("Content-Type", "application/json".into())],
+                b,
+            )
+        })
+        .collect();
+    // Warm the allocator, then measure.
+    for r in &requests {
+        let _ = c.call(r);
+    }
+    let rss0 = s.rss_kb();
+    let mut by_status = std::collections::BTreeMap::new();
+    for i in 0..10_000 {
+        let r = c.call(&requests[i % requests.len()]).unwrap();
+        assert!(
+            (400..500).contains(&r.status),
+            "{} -> {} {}",
+            bodies[i % bodies.len()].0,
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(json!({}));
+        let reason = v["error"].as_str().or(v["message"].as_str()).unwrap_or("");
+        assert!(
+            !reason.is_empty(),
+            "a 4xx without a reason: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        *by_status.entry(r.status).or_insert(0) += 1;
+    }
+    assert!(s.alive());
+    let grown = s.rss_kb().saturating_sub(rss0);
+    assert!(
+        grown < 30_000,
+        "the server grew by {grown} kB over 10,000 bad requests"
+    );
+    assert!(
+        by_status.contains_key(&400)
+            && by_status.contains_key(&404)
+            && by_status.contains_key(&413),
+        "{by_status:?}"
+    );
+    // And it still serves.
+    let r = c.call(&requests[0].clone()).unwrap();
+    assert_eq!(r.status, 400);
+    let (st, _) = infer_json(s.http, &runtimes::tensor::bert_inputs(1, 4, |_| 7));
+    assert_eq!(st, 200);
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_and_exits_zero() {
+    let mut s = Server::start("shutdown", &fixture(), &["--threads", "1"]);
+    let p = s.http;
+    let big = runtimes::tensor::bert_inputs(256, 64, |i| (i % 100) as i64 + 5);
+    let (body, _) = kserve::encode_request(&big, false);
+    let inflight =
+        std::thread::spawn(move || http(p, "POST", "/v2/models/tiny-bert/infer", &[], &body).0);
+    std::thread::sleep(Duration::from_millis(30));
+    let status = s.terminate();
+    assert!(status.success(), "{status}: {}", s.log_text());
+    assert_eq!(inflight.join().unwrap(), 200);
+    assert!(s.log_text().contains("stopped after"), "{}", s.log_text());
+}
+
+#[test]
+fn bad_serve_arguments_are_clear_errors() {
+    let r = common::harness(&[
+        "serve",
+        "--model",
+        "/nonexistent/model",
+        "--http-port",
+        "0",
+        "--no-grpc",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("/nonexistent/model"), "{}", r.stderr);
+    let r = common::harness(&[
+        "serve",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--max-body",
+        "12XB",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown unit"), "{}", r.stderr);
+    // A port in use.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let r = common::harness(&[
+        "serve",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--http-port",
+        &port,
+        "--no-grpc",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("cannot listen"), "{}", r.stderr);
+    let _ = TensorData::I64(vec![]);
+}
