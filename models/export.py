@@ -17,16 +17,23 @@ The output folder holds everything every runtime needs, all from one checkpoint:
 Usage:
     python models/export.py --checkpoint DIR --out OUT [--opset 17] [--static]
                             [--variants fp32,fp16,int8]
-    python models/export.py --tiny-fixture OUT [--seed 0]
+    python models/export.py --tiny-fixture OUT [--seed 0] [--text-files-only]
 
 `--tiny-fixture` builds a small BERT with random weights (fixed seed) and exports it;
-the committed test fixture models/fixtures/tiny-bert was made this way.
+the committed test fixture models/fixtures/tiny-bert was made this way. It also writes the
+fixture's text side: a 128-token WordPiece tokenizer (tokenizer.json, vocab.txt,
+tokenizer_config.json, special_tokens_map.json), sentence-transformers files like
+all-MiniLM-L6-v2's (modules.json, 1_Pooling/config.json, sentence_bert_config.json; mean
+pooling, then L2 normalisation) and embeddings_reference.json: fixed sentences, their token
+ids and their embeddings by ONNX Runtime. With `--text-files-only` only these are (re)written,
+from the model.onnx already in OUT.
 """
 
 import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -338,6 +345,251 @@ def make_tiny_checkpoint(folder, seed):
     model.save_pretrained(folder, safe_serialization=True)
 
 
+# The tiny fixture's tokenizer: BERT's WordPiece with 128 entries, ids in this order.
+TINY_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY_PUNCTUATION = [".", ",", "!", "?", "'", "-"]
+TINY_WORDS = (
+    "the is of and to in it on at for with this that was are be as by not or from hi hello "
+    "world cat dog sat mat sun day good quick brown fox jumps over lazy run red big small one "
+    "two new old how what who you we they my ran play book"
+).split()
+TINY_MAX_SEQ = 64
+# Sentences of embeddings_reference.json: a short one; punctuation and capitals; words that
+# fall apart into ## pieces, characters outside the vocabulary ([UNK]) and an accent that
+# the normalizer strips; one longer than TINY_MAX_SEQ tokens, so truncated; plural pieces.
+TINY_REFERENCE_SENTENCES = [
+    "hi",
+    "The cat sat on the mat.",
+    "Hello, World! Is THIS the Quick Brown Fox?",
+    "A zebra ate my homework \U0001f642 at the caf\u00e9 @ 5pm",
+    " ".join(["the quick brown fox jumps over the lazy dog"] * 8),
+    "Two dogs and one cat ran in the sun.",
+]
+TEXT_FILES = [
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "modules.json",
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
+    "embeddings_reference.json",
+]
+
+
+def tiny_vocab():
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    digits = [str(d) for d in range(10)]
+    vocab = (
+        TINY_SPECIAL_TOKENS
+        + letters
+        + digits
+        + TINY_PUNCTUATION
+        + ["##" + c for c in letters]
+        + TINY_WORDS
+    )
+    assert len(vocab) == 128 and len(set(vocab)) == 128, len(vocab)
+    return vocab
+
+
+def tiny_tokenizer_json(vocab):
+    """tokenizer.json of the Hugging Face `tokenizers` library, laid out like a BERT one
+    (all-MiniLM-L6-v2's) but with padding and truncation off. Written as plain JSON so that
+    the bytes do not depend on the installed tokenizers version."""
+    ids = {t: i for i, t in enumerate(vocab)}
+
+    def special(token, type_id):
+        return {"SpecialToken": {"id": token, "type_id": type_id}}
+
+    def sequence(seq, type_id):
+        return {"Sequence": {"id": seq, "type_id": type_id}}
+
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": ids[t],
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for t in TINY_SPECIAL_TOKENS
+        ],
+        "normalizer": {
+            "type": "BertNormalizer",
+            "clean_text": True,
+            "handle_chinese_chars": True,
+            "strip_accents": None,
+            "lowercase": True,
+        },
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0)],
+            "pair": [
+                special("[CLS]", 0),
+                sequence("A", 0),
+                special("[SEP]", 0),
+                sequence("B", 1),
+                special("[SEP]", 1),
+            ],
+            "special_tokens": {
+                t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in ["[CLS]", "[SEP]"]
+            },
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {
+            "type": "WordPiece",
+            "unk_token": "[UNK]",
+            "continuing_subword_prefix": "##",
+            "max_input_chars_per_word": 100,
+            "vocab": ids,
+        },
+    }
+
+
+def write_json(path, obj, compact_numbers=False):
+    """Indented JSON with a final newline; with compact_numbers, lists of numbers stay on one
+    line each."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    text = json.dumps(obj, indent=2, ensure_ascii=False)
+    if compact_numbers:
+        text = re.sub(
+            r"\[\s+([-+0-9.eE,\s]*?)\s+\]",
+            lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]",
+            text,
+        )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+
+
+def mean_pooled(hidden, mask):
+    """Mean over the tokens the mask keeps, then L2 normalisation (sentence-transformers'
+    Pooling and Normalize modules), in float64."""
+    import numpy as np
+
+    h = hidden.astype(np.float64)
+    m = mask.astype(np.float64)[:, :, None]
+    mean = (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+
+
+def embeddings_reference(out):
+    """The reference sentences through OUT's tokenizer.json and model.onnx: each on its own
+    (batch 1, no padding) and all in one padded batch; both pooled and normalised."""
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=TINY_MAX_SEQ)
+    token_ids = [tokenizer.encode(s).ids for s in TINY_REFERENCE_SENTENCES]
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(
+        os.path.join(out, "model.onnx"), opts, providers=["CPUExecutionProvider"]
+    )
+
+    def run(ids, mask):
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = sess.run([OUTPUT_NAME], feeds)
+        return mean_pooled(hidden, mask)
+
+    single = np.concatenate(
+        [run(np.array([row], np.int64), np.ones((1, len(row)), np.int64)) for row in token_ids]
+    )
+    width = max(len(ids) for ids in token_ids)
+    ids = np.zeros((len(token_ids), width), dtype=np.int64)
+    mask = np.zeros((len(token_ids), width), dtype=np.int64)
+    for r, row in enumerate(token_ids):
+        ids[r, : len(row)] = row
+        mask[r, : len(row)] = 1
+    batched = run(ids, mask)
+    diff = float(np.max(np.abs(single - batched)))
+    if not diff <= 1e-5:
+        raise ExportError(f"padded batch disagrees with single runs: max abs diff {diff:.3g}")
+
+    def rows(a):
+        return [[round(float(x), 8) for x in r] for r in a]
+
+    return {
+        "sentences": TINY_REFERENCE_SENTENCES,
+        "max_seq_length": TINY_MAX_SEQ,
+        "token_ids": token_ids,
+        "pooling": "mean",
+        "normalize": True,
+        "embeddings": rows(single),
+        "batched_embeddings": rows(batched),
+        "max_abs_diff_batched_vs_single": diff,
+        "model": {"file": "model.onnx", "sha256": sha256(os.path.join(out, "model.onnx"))},
+        "producer": f"onnxruntime {ort.__version__} + numpy",
+    }
+
+
+def write_tiny_text_files(out):
+    """The tiny fixture's tokenizer, sentence-transformers configuration and embeddings
+    reference (TEXT_FILES), next to its model.onnx; nothing else in OUT is touched."""
+    vocab = tiny_vocab()
+    with open(os.path.join(out, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(t + "\n" for t in vocab))
+    write_json(os.path.join(out, "tokenizer.json"), tiny_tokenizer_json(vocab))
+    special = {
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+    }
+    write_json(
+        os.path.join(out, "tokenizer_config.json"),
+        {
+            "do_lower_case": True,
+            **special,
+            "tokenize_chinese_chars": True,
+            "strip_accents": None,
+            "tokenizer_class": "BertTokenizer",
+            "model_max_length": TINY_MAX_SEQ,
+        },
+    )
+    write_json(os.path.join(out, "special_tokens_map.json"), special)
+    modules = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+    write_json(
+        os.path.join(out, "modules.json"),
+        [
+            {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{t}"}
+            for i, (path, t) in enumerate(modules)
+        ],
+    )
+    write_json(
+        os.path.join(out, "1_Pooling", "config.json"),
+        {
+            "word_embedding_dimension": 32,
+            "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True,
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": False,
+            "include_prompt": True,
+        },
+    )
+    write_json(
+        os.path.join(out, "sentence_bert_config.json"),
+        {"max_seq_length": TINY_MAX_SEQ, "do_lower_case": False},
+    )
+    write_json(
+        os.path.join(out, "embeddings_reference.json"),
+        embeddings_reference(out),
+        compact_numbers=True,
+    )
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -348,6 +600,12 @@ def main(argv=None):
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--static", action="store_true", help="fixed batch/sequence axes")
     p.add_argument("--seed", type=int, default=0, help="seed for --tiny-fixture weights")
+    p.add_argument(
+        "--text-files-only",
+        action="store_true",
+        help="with --tiny-fixture: only (re)write the tokenizer, sentence-transformers and "
+        "embeddings_reference.json files, from the model.onnx already in OUT",
+    )
     p.add_argument(
         "--variants",
         default=",".join(VARIANTS),
@@ -363,12 +621,23 @@ def main(argv=None):
     if "fp32" not in variants:
         variants.insert(0, "fp32")
     try:
+        if a.text_files_only:
+            if not a.tiny_fixture:
+                raise ExportError("--text-files-only goes with --tiny-fixture")
+            if not os.path.isfile(os.path.join(a.tiny_fixture, "model.onnx")):
+                raise ExportError(
+                    f"{a.tiny_fixture}/model.onnx not found: export the fixture first"
+                )
+            write_tiny_text_files(a.tiny_fixture)
+            print(f"wrote {', '.join(TEXT_FILES)} to {a.tiny_fixture}", file=sys.stderr)
+            return 0
         if a.tiny_fixture:
             with tempfile.TemporaryDirectory() as tmp:
                 make_tiny_checkpoint(tmp, a.seed)
                 m = export(
                     tmp, a.tiny_fixture, a.opset, not a.static, a.name or "tiny-bert", variants
                 )
+            write_tiny_text_files(a.tiny_fixture)
             out = a.tiny_fixture
         else:
             if not a.out:
