@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, the Rust tests (unit, conformance on every
-# runtime, CLI integration, bad inputs) and the exporter's tests. Sets up .venv first.
+# runtime, CLI integration, bad inputs, network mode against our server and Triton) and the
+# exporter's tests. Sets up .venv and .venv-triton first.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 scripts/setup.sh python
+# NVIDIA Triton (PyTriton) for the KServe client test against the real server.
+scripts/setup.sh triton
 export VIRTUAL_ENV="$ROOT/.venv"
 
 # The report test renders report.html in headless Chromium (Debian's package).

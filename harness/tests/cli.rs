@@ -17,7 +17,9 @@ fn fixture_copy(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     for e in std::fs::read_dir(fixture()).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+        }
     }
     edit(&d);
     d

@@ -400,3 +400,235 @@ fn bad_serve_arguments_are_clear_errors() {
     assert!(r.stderr.contains("cannot listen"), "{}", r.stderr);
     let _ = TensorData::I64(vec![]);
 }
+
+#[test]
+fn requests_past_the_timeout_get_504_and_the_server_goes_on() {
+    let s = Server::start(
+        "timeout",
+        &fixture(),
+        &["--threads", "1", "--request-timeout", "5ms"],
+    );
+    let p = s.http;
+    let big = runtimes::tensor::bert_inputs(256, 64, |i| (i % 100) as i64 + 5);
+    let (body, _) = kserve::encode_request(&big, false);
+    let codes: Vec<(u16, Vec<u8>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                sc.spawn(|| {
+                    let (st, _, b) = http(p, "POST", "/v2/models/tiny-bert/infer", &[], &body);
+                    (st, b)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let late: Vec<_> = codes.iter().filter(|c| c.0 == 504).collect();
+    assert!(
+        !late.is_empty(),
+        "{:?}",
+        codes.iter().map(|c| c.0).collect::<Vec<_>>()
+    );
+    assert!(String::from_utf8_lossy(&late[0].1).contains("--request-timeout"));
+    assert!(metric(p, "harness_request_timeouts") >= 1.0);
+    // Once the batch that was already running finishes, small requests fit the timeout.
+    let small = runtimes::tensor::bert_inputs(1, 4, |_| 7);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while infer_json(p, &small).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the server never answered in time again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn embeddings_reference() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixture().join("embeddings_reference.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn vec_f64(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn embeddings_tokenize_pool_and_normalise_like_sentence_transformers() {
+    let s = Server::start(
+        "embeddings",
+        &fixture(),
+        &["--max-batch", "16", "--max-queue-delay", "20ms"],
+    );
+    let p = s.http;
+    let reference = embeddings_reference();
+    let sentences = reference["sentences"].as_array().unwrap();
+    let want: Vec<Vec<f64>> = reference["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(vec_f64)
+        .collect();
+    let close = |got: &Value, want: &[f64]| {
+        let g = vec_f64(got);
+        assert_eq!(g.len(), want.len());
+        let d = g
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(d < 1e-5, "max abs diff {d}");
+        let norm: f64 = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+    };
+    // All sentences in one request (padded to the longest, one truncated at 64 tokens).
+    let body = json!({"model": "tiny-bert", "input": sentences});
+    let (st, _, b) = http(
+        p,
+        "POST",
+        "/v1/embeddings",
+        &[],
+        body.to_string().as_bytes(),
+    );
+    let v = json_body(&b);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["object"], "list");
+    let tokens: u64 = reference["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_array().unwrap().len() as u64)
+        .sum();
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap(), tokens);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(v["data"][i]["index"], i);
+        close(&v["data"][i]["embedding"], w);
+    }
+    // One sentence per request, concurrently: the batcher pads them together; answers agree.
+    let answers: Vec<Value> = std::thread::scope(|sc| {
+        let hs: Vec<_> = sentences
+            .iter()
+            .map(|t| {
+                let body = json!({"model": "tiny-bert", "input": t}).to_string();
+                sc.spawn(move || {
+                    json_body(&http(p, "POST", "/v1/embeddings", &[], body.as_bytes()).2)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (a, w) in answers.iter().zip(&want) {
+        close(&a["data"][0]["embedding"], w);
+    }
+    // Token ids instead of text, and base64 floats.
+    let ids = &reference["token_ids"][1];
+    let body = json!({"model": "tiny-bert", "input": [ids], "encoding_format": "base64"});
+    let (st, _, b) = http(
+        p,
+        "POST",
+        "/v1/embeddings",
+        &[],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(st, 200);
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(json_body(&b)["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let floats: Vec<f64> = raw
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect();
+    close(&json!(floats), &want[1]);
+    // The model list, and clear refusals.
+    let (st, _, b) = http(p, "GET", "/v1/models", &[], b"");
+    let v = json_body(&b);
+    assert_eq!(
+        (
+            st,
+            v["data"][0]["id"].clone(),
+            v["data"][0]["max_model_len"].clone()
+        ),
+        (200, json!("tiny-bert"), json!(64))
+    );
+    for (body, code, want) in [
+        (
+            json!({"model": "tiny-bert", "input": [vec![5; 65]]}),
+            400,
+            "at most 64",
+        ),
+        (
+            json!({"model": "tiny-bert", "input": "x", "encoding_format": "hex"}),
+            400,
+            "encoding_format",
+        ),
+        (
+            json!({"model": "tiny-bert", "input": "x", "dimensions": 8}),
+            400,
+            "dimensions",
+        ),
+        (
+            json!({"model": "tiny-bert", "input": [1.5]}),
+            400,
+            "'input' must be",
+        ),
+        (
+            json!({"model": "other", "input": "x"}),
+            404,
+            "does not exist",
+        ),
+    ] {
+        let (st, _, b) = http(
+            p,
+            "POST",
+            "/v1/embeddings",
+            &[],
+            body.to_string().as_bytes(),
+        );
+        let v = json_body(&b);
+        assert_eq!(st, code, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(want), "{v}");
+    }
+}
+
+#[test]
+fn load_drives_embeddings_with_sentences_of_known_length() {
+    let s = Server::start("embed-load", &fixture(), &[]);
+    let out = common::tmp("embed-load");
+    let r = common::harness(&[
+        "load",
+        "--target",
+        &s.url(),
+        "--protocol",
+        "openai-embeddings",
+        "--model",
+        "tiny-bert",
+        "--batch",
+        "4",
+        "--seq",
+        "10",
+        "--concurrency",
+        "2",
+        "--warmup-time",
+        "0.2s",
+        "--min-time",
+        "0.5s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = common::results(&out);
+    let row = &v["scenarios"][0];
+    assert_eq!(row["status"], "ok");
+    // Four sentences of ten words, each with [CLS] and [SEP]: 48 tokens where every word is
+    // one token (MiniLM's vocabulary); the fixture's 128-entry vocabulary splits words.
+    assert!(row["served"]["prompt_tokens_per_request"].as_f64().unwrap() >= 48.0);
+    let thr = row["throughput_per_s"].as_f64().unwrap();
+    let req = row["measurement"]["iterations"].as_f64().unwrap()
+        / row["measurement"]["window_s"].as_f64().unwrap();
+    assert!((thr / req - 4.0).abs() < 1e-6, "items/s counts sentences");
+}

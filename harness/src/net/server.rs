@@ -55,6 +55,7 @@ pub struct AppState {
     max_body: usize,
     runtime: String,
     created: u64,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -173,6 +174,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<i32> {
         max_body: opts.max_body,
         runtime: opts.runtime.clone(),
         created: unix_now(),
+        next_id: Default::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.io_threads.max(1))
@@ -673,7 +675,7 @@ async fn do_embeddings(
         })
         .collect();
     Ok(json!({
-        "id": format!("embd-{}", s.metrics.request_success.load(Relaxed)),
+        "id": format!("embd-{}", s.next_id.fetch_add(1, Relaxed)),
         "object": "list",
         "created": unix_now(),
         "model": s.sig.name,

@@ -1,0 +1,223 @@
+//! The load generator's KServe v2 clients against real NVIDIA Triton (tritonserver 2.51 from
+//! PyPI nvidia-pytriton, through models/triton_serve.py). `scripts/test.sh` installs it
+//! (`scripts/setup.sh triton`); without it this test fails, unless HARNESS_SKIP_TRITON=1.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{fixture, harness, results, tmp};
+use runtimes::{ModelFiles, ModelInfo};
+
+struct Triton {
+    child: std::process::Child,
+    http: u16,
+    grpc: u16,
+    metrics: u16,
+}
+
+impl Drop for Triton {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_triton(root: &Path) -> Option<Triton> {
+    let python = root.join(".venv-triton/bin/python");
+    if !python.exists() {
+        if std::env::var("HARNESS_SKIP_TRITON").as_deref() == Ok("1") {
+            eprintln!("Triton test skipped (HARNESS_SKIP_TRITON=1)");
+            return None;
+        }
+        panic!(
+            "{} is missing: run scripts/setup.sh triton (or set HARNESS_SKIP_TRITON=1)",
+            python.display()
+        );
+    }
+    let (http, grpc, metrics) = (free_port(), free_port(), free_port());
+    let mut child = std::process::Command::new(&python)
+        .arg(root.join("models/triton_serve.py"))
+        .arg("--model")
+        .arg(fixture())
+        .args([
+            "--name",
+            "tiny-bert",
+            "--threads",
+            "1",
+            "--max-batch",
+            "8",
+            "--max-queue-delay-us",
+            "500",
+        ])
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--grpc-port",
+            &grpc.to_string(),
+        ])
+        .args([
+            "--metrics-port",
+            &metrics.to_string(),
+            "--shutdown-after",
+            "300",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start models/triton_serve.py");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let t = Triton {
+        child,
+        http,
+        grpc,
+        metrics,
+    };
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(line) if line.starts_with("ready") => Some(t),
+        other => panic!("Triton did not become ready: {other:?}"),
+    }
+}
+
+#[test]
+fn kserve_clients_work_against_real_triton() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let Some(tr) = start_triton(&root) else {
+        return;
+    };
+    let http = format!("http://127.0.0.1:{}", tr.http);
+    let grpc = format!("127.0.0.1:{}", tr.grpc);
+    let metrics = format!("http://127.0.0.1:{}/metrics", tr.metrics);
+
+    // Answers match PyTorch's reference outputs, over HTTP (binary and JSON) and gRPC.
+    let info = ModelInfo::read(&ModelFiles::resolve(&fixture()).unwrap()).unwrap();
+    let reference = info.reference.clone().unwrap();
+    for (proto, target, binary) in [
+        (harness::net::load::Protocol::KserveHttp, http.clone(), true),
+        (
+            harness::net::load::Protocol::KserveHttp,
+            http.clone(),
+            false,
+        ),
+        (harness::net::load::Protocol::KserveGrpc, grpc.clone(), true),
+    ] {
+        let o = harness::net::load::LoadOptions {
+            target: target.clone(),
+            protocol: proto,
+            model: Some("tiny-bert".into()),
+            batch: vec![1],
+            seq: vec![8],
+            overrides: vec![],
+            modes: vec![],
+            measure: Default::default(),
+            seed: 1,
+            vocab: 128,
+            binary,
+            metrics_url: None,
+            label: "triton".into(),
+            server_threads: 1,
+            timeout: Duration::from_secs(30),
+            max_tokens: 1,
+            slo: None,
+            local: None,
+            interrupt: Default::default(),
+        };
+        let t = harness::net::client::Target::parse(&target, 8000).unwrap();
+        let got = harness::net::load::fetch_outputs(&o, &t, &reference.inputs)
+            .unwrap_or_else(|e| panic!("{proto:?} binary={binary}: {e}"));
+        let want = &reference.outputs[0];
+        let g = got
+            .iter()
+            .find(|x| x.name == want.name)
+            .expect("last_hidden_state");
+        assert_eq!(g.shape, want.shape);
+        let d = g
+            .data
+            .to_f64()
+            .iter()
+            .zip(want.data.to_f64())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(d < 1e-4, "{proto:?}: max abs diff {d}");
+    }
+
+    // Load in closed loop over both protocols, with Triton's own metrics scraped.
+    for (proto, target) in [("kserve-http", &http), ("kserve-grpc", &grpc)] {
+        let out = tmp(&format!("triton-{proto}"));
+        let r = harness(&[
+            "load",
+            "--target",
+            target,
+            "--protocol",
+            proto,
+            "--model",
+            "tiny-bert",
+            "--vocab",
+            "128",
+            "--seq",
+            "8",
+            "--concurrency",
+            "1,4",
+            "--warmup-time",
+            "0.3s",
+            "--min-time",
+            "1s",
+            "--metrics-url",
+            &metrics,
+            "--label",
+            "triton",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{proto}: {}\n{}", r.stdout, r.stderr);
+        let v = results(&out);
+        for row in v["scenarios"].as_array().unwrap() {
+            assert_eq!(row["status"], "ok", "{row}");
+            assert_eq!(row["measurement"]["failures"], 0);
+            let n = row["measurement"]["iterations"].as_f64().unwrap();
+            let sv = &row["served"];
+            let success: f64 = sv["server_metrics"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.starts_with("nv_inference_request_success"))
+                .map(|(_, v)| v.as_f64().unwrap())
+                .sum();
+            assert!(
+                (success - n).abs() <= 0.05 * n + 8.0,
+                "{proto}: Triton counted {success}, we {n}"
+            );
+            assert!(sv["server_avg_batch"].as_f64().unwrap() >= 1.0);
+            assert!(sv["server_compute_ms_per_request"].as_f64().unwrap() > 0.0);
+        }
+    }
+}
