@@ -41,7 +41,20 @@ impl Runtime for CandleRuntime {
         NAME
     }
 
-    fn check(&self, _opts: &LoadOptions) -> Availability {
+    fn check(&self, opts: &LoadOptions) -> Availability {
+        if let Err(e) = device_problem(opts.device) {
+            return Availability::Unavailable { reason: e };
+        }
+        if let crate::Device::Cuda(i) = opts.device {
+            return Availability::Ready {
+                version: crate::CANDLE_VERSION.to_string(),
+                detail: format!(
+                    "candle {} (built with CUDA), GPU {i} f32/f16/bf16; architectures: {}",
+                    crate::CANDLE_VERSION,
+                    SUPPORTED.join(", ")
+                ),
+            };
+        }
         Availability::Ready {
             version: crate::CANDLE_VERSION.to_string(),
             detail: format!(
@@ -96,6 +109,8 @@ impl Runtime for CandleRuntime {
                 ))
             }
         };
+        device_problem(opts.device).map_err(unsupported)?;
+        let device = candle_device(opts.device)?;
         let config = read_config(config_path)?;
         let load_err = |e: candle_core::Error| RuntimeError::Load {
             runtime: NAME,
@@ -104,10 +119,9 @@ impl Runtime for CandleRuntime {
         };
         // SAFETY: the file is memory-mapped read-only; the harness does not modify it while
         // it runs, and no other process is expected to.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[weights.as_path()], dtype, &Device::Cpu)
-        }
-        .map_err(load_err)?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[weights.as_path()], dtype, &device) }
+                .map_err(load_err)?;
         let bert = Bert::load(vb, &config, dtype).map_err(|e| {
             unsupported(format!(
                 "{} does not hold a BERT encoder candle can load: {e}",
@@ -128,8 +142,37 @@ impl Runtime for CandleRuntime {
             output_name,
             dtype,
             cpus: opts.cpus.clone(),
+            device,
             prepared: None,
         }))
+    }
+}
+
+/// Why candle cannot run on `device` in this build, if it cannot.
+fn device_problem(device: crate::Device) -> Result<(), String> {
+    match device {
+        crate::Device::Cpu => Ok(()),
+        crate::Device::TensorRt(_) => Err(
+            "tensorrt is an ONNX Runtime execution provider; candle runs on cuda".into(),
+        ),
+        crate::Device::Cuda(_) if !cfg!(feature = "candle-cuda") => Err(
+            "cuda: this build of candle has no CUDA support; build with --features candle-cuda (its kernels need nvcc: scripts/build-gpu.sh)".into(),
+        ),
+        crate::Device::Cuda(_) => match crate::gpu::loadable(crate::gpu::DRIVER) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!(
+                "no NVIDIA driver: {} cannot be loaded ({e})",
+                crate::gpu::DRIVER
+            )),
+        },
+    }
+}
+
+fn candle_device(device: crate::Device) -> Result<Device, RuntimeError> {
+    match device {
+        crate::Device::Cuda(i) => Device::new_cuda(i as usize)
+            .map_err(|e| unsupported(format!("cuda:{i}: candle could not open the GPU: {e}"))),
+        _ => Ok(Device::Cpu),
     }
 }
 
@@ -248,6 +291,8 @@ struct Prepared {
 struct CandleLoaded {
     /// Shared between workers: candle's forward takes the model by shared reference.
     bert: Arc<Bert>,
+    /// Where the weights and the prepared inputs live.
+    device: Device,
     pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
     output_name: String,
@@ -285,6 +330,14 @@ impl Loaded for CandleLoaded {
             ("pool".into(), pool),
             ("RAYON_NUM_THREADS".into(), self.threads.to_string()),
             ("dtype".into(), format!("{:?}", self.dtype).to_lowercase()),
+            (
+                "device".into(),
+                if self.device.is_cuda() {
+                    "cuda (inputs prepared on the device; device synchronized before the clock stops)".into()
+                } else {
+                    "cpu".into()
+                },
+            ),
             ("architecture".into(), self.bert.describe().into()),
             (
                 "worker_cpus".into(),
@@ -336,7 +389,7 @@ impl Loaded for CandleLoaded {
                 }
                 None => vec![fill; ids.data.len()],
             };
-            Tensor::from_vec(data, ids.shape.as_slice(), &Device::Cpu)
+            Tensor::from_vec(data, ids.shape.as_slice(), &self.device)
                 .map_err(|e| RuntimeError::inference(NAME, e))
         };
         self.prepared = Some(Prepared {
@@ -348,7 +401,13 @@ impl Loaded for CandleLoaded {
     }
 
     fn run(&mut self) -> Result<(), RuntimeError> {
-        self.forward().map(drop)
+        let out = self.forward()?;
+        // GPU kernels run asynchronously: the clock stops when the device is done.
+        self.device
+            .synchronize()
+            .map_err(|e| RuntimeError::inference(NAME, e))?;
+        drop(out);
+        Ok(())
     }
 
     fn share(&self) -> Option<Result<Box<dyn Loaded>, RuntimeError>> {
@@ -361,6 +420,7 @@ impl Loaded for CandleLoaded {
                     output_name: self.output_name.clone(),
                     dtype: self.dtype,
                     cpus: self.cpus.clone(),
+                    device: self.device.clone(),
                     prepared: None,
                 }) as Box<dyn Loaded>
             }),

@@ -7,6 +7,7 @@
 //! outputs back for the parity check; it is never timed.
 
 pub mod candle_rt;
+pub mod gpu;
 pub mod model;
 pub mod null;
 pub mod ort_rt;
@@ -112,19 +113,69 @@ pub enum Availability {
     Unavailable { reason: String },
 }
 
-/// Where a model runs. Only the CPU exists in this build; GPU devices come with features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+/// Where a model runs: the CPU, or an NVIDIA GPU (by index) through CUDA, or through
+/// TensorRT (ONNX Runtime's TensorRT execution provider, CUDA for what it leaves over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    Cuda(u32),
+    TensorRt(u32),
 }
 
 impl Device {
+    /// The device kind: `cpu`, `cuda` or `tensorrt`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+            Device::TensorRt(_) => "tensorrt",
         }
     }
+
+    /// `cpu`, `cuda:0`, `tensorrt:1`: the label rows carry.
+    pub fn label(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(i) => format!("cuda:{i}"),
+            Device::TensorRt(i) => format!("tensorrt:{i}"),
+        }
+    }
+
+    /// `cpu`, `cuda`, `cuda:1`, `tensorrt`, `tensorrt:0`.
+    pub fn parse(s: &str) -> Option<Device> {
+        let (kind, id) = match s.trim().split_once(':') {
+            Some((k, i)) => (k, i.parse::<u32>().ok()?),
+            None => (s.trim(), 0),
+        };
+        match kind {
+            "cpu" if !s.contains(':') => Some(Device::Cpu),
+            "cuda" | "gpu" => Some(Device::Cuda(id)),
+            "tensorrt" | "trt" => Some(Device::TensorRt(id)),
+            _ => None,
+        }
+    }
+
+    pub fn gpu_index(&self) -> Option<u32> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda(i) | Device::TensorRt(i) => Some(*i),
+        }
+    }
+}
+
+/// GPU settings fixed at load time.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Inputs and outputs stay on the device during timing (ONNX Runtime IO binding; candle
+    /// keeps its tensors there anyway); false: every timed inference copies its inputs from
+    /// the host and its outputs back (end to end).
+    pub copies_timed: bool,
+    /// TensorRT: build fp16 engines.
+    pub trt_fp16: bool,
+    /// TensorRT: engine cache folder (engines are built once per shape and reused).
+    pub trt_cache: Option<PathBuf>,
+    /// TensorRT: builder workspace in bytes.
+    pub trt_workspace: Option<usize>,
 }
 
 /// A precision variant of the model.
@@ -175,6 +226,7 @@ pub struct LoadOptions {
     pub profile: Option<PathBuf>,
     /// Explicit ONNX Runtime library (`--ort-lib`); discovery otherwise.
     pub ort_lib: Option<PathBuf>,
+    pub gpu: GpuOptions,
 }
 
 impl Default for LoadOptions {
@@ -186,6 +238,7 @@ impl Default for LoadOptions {
             cpus: None,
             profile: None,
             ort_lib: None,
+            gpu: GpuOptions::default(),
         }
     }
 }

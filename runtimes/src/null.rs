@@ -12,7 +12,12 @@ impl Runtime for NullRuntime {
         "null"
     }
 
-    fn check(&self, _opts: &LoadOptions) -> Availability {
+    fn check(&self, opts: &LoadOptions) -> Availability {
+        if opts.device != crate::Device::Cpu {
+            return Availability::Unavailable {
+                reason: "the null runtime measures the harness on the CPU".into(),
+            };
+        }
         Availability::Ready {
             version: env!("CARGO_PKG_VERSION").to_string(),
             detail: "does no work: measures the harness's per-iteration overhead".into(),

@@ -15,7 +15,7 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::model::{ModelFiles, ModelInfo};
 use crate::tensor::{HostTensor, TensorData};
-use crate::{Availability, LoadOptions, Loaded, Runtime, RuntimeError};
+use crate::{Availability, Device, GpuOptions, LoadOptions, Loaded, Runtime, RuntimeError};
 
 const NAME: &str = "ort";
 const FIX: &str =
@@ -255,6 +255,91 @@ fn library_version(path: &Path) -> String {
     }
 }
 
+/// Why this library cannot run on `device`, if it cannot: no GPU support compiled in, the
+/// library is the CPU build, or the driver or a CUDA/TensorRT library is missing.
+fn gpu_provider_problem(lib: &OrtLibrary, device: Device) -> Option<String> {
+    if device == Device::Cpu {
+        return None;
+    }
+    #[cfg(not(feature = "ort-gpu"))]
+    {
+        let _ = lib;
+        Some(format!(
+            "{}: this build has no ONNX Runtime GPU support; rebuild with the ort-gpu feature (on by default)",
+            device.as_str()
+        ))
+    }
+    #[cfg(feature = "ort-gpu")]
+    {
+        use ort::ep::ExecutionProvider;
+        let (name, available) = match device {
+            Device::TensorRt(_) => ("TensorRT", ort::ep::TensorRT::is_available()),
+            _ => ("CUDA", ort::ep::CUDA::is_available()),
+        };
+        match available {
+            Ok(true) => crate::gpu::missing_for(device),
+            Ok(false) => Some(format!(
+                "the ONNX Runtime library {} has no {name} execution provider (it is the CPU build): pip install onnxruntime-gpu==1.31.1 and pass --ort-lib .../onnxruntime/capi/libonnxruntime.so.1.31.1 (or set ORT_DYLIB_PATH)",
+                lib.path.display()
+            )),
+            Err(e) => Some(format!("could not ask ONNX Runtime for its {name} provider: {e}")),
+        }
+    }
+}
+
+/// Registers the GPU execution providers so that failing to register is an error: without
+/// `error_on_failure` ONNX Runtime falls back to the CPU silently and the row would lie.
+#[cfg(feature = "ort-gpu")]
+fn register_gpu(
+    builder: ort::session::builder::SessionBuilder,
+    device: Device,
+    gpu: &GpuOptions,
+) -> Result<ort::session::builder::SessionBuilder, String> {
+    let id = device.gpu_index().unwrap_or(0) as i32;
+    let cuda = ort::ep::CUDA::default()
+        .with_device_id(id)
+        .build()
+        .error_on_failure();
+    let eps = match device {
+        Device::TensorRt(_) => {
+            let mut trt = ort::ep::TensorRT::default()
+                .with_device_id(id)
+                .with_fp16(gpu.trt_fp16);
+            if let Some(dir) = &gpu.trt_cache {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                trt = trt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(dir.display())
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(dir.display());
+            }
+            if let Some(bytes) = gpu.trt_workspace {
+                trt = trt.with_max_workspace_size(bytes);
+            }
+            vec![trt.build().error_on_failure(), cuda]
+        }
+        _ => vec![cuda],
+    };
+    builder.with_execution_providers(eps).map_err(|e| {
+        format!(
+            "registering the {} execution provider: {e}",
+            device.as_str()
+        )
+    })
+}
+
+#[cfg(not(feature = "ort-gpu"))]
+fn register_gpu(
+    _builder: ort::session::builder::SessionBuilder,
+    device: Device,
+    _gpu: &GpuOptions,
+) -> Result<ort::session::builder::SessionBuilder, String> {
+    Err(format!(
+        "{}: this build has no ONNX Runtime GPU support",
+        device.as_str()
+    ))
+}
+
 pub struct OrtRuntime;
 
 impl Runtime for OrtRuntime {
@@ -263,19 +348,32 @@ impl Runtime for OrtRuntime {
     }
 
     fn check(&self, opts: &LoadOptions) -> Availability {
-        match library(opts.ort_lib.as_deref()) {
-            Ok(lib) => Availability::Ready {
-                version: lib.version.clone(),
-                detail: format!(
-                    "ONNX Runtime {} from {} (ort crate {}), CPU execution provider",
-                    lib.version,
-                    lib.path.display(),
-                    crate::ORT_CRATE_VERSION
-                ),
+        let lib = match library(opts.ort_lib.as_deref()) {
+            Ok(lib) => lib,
+            Err(e) => {
+                return Availability::Unavailable {
+                    reason: e.to_string(),
+                }
+            }
+        };
+        let provider = match gpu_provider_problem(lib, opts.device) {
+            Some(reason) => return Availability::Unavailable { reason },
+            None => match opts.device {
+                Device::Cpu => "CPU execution provider".to_string(),
+                Device::Cuda(i) => format!("CUDA execution provider, GPU {i}"),
+                Device::TensorRt(i) => {
+                    format!("TensorRT execution provider (CUDA for the rest), GPU {i}")
+                }
             },
-            Err(e) => Availability::Unavailable {
-                reason: e.to_string(),
-            },
+        };
+        Availability::Ready {
+            version: lib.version.clone(),
+            detail: format!(
+                "ONNX Runtime {} from {} (ort crate {}), {provider}",
+                lib.version,
+                lib.path.display(),
+                crate::ORT_CRATE_VERSION
+            ),
         }
     }
 
@@ -292,6 +390,9 @@ impl Runtime for OrtRuntime {
             path: onnx.clone(),
             message: e.to_string(),
         };
+        if let Some(why) = gpu_provider_problem(lib, opts.device) {
+            return Err(RuntimeError::Unsupported { runtime: NAME, why });
+        }
         let threads = opts.threads.max(1);
         let mut builder = Session::builder(&lib.env)
             .and_then(|b| {
@@ -313,6 +414,9 @@ impl Runtime for OrtRuntime {
                 .with_config_entry("session.intra_op_thread_affinities", &affinities)
                 .map_err(|e| load_err(&e))?;
         }
+        if opts.device != Device::Cpu {
+            builder = register_gpu(builder, opts.device, &opts.gpu).map_err(|e| load_err(&e))?;
+        }
         if let Some(prefix) = &opts.profile {
             if let Some(dir) = prefix.parent() {
                 std::fs::create_dir_all(dir)
@@ -333,6 +437,10 @@ impl Runtime for OrtRuntime {
         Ok(Box::new(OrtLoaded {
             session,
             inputs,
+            device: opts.device,
+            copies_timed: opts.gpu.copies_timed,
+            #[cfg(feature = "ort-gpu")]
+            binding: None,
             prepared: Vec::new(),
             threads,
             file: onnx.clone(),
@@ -345,11 +453,86 @@ impl Runtime for OrtRuntime {
 struct OrtLoaded {
     session: Session,
     inputs: Vec<(String, ValueType)>,
+    device: Device,
+    /// GPU: inputs stay on the device and outputs are left there (IO binding); false: every
+    /// inference copies both ways (end to end).
+    copies_timed: bool,
+    #[cfg(feature = "ort-gpu")]
+    binding: Option<ort::session::IoBinding>,
     prepared: Vec<(String, DynValue)>,
     threads: usize,
     file: PathBuf,
     cpus: Option<Vec<usize>>,
     profile: Option<PathBuf>,
+}
+
+#[cfg(feature = "ort-gpu")]
+impl OrtLoaded {
+    /// Copies the prepared inputs to GPU `id` and binds them, with every output left on the
+    /// device: timed inferences then move no data between host and device.
+    fn bind_on_device(
+        &mut self,
+        id: i32,
+        inputs: &[HostTensor],
+    ) -> Result<ort::session::IoBinding, RuntimeError> {
+        use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+        let err =
+            |e: ort::Error| RuntimeError::inference(NAME, format!("IO binding on GPU {id}: {e}"));
+        let mut binding = self.session.create_binding().map_err(err)?;
+        for (name, _) in &self.inputs {
+            let Some(t) = inputs.iter().find(|t| &t.name == name) else {
+                continue;
+            };
+            let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            let cuda = AllocationDevice::CUDA;
+            // The binding keeps each device copy alive.
+            match &t.data {
+                TensorData::F32(v) => binding.bind_input(
+                    name.as_str(),
+                    &Tensor::from_array((shape, v.clone()))
+                        .and_then(|x| x.to(cuda, id))
+                        .map_err(err)?,
+                ),
+                TensorData::I64(v) => binding.bind_input(
+                    name.as_str(),
+                    &Tensor::from_array((shape, v.clone()))
+                        .and_then(|x| x.to(cuda, id))
+                        .map_err(err)?,
+                ),
+                TensorData::I32(v) => binding.bind_input(
+                    name.as_str(),
+                    &Tensor::from_array((shape, v.clone()))
+                        .and_then(|x| x.to(cuda, id))
+                        .map_err(err)?,
+                ),
+                TensorData::Bool(v) => binding.bind_input(
+                    name.as_str(),
+                    &Tensor::from_array((shape, v.clone()))
+                        .and_then(|x| x.to(cuda, id))
+                        .map_err(err)?,
+                ),
+            }
+            .map_err(err)?;
+        }
+        let mem = MemoryInfo::new(
+            AllocationDevice::CUDA,
+            id,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(err)?;
+        let outputs: Vec<String> = self
+            .session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        for name in outputs {
+            binding.bind_output_to_device(name, &mem).map_err(err)?;
+        }
+        binding.synchronize_inputs().map_err(err)?;
+        Ok(binding)
+    }
 }
 
 impl Drop for OrtLoaded {
@@ -404,7 +587,24 @@ impl Loaded for OrtLoaded {
             ("intra_op_threads".into(), self.threads.to_string()),
             ("inter_op_threads".into(), "1".into()),
             ("graph_optimization".into(), "all (level 3)".into()),
-            ("execution_provider".into(), "CPU".into()),
+            (
+                "execution_provider".into(),
+                match self.device {
+                    Device::Cpu => "CPU".into(),
+                    Device::Cuda(i) => format!("CUDA (GPU {i}), registered with error_on_failure"),
+                    Device::TensorRt(i) => format!(
+                        "TensorRT then CUDA (GPU {i}), registered with error_on_failure"
+                    ),
+                },
+            ),
+            (
+                "gpu_copies".into(),
+                match (self.device, self.copies_timed) {
+                    (Device::Cpu, _) => "n/a (CPU)".into(),
+                    (_, false) => "excluded: inputs bound on the device, outputs left there (IO binding)".into(),
+                    (_, true) => "included: host inputs copied in and outputs copied back every inference (end to end)".into(),
+                },
+            ),
             ("model_file".into(), self.file.display().to_string()),
             (
                 "profiling".into(),
@@ -455,10 +655,30 @@ impl Loaded for OrtLoaded {
             prepared.push((name.clone(), v));
         }
         self.prepared = prepared;
+        #[cfg(feature = "ort-gpu")]
+        {
+            self.binding = None;
+            if let (Some(id), false) = (self.device.gpu_index(), self.copies_timed) {
+                self.binding = Some(self.bind_on_device(id as i32, inputs)?);
+            }
+        }
         Ok(())
     }
 
     fn run(&mut self) -> Result<(), RuntimeError> {
+        #[cfg(feature = "ort-gpu")]
+        if let Some(binding) = &self.binding {
+            let outputs = self
+                .session
+                .run_binding(binding)
+                .map_err(|e| RuntimeError::inference(NAME, e))?;
+            // The clock stops when the device has finished, not when the launch returned.
+            binding
+                .synchronize_outputs()
+                .map_err(|e| RuntimeError::inference(NAME, e))?;
+            drop(outputs);
+            return Ok(());
+        }
         let outputs = self
             .session
             .run(feed(&self.prepared))
@@ -562,5 +782,37 @@ mod tests {
             ..Search::default()
         };
         assert_eq!(s.resolve().unwrap(), d.join("libonnxruntime.so.1.31.1"));
+    }
+
+    /// With the CPU build of the library, asking for CUDA or TensorRT is an error at
+    /// registration: never a session that quietly runs on the CPU.
+    #[cfg(feature = "ort-gpu")]
+    #[test]
+    fn gpu_providers_refuse_to_fall_back_to_the_cpu() {
+        let Ok(lib) = library(None) else {
+            eprintln!("no ONNX Runtime library here: skipped");
+            return;
+        };
+        for device in [Device::Cuda(0), Device::TensorRt(0)] {
+            let builder = Session::builder(&lib.env).unwrap();
+            let e = register_gpu(builder, device, &GpuOptions::default())
+                .err()
+                .expect("registering a GPU provider on the CPU build must fail");
+            assert!(e.contains(device.as_str()), "{e}");
+        }
+        // And the load path says why before building anything.
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-bert");
+        let files = ModelFiles::resolve(&model).unwrap();
+        let info = ModelInfo::read(&files).unwrap();
+        let opts = LoadOptions {
+            device: Device::Cuda(0),
+            ..LoadOptions::default()
+        };
+        let e = OrtRuntime
+            .load(&files, &info, &opts)
+            .err()
+            .expect("no CUDA here");
+        assert!(e.is_skip(), "{e}");
+        assert!(e.to_string().contains("no CUDA execution provider"), "{e}");
     }
 }

@@ -25,7 +25,12 @@ impl Runtime for TractRuntime {
         NAME
     }
 
-    fn check(&self, _opts: &LoadOptions) -> Availability {
+    fn check(&self, opts: &LoadOptions) -> Availability {
+        if opts.device != crate::Device::Cpu {
+            return Availability::Unavailable {
+                reason: format!("{}: tract runs on the CPU only", opts.device.as_str()),
+            };
+        }
         Availability::Ready {
             version: crate::TRACT_VERSION.to_string(),
             detail: format!("tract-onnx {} (built in), CPU", crate::TRACT_VERSION),
@@ -38,6 +43,12 @@ impl Runtime for TractRuntime {
         _info: &ModelInfo,
         opts: &LoadOptions,
     ) -> Result<Box<dyn Loaded>, RuntimeError> {
+        if opts.device != crate::Device::Cpu {
+            return Err(RuntimeError::Unsupported {
+                runtime: NAME,
+                why: format!("{}: tract runs on the CPU only", opts.device.as_str()),
+            });
+        }
         let onnx = crate::onnx_file(NAME, model, opts.variant)?;
         // Intermediate value_info carries the exporter's symbolic dims (the fp16 and int8
         // rewrites keep them); tract infers every shape from the concrete inputs instead.
