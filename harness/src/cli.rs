@@ -36,23 +36,6 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-    Tensorrt,
-}
-
-impl DeviceArg {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            DeviceArg::Cpu => "cpu",
-            DeviceArg::Cuda => "cuda",
-            DeviceArg::Tensorrt => "tensorrt",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ArrivalsArg {
     /// Exponential gaps, seeded by --seed
     Poisson,
@@ -89,6 +72,11 @@ impl RuntimeName {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 3s, 2m)"))
+}
+
+fn device(s: &str) -> Result<runtimes::Device, String> {
+    runtimes::Device::parse(s)
+        .ok_or_else(|| format!("unknown device '{s}' (cpu, cuda, cuda:N, tensorrt, tensorrt:N)"))
 }
 
 fn variant(s: &str) -> Result<runtimes::Variant, String> {
@@ -142,14 +130,24 @@ pub struct CompareArgs {
     /// Exact shape of one input, NAME=D0xD1... (repeatable); overrides --batch/--seq for it
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     pub shapes: Vec<String>,
-    /// Devices, comma-separated: cpu; cuda and tensorrt need a build with GPU support
-    #[arg(
-        long = "device",
-        value_enum,
-        value_delimiter = ',',
-        default_value = "cpu"
-    )]
-    pub devices: Vec<DeviceArg>,
+    /// Devices, comma-separated: cpu, cuda[:N], tensorrt[:N] (ONNX Runtime's TensorRT
+    /// execution provider). A runtime that cannot use a GPU here gets skipped rows saying why
+    #[arg(long = "device", value_delimiter = ',', default_value = "cpu", value_parser = device)]
+    pub devices: Vec<runtimes::Device>,
+    /// GPU: include host<->device copies of inputs and outputs in every timed inference
+    /// (end to end); by default ONNX Runtime binds inputs on the device and leaves outputs
+    /// there (IO binding), so the timed region holds inference only
+    #[arg(long)]
+    pub gpu_copies: bool,
+    /// TensorRT: build fp16 engines
+    #[arg(long)]
+    pub trt_fp16: bool,
+    /// TensorRT: engine and timing cache folder [default: OUT/trt-cache]
+    #[arg(long)]
+    pub trt_cache: Option<PathBuf>,
+    /// TensorRT: builder workspace, e.g. 4GiB
+    #[arg(long, value_parser = bytes)]
+    pub trt_workspace: Option<usize>,
     /// Precision variants, comma-separated: fp32, fp16, bf16 (candle), int8 (ONNX)
     #[arg(long = "variant", value_delimiter = ',', default_value = "fp32", value_parser = variant)]
     pub variants: Vec<runtimes::Variant>,
@@ -243,6 +241,9 @@ pub struct ListArgs {
     /// ONNX Runtime shared library to check
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    /// Devices to check each runtime on
+    #[arg(long = "device", value_delimiter = ',', default_value = "cpu,cuda,tensorrt", value_parser = device)]
+    pub devices: Vec<runtimes::Device>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,

@@ -61,6 +61,8 @@ pub struct CompareOptions {
     pub isolation: Isolation,
     /// Set (by a SIGINT handler) to end the run early, keeping what was measured.
     pub interrupt: Arc<AtomicBool>,
+    /// GPU settings (IO binding or end to end, TensorRT options).
+    pub gpu: group::GpuSpec,
     /// Also measure each runtime behind `harness serve` (KServe v2 over HTTP, loopback),
     /// with the same inputs, and compare its answers: the serving tax.
     pub served: bool,
@@ -248,34 +250,46 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
         ));
         results.harness_overhead = Some(group::measure_overhead(opts.pinning.measuring));
     }
-    // Devices this build cannot drive: every scenario on them is skipped, with the reason.
-    for device in opts.devices.iter().filter(|d| d.as_str() != "cpu") {
-        for (variant, rt, threads) in &groups {
-            for (i, mode) in group::plan(shapes.len(), &opts.modes) {
-                let mut r = group::blank_row(
-                    rt.name(),
-                    *variant,
-                    &shapes[i].shape,
-                    *threads,
-                    &mode,
-                    opts.tolerance,
-                );
-                r.device = device.clone();
-                r.id = r.id.replacen("/cpu/", &format!("/{device}/"), 1);
-                r.status = ScenarioStatus::Skipped;
-                r.error_kind = Some("device-unavailable".into());
-                r.error = Some(format!(
-                    "device {device}: this build of the harness has no GPU support; only cpu runs"
-                ));
-                report(&r, progress);
-                results.scenarios.push(r);
-            }
-        }
-    }
-    let cpu = opts.devices.iter().any(|d| d == "cpu");
-    for (variant, rt, threads) in groups.into_iter().filter(|_| cpu) {
+    // Each device in the order given; a runtime that cannot run on a GPU device here gets
+    // skipped rows that say exactly why (not compiled in, CPU build of the library, a
+    // missing CUDA library, no driver), and the other rows still run.
+    let runs: Vec<(runtimes::Device, Variant, &Box<dyn Runtime>, usize)> = opts
+        .devices
+        .iter()
+        .filter_map(|d| runtimes::Device::parse(d))
+        .flat_map(|d| groups.iter().map(move |&(v, rt, t)| (d, v, rt, t)))
+        .collect();
+    for (device, variant, rt, threads) in runs {
         if opts.interrupt.load(Ordering::Relaxed) {
             break;
+        }
+        if device != runtimes::Device::Cpu {
+            let check = rt.check(&LoadOptions {
+                device,
+                ort_lib: opts.ort_lib.clone(),
+                gpu: opts.gpu.options(),
+                ..LoadOptions::default()
+            });
+            if let Availability::Unavailable { reason } = check {
+                for (i, mode) in group::plan(shapes.len(), &opts.modes) {
+                    let mut r = group::blank_row(
+                        rt.name(),
+                        variant,
+                        &shapes[i].shape,
+                        threads,
+                        &mode,
+                        opts.tolerance,
+                    );
+                    group::on_device(&mut r, device);
+                    r.status = ScenarioStatus::Skipped;
+                    r.error_kind = Some("device-unavailable".into());
+                    r.error = Some(format!("{} on {}: {reason}", rt.name(), device.label()));
+                    report(&r, progress);
+                    results.scenarios.push(r);
+                }
+                write(&results)?;
+                continue;
+            }
         }
         let spec = GroupSpec {
             model: opts.model.clone(),
@@ -293,6 +307,8 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             pinning: opts.pinning.clone(),
             ort_profile: opts.ort_profile.clone(),
             abort_before: fault_injection(rt.name(), threads),
+            device: device.label(),
+            gpu: opts.gpu.clone(),
         };
         let mut emitted = 0usize;
         let mut handle =
@@ -356,6 +372,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
                     mode,
                     opts.tolerance,
                 );
+                group::on_device(&mut r, device);
                 r.error = Some(if k == emitted {
                     format!(
                         "the {} worker {how} during this scenario; the rows before it are kept",
@@ -376,6 +393,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             return Err(e);
         }
     }
+    let cpu = opts.devices.iter().any(|d| d == "cpu");
     if opts.served && cpu && !opts.interrupt.load(Ordering::Relaxed) {
         let variant_ok = opts.variants.contains(&Variant::Fp32);
         for rt in selected.iter().filter(|r| r.name() != "null" && variant_ok) {

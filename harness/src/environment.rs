@@ -17,6 +17,12 @@ pub struct Environment {
     /// GPUs with driver and CUDA versions (nvidia-smi), or why none is listed.
     #[serde(default)]
     pub gpus: String,
+    /// The GPUs as NVML reports them (name, driver, CUDA, memory, clocks, power limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvml_gpus: Option<Vec<crate::gpu_monitor::GpuInfo>>,
+    /// Why NVML reported nothing, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvml_unavailable: Option<String>,
     pub rustc: String,
     pub harness_version: String,
     pub git_commit: String,
@@ -59,6 +65,7 @@ fn read(path: &str) -> Option<String> {
 
 impl Environment {
     pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
+        let nvml = crate::gpu_monitor::gpu_inventory();
         let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
         let field = |key: &str| {
             cpuinfo
@@ -101,6 +108,8 @@ impl Environment {
             cpu_governor: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
                 .unwrap_or_else(|| "unavailable (no cpufreq)".into()),
             gpus: gpus(),
+            nvml_gpus: nvml.as_ref().ok().cloned(),
+            nvml_unavailable: nvml.err(),
             rustc: env!("HARNESS_RUSTC").to_string(),
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: env!("HARNESS_GIT_COMMIT").to_string(),

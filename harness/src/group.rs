@@ -40,6 +40,36 @@ pub struct GroupSpec {
     /// Fault injection for the isolation tests: abort the process before measuring the
     /// scenario with this index (worker processes only).
     pub abort_before: Option<usize>,
+    /// `cpu`, `cuda:0`, `tensorrt:0`.
+    #[serde(default = "cpu_label")]
+    pub device: String,
+    #[serde(default)]
+    pub gpu: GpuSpec,
+}
+
+fn cpu_label() -> String {
+    "cpu".into()
+}
+
+/// GPU settings, as the worker process receives them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GpuSpec {
+    /// Host<->device copies inside the timed region (end to end), else IO binding.
+    pub copies_timed: bool,
+    pub trt_fp16: bool,
+    pub trt_cache: Option<PathBuf>,
+    pub trt_workspace: Option<usize>,
+}
+
+impl GpuSpec {
+    pub fn options(&self) -> runtimes::GpuOptions {
+        runtimes::GpuOptions {
+            copies_timed: self.copies_timed,
+            trt_fp16: self.trt_fp16,
+            trt_cache: self.trt_cache.clone(),
+            trt_workspace: self.trt_workspace,
+        }
+    }
 }
 
 /// One scenario shape and its inputs.
@@ -242,6 +272,15 @@ pub fn blank_row(
     }
 }
 
+/// Labels a row with its device (`cuda:0` in the device column and the id).
+pub fn on_device(r: &mut ScenarioResult, device: runtimes::Device) {
+    if device != runtimes::Device::Cpu {
+        let label = device.label();
+        r.id = r.id.replacen("/cpu/", &format!("/{label}/"), 1);
+        r.device = label;
+    }
+}
+
 /// Records why a scenario did not run: skipped when it cannot run here (unsupported,
 /// variant missing), an error otherwise.
 fn set_error(r: &mut ScenarioResult, e: &RuntimeError) {
@@ -257,6 +296,8 @@ pub struct MonitorHooks<'a> {
     sampler: Option<Sampler>,
     pub report: Option<ResourceReport>,
     interrupt: &'a AtomicBool,
+    /// The GPU the scenario runs on, for NVML's monitor.
+    gpu: Option<u32>,
 }
 
 impl<'a> MonitorHooks<'a> {
@@ -265,7 +306,13 @@ impl<'a> MonitorHooks<'a> {
             sampler: None,
             report: None,
             interrupt,
+            gpu: None,
         }
+    }
+
+    pub fn with_gpu(mut self, gpu: Option<u32>) -> MonitorHooks<'a> {
+        self.gpu = gpu;
+        self
     }
 }
 
@@ -275,7 +322,7 @@ const MONITOR_INTERVAL: Duration = Duration::from_millis(100);
 impl measure::WindowHooks for MonitorHooks<'_> {
     fn window_start(&mut self) {
         self.sampler = Some(Sampler::start(
-            monitor::default_monitors(),
+            monitor::monitors_for(self.gpu),
             MONITOR_INTERVAL,
         ));
     }
@@ -316,15 +363,18 @@ pub fn run_group(
     let plan = plan(shapes.len(), &spec.modes);
     let tol = spec.tolerance;
     let threads = spec.threads;
+    let device = runtimes::Device::parse(&spec.device).unwrap_or(runtimes::Device::Cpu);
     let row = |shape: &Shape, mode: &LoadMode| {
-        blank_row(
+        let mut r = blank_row(
             &spec.runtime,
             spec.variant,
             &shape.shape,
             threads,
             mode,
             tol,
-        )
+        );
+        on_device(&mut r, device);
+        r
     };
     let Some(rt) = runtimes::by_name(&spec.runtime) else {
         for (i, mode) in &plan {
@@ -347,7 +397,8 @@ pub fn run_group(
             ))
         }),
         ort_lib: spec.ort_lib.clone(),
-        ..LoadOptions::default()
+        device,
+        gpu: spec.gpu.options(),
     };
     let instances = spec
         .modes
@@ -502,11 +553,7 @@ pub fn run_group(
                 std::process::abort();
             }
             progress(Event::Status(&format!("[{name}] {}: measuring", r.id)));
-            let mut hooks = MonitorHooks {
-                sampler: None,
-                report: None,
-                interrupt,
-            };
+            let mut hooks = MonitorHooks::new(interrupt).with_gpu(device.gpu_index());
             let c = mode.concurrency().min(models.len());
             let m = match measure::measure_load(
                 &mut models[..c],

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod compare;
 pub mod diff;
 pub mod environment;
+pub mod gpu_monitor;
 pub mod group;
 pub mod inputs;
 pub mod measure;
@@ -161,9 +162,21 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         shapes,
         threads: dedup(&threads),
         devices: {
-            let mut d: Vec<String> = a.devices.iter().map(|d| d.as_str().to_string()).collect();
-            d.dedup();
+            let mut d: Vec<String> = Vec::new();
+            for x in &a.devices {
+                if !d.contains(&x.label()) {
+                    d.push(x.label());
+                }
+            }
             d
+        },
+        gpu: group::GpuSpec {
+            copies_timed: a.gpu_copies,
+            trt_fp16: a.trt_fp16,
+            trt_cache: Some(absolute(
+                &a.trt_cache.clone().unwrap_or_else(|| out.join("trt-cache")),
+            )),
+            trt_workspace: a.trt_workspace,
         },
         variants: a.variants.clone(),
         modes: load_modes(&a.traffic, a.seed),
@@ -300,37 +313,68 @@ fn run_diff(a: DiffArgs) -> anyhow::Result<i32> {
 }
 
 fn run_list(a: ListArgs) -> anyhow::Result<i32> {
-    let opts = LoadOptions {
-        ort_lib: a.ort_lib.clone(),
-        ..LoadOptions::default()
-    };
-    let rows: Vec<(String, Availability)> = runtimes::all()
-        .iter()
-        .map(|r| (r.name().to_string(), r.check(&opts)))
-        .collect();
+    let mut rows: Vec<(String, runtimes::Device, Availability)> = Vec::new();
+    for rt in runtimes::all() {
+        for &device in &a.devices {
+            let opts = LoadOptions {
+                ort_lib: a.ort_lib.clone(),
+                device,
+                ..LoadOptions::default()
+            };
+            rows.push((rt.name().to_string(), device, rt.check(&opts)));
+        }
+    }
+    let gpus = gpu_monitor::gpu_inventory();
     let mut stdout = std::io::stdout().lock();
     if a.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(n, av)| {
+            .map(|(n, d, av)| {
                 let mut v = serde_json::to_value(av).unwrap_or_default();
                 v["runtime"] = serde_json::Value::String(n.clone());
-                v["device"] = serde_json::Value::String("cpu".into());
+                v["device"] = serde_json::Value::String(d.label());
                 v
             })
             .collect();
-        serde_json::to_writer_pretty(&mut stdout, &v)?;
+        let doc = serde_json::json!({
+            "runtimes": v,
+            "gpus": match &gpus {
+                Ok(g) => serde_json::to_value(g).unwrap_or_default(),
+                Err(why) => serde_json::json!({ "unavailable": why }),
+            },
+        });
+        serde_json::to_writer_pretty(&mut stdout, &doc)?;
         writeln!(stdout)?;
     } else {
-        for (n, av) in &rows {
+        for (n, d, av) in &rows {
+            let d = d.label();
             match av {
                 Availability::Ready { detail, .. } => {
-                    writeln!(stdout, "{n:<7} cpu  ready      {detail}")?
+                    writeln!(stdout, "{n:<7} {d:<10} ready        {detail}")?
                 }
                 Availability::Unavailable { reason } => {
-                    writeln!(stdout, "{n:<7} cpu  unavailable  {reason}")?
+                    writeln!(stdout, "{n:<7} {d:<10} unavailable  {reason}")?
                 }
             }
+        }
+        match &gpus {
+            Ok(g) if !g.is_empty() => {
+                for x in g {
+                    writeln!(
+                        stdout,
+                        "gpu {}: {} (driver {}, CUDA {}, {:.0} GiB, SM clock up to {} MHz, power limit {} W)",
+                        x.index,
+                        x.name,
+                        x.driver,
+                        x.cuda_driver,
+                        x.memory_total_bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64,
+                        x.max_sm_clock_mhz.map_or("?".into(), |c| c.to_string()),
+                        x.power_limit_w.map_or("?".into(), |w| format!("{w:.0}")),
+                    )?;
+                }
+            }
+            Ok(_) => writeln!(stdout, "gpus: NVML sees none")?,
+            Err(why) => writeln!(stdout, "gpus: {why}")?,
         }
     }
     Ok(0)

@@ -37,6 +37,9 @@ pub struct ResourceReport {
     /// Why energy is missing, when it is.
     pub energy_unavailable: Option<String>,
     pub monitor_cost: MonitorCost,
+    /// GPU scenarios: what NVML saw of the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::gpu_monitor::GpuReport>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -65,6 +68,15 @@ pub fn default_monitors() -> Vec<Box<dyn Monitor>> {
         Box::new(ProcessMonitor::default()),
         Box::new(RaplMonitor::find()),
     ]
+}
+
+/// The monitors of a scenario on `gpu` (None: CPU): the CPU ones, plus NVML's for a GPU.
+pub fn monitors_for(gpu: Option<u32>) -> Vec<Box<dyn Monitor>> {
+    let mut m = default_monitors();
+    if let Some(i) = gpu {
+        m.push(Box::new(crate::gpu_monitor::GpuMonitor::new(i)));
+    }
+    m
 }
 
 pub struct Sampler {

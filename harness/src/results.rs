@@ -72,6 +72,11 @@ pub const CSV_COLUMNS: &[&str] = &[
     "itl_p99_ms",
     "goodput_per_s",
     "failure_kinds",
+    "gpu_util_pct",
+    "gpu_mem_peak_mb",
+    "gpu_power_w",
+    "gpu_energy_j",
+    "gpu_energy_per_item_mj",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,6 +249,7 @@ pub fn to_csv(r: &Results) -> String {
         let l = m.map(|m| &m.latency);
         let res = s.resources.as_ref();
         let sv = s.served.as_ref();
+        let gpu = res.and_then(|r| r.gpu.as_ref());
         let st = sv.and_then(|v| v.streaming.as_ref());
         let opt = |x: Option<f64>, d: usize| x.map(|v| f(v, d)).unwrap_or_default();
         let row: Vec<String> = vec![
@@ -330,6 +336,17 @@ pub fn to_csv(r: &Results) -> String {
                     .join(" ")
             })
             .unwrap_or_default(),
+            opt(gpu.and_then(|g| g.utilization_pct), 1),
+            opt(gpu.and_then(|g| g.memory_used_peak_bytes).map(mb), 1),
+            opt(gpu.and_then(|g| g.power_avg_w), 1),
+            opt(gpu.and_then(|g| g.energy_j), 3),
+            opt(
+                gpu.and_then(|g| g.energy_j).and_then(|e| {
+                    let items = m?.iterations as f64 * s.batch as f64;
+                    (items > 0.0).then(|| e / items * 1e3)
+                }),
+                4,
+            ),
         ];
         debug_assert_eq!(row.len(), CSV_COLUMNS.len());
         let row: Vec<String> = row.iter().map(|c| csv_field(c)).collect();

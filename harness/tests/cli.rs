@@ -356,11 +356,15 @@ fn onnx_runtime_library_not_found_leaves_the_others_measured() {
     assert_eq!(run.code, 0);
     assert!(
         run.stdout
-            .contains("ort     cpu  unavailable  ONNX Runtime library not found"),
+            .contains("ort     cpu        unavailable  ONNX Runtime library not found"),
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("tract   cpu  ready"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("tract   cpu        ready"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -423,19 +427,120 @@ fn an_unsupported_architecture_is_unsupported_by_candle_not_an_error_for_the_run
 
 #[test]
 fn list_shows_every_runtime_ready() {
-    let run = harness(&["list", "--json"]);
+    let run = harness(&["list", "--json", "--device", "cpu"]);
     assert_eq!(run.code, 0);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
-    let names: Vec<&str> = v
+    let names: Vec<&str> = v["runtimes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["runtime"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["ort", "tract", "candle", "null"]);
-    for r in v.as_array().unwrap() {
+    for r in v["runtimes"].as_array().unwrap() {
         assert_eq!(r["status"], "ready", "{r}");
+        assert_eq!(r["device"], "cpu");
     }
+}
+
+/// This machine has no GPU, no driver, and the CPU build of ONNX Runtime: each runtime says
+/// exactly why it cannot use one.
+#[test]
+fn list_says_why_each_runtime_cannot_use_a_gpu_here() {
+    let run = harness(&["list", "--json"]);
+    assert_eq!(run.code, 0);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    let reason = |rt: &str, dev: &str| -> String {
+        let r = v["runtimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["runtime"] == rt && r["device"] == dev)
+            .unwrap_or_else(|| panic!("no {rt} {dev} row"));
+        assert_eq!(r["status"], "unavailable", "{r}");
+        r["reason"].as_str().unwrap().to_string()
+    };
+    let ort = reason("ort", "cuda:0");
+    assert!(
+        ort.contains("has no CUDA execution provider (it is the CPU build)")
+            && ort.contains("onnxruntime-gpu==1.31.1"),
+        "{ort}"
+    );
+    assert!(reason("ort", "tensorrt:0").contains("has no TensorRT execution provider"));
+    assert!(reason("tract", "cuda:0").contains("CPU only"));
+    let candle = reason("candle", "cuda:0");
+    assert!(
+        candle.contains("no CUDA support") && candle.contains("--features candle-cuda"),
+        "{candle}"
+    );
+    assert!(reason("candle", "tensorrt:0").contains("candle runs on cuda"));
+    assert!(
+        v["gpus"]["unavailable"]
+            .as_str()
+            .unwrap()
+            .starts_with("no NVML"),
+        "{}",
+        v["gpus"]
+    );
+    let text = harness(&["list"]);
+    assert!(text.stdout.contains("gpus: no NVML"), "{}", text.stdout);
+}
+
+#[test]
+fn gpu_devices_give_skipped_rows_with_reasons_and_the_cpu_rows_still_run() {
+    let out = tmp("gpu").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--runtimes", "ort,candle", "--device", "cpu,cuda"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = results(&out);
+    let rows = v["scenarios"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        match r["device"].as_str().unwrap() {
+            "cpu" => {
+                assert_eq!(r["status"], "ok", "{r}");
+                assert!(r["parity"]["status"] == "pass" || r["parity"]["status"] == "reference");
+            }
+            "cuda:0" => {
+                assert_eq!(r["status"], "skipped", "{r}");
+                assert_eq!(r["error_kind"], "device-unavailable");
+                assert!(r["id"].as_str().unwrap().contains("/cuda:0/"));
+                let e = r["error"].as_str().unwrap();
+                assert!(
+                    e.contains("CUDA execution provider") || e.contains("no CUDA support"),
+                    "{e}"
+                );
+            }
+            d => panic!("unexpected device {d}"),
+        }
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with("gpu_energy_j,gpu_energy_per_item_mj"));
+    let env = &v["environment"];
+    assert!(env["nvml_unavailable"]
+        .as_str()
+        .unwrap()
+        .starts_with("no NVML"));
+    let bad = harness(&[
+        "compare",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--device",
+        "tpu",
+    ]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("unknown device 'tpu'"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -675,27 +780,4 @@ fn pinning_every_thread_is_recorded_and_a_bad_list_is_refused() {
         "{}",
         run.stderr
     );
-}
-
-#[test]
-fn a_device_this_build_cannot_drive_is_skipped_and_the_cpu_rows_run() {
-    let out = tmp("device").join("res");
-    let run = compare(
-        &fixture(),
-        &out,
-        &["--runtimes", "ort,candle", "--device", "cpu,cuda"],
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let r = results(&out);
-    let all = r["scenarios"].as_array().unwrap();
-    assert_eq!(all.len(), 4);
-    for s in all {
-        if s["device"] == "cuda" {
-            assert_eq!(s["status"], "skipped");
-            assert!(s["error"].as_str().unwrap().contains("no GPU support"));
-        } else {
-            assert_eq!(s["status"], "ok");
-        }
-    }
-    assert!(run.stdout.contains("ort (cuda)"), "{}", run.stdout);
 }
