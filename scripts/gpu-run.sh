@@ -12,7 +12,7 @@
 #   MIN_TIME      per scenario (default 3s)
 #
 # Writes, per model: OUT/NAME (harness compare: cpu and cuda rows, fp32 and fp16, batch 1/8/32,
-# sequence 128; ort with IO binding), OUT/NAME-e2e (ort on cuda with host copies timed),
+# sequence 128 or the model's longest; ort with IO binding), OUT/NAME-e2e (ort on cuda with host copies timed),
 # OUT/NAME-torch.json (PyTorch eager, same shapes), and OUT/list.txt (what can run, and why not).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,13 +38,15 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || echo "nvidia-smi failed: no driver?" >
 "$H" list "${ORT[@]}" | tee "$OUT/list.txt"
 for M in "${MODELS[@]}"; do
   NAME=$(basename "$M")
+  # Sequence 128, or the model's longest when shorter (the fixture takes 64).
+  SEQ=$(python3 -c "import json,sys; print(min(128, json.load(open(sys.argv[1])).get('max_position_embeddings', 128)))" "$M/config.json")
   "$H" compare --model "$M" --runtimes ort,candle --device cpu,cuda --variant fp32,fp16 \
-    --batch 1,8,32 --seq 128 --min-time "$MIN_TIME" --min-samples 30 --no-overhead \
+    --batch 1,8,32 --seq "$SEQ" --min-time "$MIN_TIME" --min-samples 30 --no-overhead \
     "${ORT[@]}" --out "$OUT/$NAME" | tee "$OUT/$NAME.txt" || true
-  "$H" compare --model "$M" --runtimes ort --device cuda --variant fp32 --batch 1,8,32 --seq 128 \
+  "$H" compare --model "$M" --runtimes ort --device cuda --variant fp32 --batch 1,8,32 --seq "$SEQ" \
     --min-time "$MIN_TIME" --min-samples 30 --no-overhead --gpu-copies \
     "${ORT[@]}" --out "$OUT/$NAME-e2e" | tee "$OUT/$NAME-e2e.txt" || true
-  "$PY" models/torch_bench.py --model "$M" --device cuda --dtype fp32,fp16 --batch 1,8,32 --seq 128 \
+  "$PY" models/torch_bench.py --model "$M" --device cuda --dtype fp32,fp16 --batch 1,8,32 --seq "$SEQ" \
     --json "$OUT/$NAME-torch.json" | tee "$OUT/$NAME-torch.txt" || echo "PyTorch reference failed (see above)" >&2
 done
 echo "results: $OUT"
