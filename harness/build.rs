@@ -25,6 +25,14 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=build.rs");
 
+    // With candle on CUDA the binary resolves the driver's symbols when it starts: record
+    // libcuda.so.1 as needed even though nothing at link time resolves from it (a stub there,
+    // scripts/build-gpu.sh).
+    if std::env::var_os("CARGO_FEATURE_CANDLE_CUDA").is_some() {
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg-bins=-lcuda");
+        println!("cargo:rustc-link-arg-bins=-Wl,--as-needed");
+    }
     // The KServe v2 gRPC service, compiled with a vendored protoc (no system protoc needed).
     println!("cargo:rerun-if-changed=proto/kserve.proto");
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc for this platform");

@@ -8,9 +8,12 @@
 #   scripts/build-gpu.sh            -> target/release/harness (ONNX Runtime GPU providers, NVML,
 #                                      candle on CUDA)
 #
-# The driver library (libcuda.so.1) is not on PyPI: the link records it as needed and leaves
-# the driver's symbols to be resolved when the binary starts, so this binary starts only where
-# an NVIDIA driver is installed (the default build runs anywhere).
+# The driver library (libcuda.so.1) is not on PyPI: the link records it as needed (against an
+# empty stub) and leaves the driver's symbols to be resolved when the binary starts, so this
+# binary starts only where an NVIDIA driver is installed (the default build runs anywhere),
+# with the CUDA 13 libraries on LD_LIBRARY_PATH (run `scripts/build-gpu.sh --print-libdir`).
+# The stripped binary is about 87 MB (candle's PTX kernels); xz -9 makes it small enough to
+# carry to a GPU machine.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -27,6 +30,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "${PKGS[*]}" ]; then
   echo "${PKGS[*]}" >"$stamp"
 fi
 CU=$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')
+if [ "${1:-}" = "--print-libdir" ]; then echo "$CU/lib"; exit 0; fi
 [ -x "$CU/bin/nvcc" ] || { say "nvcc not found under $CU/bin"; exit 1; }
 # The linker wants unversioned names; the wheels ship only versioned ones.
 LINK="$ROOT/target/cuda-link"
