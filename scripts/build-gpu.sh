@@ -12,8 +12,8 @@
 # empty stub) and leaves the driver's symbols to be resolved when the binary starts, so this
 # binary starts only where an NVIDIA driver is installed (the default build runs anywhere),
 # with the CUDA 13 libraries on LD_LIBRARY_PATH (run `scripts/build-gpu.sh --print-libdir`).
-# The stripped binary is about 87 MB (candle's PTX kernels); xz -9 makes it small enough to
-# carry to a GPU machine.
+# The stripped binary is about 87 MB (candle's PTX kernels); `xz -9` brings it to about 13 MB,
+# small enough to carry to a GPU machine.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

@@ -614,9 +614,6 @@ fn served_rows(
     };
     for (i, sh) in shapes.iter().enumerate() {
         let lo = LoadOptions {
-            target: format!("http://127.0.0.1:{}", server.port),
-            protocol: Protocol::KserveHttp,
-            model: Some("model".into()),
             batch: vec![sh.shape.batch],
             seq: vec![sh.shape.seq.unwrap_or(1)],
             overrides: sh.shape.inputs.clone(),
@@ -624,15 +621,17 @@ fn served_rows(
             measure: opts.measure.clone(),
             seed: opts.seed,
             vocab: info.vocab_size.unwrap_or(2),
-            binary: true,
             metrics_url: Some(format!("http://127.0.0.1:{}/metrics", server.port)),
             label: runtime.to_string(),
             server_threads: threads,
             timeout: std::time::Duration::from_secs(60),
-            max_tokens: 1,
-            slo: None,
             local: Some(info.clone()),
             interrupt: opts.interrupt.clone(),
+            ..LoadOptions::new(
+                &format!("http://127.0.0.1:{}", server.port),
+                Protocol::KserveHttp,
+                Some("model"),
+            )
         };
         // Parity first: the served answer to the very inputs the in-process rows used.
         let parity = match inputs::generate(info, &sh.shape, opts.seed) {

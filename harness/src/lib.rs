@@ -214,12 +214,18 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    finish(&results, &out, a.json)
+}
+
+/// Prints the results (the table, or results.json with `--json`) and returns the exit status:
+/// 130 interrupted, 1 when a row failed or disagreed, else 0.
+fn finish(results: &results::Results, out: &std::path::Path, json: bool) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer_pretty(&mut stdout, &results)?;
+    if json {
+        serde_json::to_writer_pretty(&mut stdout, results)?;
         writeln!(stdout)?;
     } else {
-        write!(stdout, "{}", results::to_table(&results))?;
+        write!(stdout, "{}", results::to_table(results))?;
         writeln!(stdout, "results: {}", out.display())?;
     }
     stdout.flush().context("writing to stdout")?;
@@ -544,22 +550,7 @@ fn run_load(a: LoadArgs) -> anyhow::Result<i32> {
     results.finished_at = Some(compare::now_string());
     results::write_all(&out, &results)
         .with_context(|| format!("writing results to {}", out.display()))?;
-    let mut stdout = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer_pretty(&mut stdout, &results)?;
-        writeln!(stdout)?;
-    } else {
-        write!(stdout, "{}", results::to_table(&results))?;
-        writeln!(stdout, "results: {}", out.display())?;
-    }
-    stdout.flush().context("writing to stdout")?;
-    Ok(if results.interrupted {
-        130
-    } else if results.scenarios.iter().any(|s| s.is_problem()) {
-        1
-    } else {
-        0
-    })
+    finish(&results, &out, a.json)
 }
 
 /// One line per finished network scenario, for the log.

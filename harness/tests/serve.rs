@@ -144,25 +144,8 @@ fn load_opts(
     protocol: harness::net::load::Protocol,
 ) -> harness::net::load::LoadOptions {
     harness::net::load::LoadOptions {
-        target: target.into(),
-        protocol,
-        model: Some("tiny-bert".into()),
-        batch: vec![1],
-        seq: vec![8],
-        overrides: vec![],
-        modes: vec![],
-        measure: Default::default(),
-        seed: 1,
         vocab: 128,
-        binary: true,
-        metrics_url: None,
-        label: "t".into(),
-        server_threads: 0,
-        timeout: Duration::from_secs(30),
-        max_tokens: 1,
-        slo: None,
-        local: None,
-        interrupt: Default::default(),
+        ..harness::net::load::LoadOptions::new(target, protocol, Some("tiny-bert"))
     }
 }
 

@@ -131,25 +131,9 @@ fn kserve_clients_work_against_real_triton() {
         (harness::net::load::Protocol::KserveGrpc, grpc.clone(), true),
     ] {
         let o = harness::net::load::LoadOptions {
-            target: target.clone(),
-            protocol: proto,
-            model: Some("tiny-bert".into()),
-            batch: vec![1],
-            seq: vec![8],
-            overrides: vec![],
-            modes: vec![],
-            measure: Default::default(),
-            seed: 1,
             vocab: 128,
             binary,
-            metrics_url: None,
-            label: "triton".into(),
-            server_threads: 1,
-            timeout: Duration::from_secs(30),
-            max_tokens: 1,
-            slo: None,
-            local: None,
-            interrupt: Default::default(),
+            ..harness::net::load::LoadOptions::new(&target, proto, Some("tiny-bert"))
         };
         let t = harness::net::client::Target::parse(&target, 8000).unwrap();
         let got = harness::net::load::fetch_outputs(&o, &t, &reference.inputs)

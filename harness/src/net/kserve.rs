@@ -493,6 +493,36 @@ pub fn f32_json(x: f32) -> Value {
         .map_or(Value::Null, Value::Number)
 }
 
+/// One tensor of a request or an answer: `data` inline, or with `binary` its bytes appended to
+/// `blobs` and their count in `parameters.binary_data_size`.
+fn tensor_json(t: &HostTensor, binary: bool, blobs: &mut Vec<u8>) -> Value {
+    let mut o = json!({
+        "name": t.name,
+        "datatype": kserve_dtype(t.data.dtype()).unwrap_or("BYTES"),
+        "shape": t.shape,
+    });
+    if binary {
+        let b = to_le_bytes(&t.data);
+        o["parameters"] = json!({ "binary_data_size": b.len() });
+        blobs.extend_from_slice(&b);
+    } else {
+        o["data"] = data_json(&t.data);
+    }
+    o
+}
+
+/// `head` serialized, followed by `blobs` when there are binary tensors; with them, the JSON
+/// header's length (for `Inference-Header-Content-Length`).
+fn with_blobs(head: &Value, any_binary: bool, blobs: &[u8]) -> (Vec<u8>, Option<usize>) {
+    let mut body = serde_json::to_vec(head).unwrap_or_default();
+    if !any_binary {
+        return (body, None);
+    }
+    let n = body.len();
+    body.extend_from_slice(blobs);
+    (body, Some(n))
+}
+
 /// The HTTP answer: JSON, or JSON header + binary tensors when any output asked for binary.
 /// Returns the body and, for the binary form, the JSON header's length.
 pub fn encode_http(
@@ -502,38 +532,16 @@ pub fn encode_http(
     binary_all: bool,
 ) -> (Vec<u8>, Option<usize>) {
     let mut blobs: Vec<u8> = Vec::new();
-    let mut any_binary = false;
     let outs: Vec<Value> = outputs
         .iter()
-        .map(|(t, binary)| {
-            let mut o = json!({
-                "name": t.name,
-                "datatype": kserve_dtype(t.data.dtype()).unwrap_or("BYTES"),
-                "shape": t.shape,
-            });
-            if *binary || binary_all {
-                any_binary = true;
-                let b = to_le_bytes(&t.data);
-                o["parameters"] = json!({ "binary_data_size": b.len() });
-                blobs.extend_from_slice(&b);
-            } else {
-                o["data"] = data_json(&t.data);
-            }
-            o
-        })
+        .map(|(t, binary)| tensor_json(t, *binary || binary_all, &mut blobs))
         .collect();
+    let any_binary = binary_all || outputs.iter().any(|(_, b)| *b);
     let mut head = json!({ "model_name": model, "model_version": "1", "outputs": outs });
     if let Some(id) = id {
         head["id"] = json!(id);
     }
-    let mut body = serde_json::to_vec(&head).unwrap_or_default();
-    if any_binary {
-        let n = body.len();
-        body.extend_from_slice(&blobs);
-        (body, Some(n))
-    } else {
-        (body, None)
-    }
+    with_blobs(&head, any_binary, &blobs)
 }
 
 /// Builds an infer request body for `inputs` (the client side): JSON, or with `binary` the
@@ -542,34 +550,13 @@ pub fn encode_request(inputs: &[HostTensor], binary: bool) -> (Vec<u8>, Option<u
     let mut blobs = Vec::new();
     let ins: Vec<Value> = inputs
         .iter()
-        .map(|t| {
-            let mut o = json!({
-                "name": t.name,
-                "shape": t.shape,
-                "datatype": kserve_dtype(t.data.dtype()).unwrap_or("BYTES"),
-            });
-            if binary {
-                let b = to_le_bytes(&t.data);
-                o["parameters"] = json!({ "binary_data_size": b.len() });
-                blobs.extend_from_slice(&b);
-            } else {
-                o["data"] = data_json(&t.data);
-            }
-            o
-        })
+        .map(|t| tensor_json(t, binary, &mut blobs))
         .collect();
     let mut head = json!({ "inputs": ins });
     if binary {
         head["parameters"] = json!({ "binary_data_output": true });
     }
-    let mut body = serde_json::to_vec(&head).unwrap_or_default();
-    if binary {
-        let n = body.len();
-        body.extend_from_slice(&blobs);
-        (body, Some(n))
-    } else {
-        (body, None)
-    }
+    with_blobs(&head, binary, &blobs)
 }
 
 /// Reads an infer answer (JSON or binary extension) back into tensors (the client side).

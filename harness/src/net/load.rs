@@ -183,6 +183,34 @@ pub struct LoadOptions {
     pub interrupt: Arc<AtomicBool>,
 }
 
+impl LoadOptions {
+    /// One closed-loop connection, batch 1, sequence 128, binary tensors, 30 s timeout, the
+    /// default timing: a base to override.
+    pub fn new(target: &str, protocol: Protocol, model: Option<&str>) -> LoadOptions {
+        LoadOptions {
+            target: target.to_string(),
+            protocol,
+            model: model.map(str::to_string),
+            batch: vec![1],
+            seq: vec![128],
+            overrides: Vec::new(),
+            modes: vec![LoadMode::ClosedLoop { concurrency: 1 }],
+            measure: MeasureConfig::default(),
+            seed: 42,
+            vocab: 1000,
+            binary: true,
+            metrics_url: None,
+            label: protocol.as_str().to_string(),
+            server_threads: 0,
+            timeout: Duration::from_secs(30),
+            max_tokens: 64,
+            slo: None,
+            local: None,
+            interrupt: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{0}")]
@@ -556,27 +584,7 @@ fn prepare(
             let inputs = generate(info, &shape, o.seed).map_err(|e| setup(e.to_string()))?;
             let shapes = shape.inputs.iter().cloned().collect();
             let (prepared, n) = if o.protocol == Protocol::KserveHttp {
-                let (body, header_len) = kserve::encode_request(&inputs, o.binary);
-                let mut headers = vec![(
-                    "Content-Type",
-                    if o.binary {
-                        "application/octet-stream"
-                    } else {
-                        "application/json"
-                    }
-                    .to_string(),
-                )];
-                if let Some(n) = header_len {
-                    headers.push(("Inference-Header-Content-Length", n.to_string()));
-                }
-                let req = request_bytes(
-                    target,
-                    "POST",
-                    &format!("/v2/models/{model}/infer"),
-                    &headers,
-                    &body,
-                );
-                let n = body.len();
+                let (req, n) = http_infer_request(target, &model, &inputs, o.binary);
                 (
                     Prepared::Http {
                         request: Arc::new(req),
@@ -586,20 +594,7 @@ fn prepare(
                     n,
                 )
             } else {
-                let req = pb::ModelInferRequest {
-                    model_name: model,
-                    inputs: inputs
-                        .iter()
-                        .map(|t| pb::model_infer_request::InferInputTensor {
-                            name: t.name.clone(),
-                            datatype: kserve_dtype(t.data.dtype()).unwrap_or("BYTES").into(),
-                            shape: t.shape.iter().map(|&d| d as i64).collect(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    raw_input_contents: inputs.iter().map(|t| to_le_bytes(&t.data)).collect(),
-                    ..Default::default()
-                };
+                let req = grpc_request(model, &inputs);
                 let n = prost::Message::encoded_len(&req);
                 (
                     Prepared::Grpc {
@@ -824,6 +819,50 @@ fn streaming_stats(steps: &[StepRecord], window_s: f64, slo: &Option<Slo>) -> St
     }
 }
 
+/// A KServe v2 HTTP infer request for `inputs`, serialized (binary tensors or JSON), and the
+/// size of its body.
+fn http_infer_request(
+    target: &Target,
+    model: &str,
+    inputs: &[HostTensor],
+    binary: bool,
+) -> (Vec<u8>, usize) {
+    let (body, header_len) = kserve::encode_request(inputs, binary);
+    let content_type = if binary {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    let mut headers = vec![("Content-Type", content_type.to_string())];
+    if let Some(n) = header_len {
+        headers.push(("Inference-Header-Content-Length", n.to_string()));
+    }
+    let path = format!("/v2/models/{model}/infer");
+    (
+        request_bytes(target, "POST", &path, &headers, &body),
+        body.len(),
+    )
+}
+
+/// A KServe v2 gRPC infer request for `inputs`, as raw little-endian contents (what Triton's
+/// clients send).
+fn grpc_request(model: String, inputs: &[HostTensor]) -> pb::ModelInferRequest {
+    pb::ModelInferRequest {
+        model_name: model,
+        inputs: inputs
+            .iter()
+            .map(|t| pb::model_infer_request::InferInputTensor {
+                name: t.name.clone(),
+                datatype: kserve_dtype(t.data.dtype()).unwrap_or("BYTES").into(),
+                shape: t.shape.iter().map(|&d| d as i64).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        raw_input_contents: inputs.iter().map(|t| to_le_bytes(&t.data)).collect(),
+        ..Default::default()
+    }
+}
+
 /// One full answer for a KServe scenario, decoded (to check outputs and compare them).
 pub fn fetch_outputs(
     o: &LoadOptions,
@@ -848,20 +887,7 @@ pub fn fetch_outputs(
                 .map_err(|e| e.to_string())?;
                 let mut c = pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(ch)
                     .max_decoding_message_size(usize::MAX);
-                let req = pb::ModelInferRequest {
-                    model_name: model,
-                    inputs: inputs
-                        .iter()
-                        .map(|t| pb::model_infer_request::InferInputTensor {
-                            name: t.name.clone(),
-                            datatype: kserve_dtype(t.data.dtype()).unwrap_or("BYTES").into(),
-                            shape: t.shape.iter().map(|&d| d as i64).collect(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    raw_input_contents: inputs.iter().map(|t| to_le_bytes(&t.data)).collect(),
-                    ..Default::default()
-                };
+                let req = grpc_request(model, inputs);
                 let r = c
                     .model_infer(req)
                     .await
@@ -885,18 +911,7 @@ pub fn fetch_outputs(
             })
         }
         _ => {
-            let (body, header_len) = kserve::encode_request(inputs, o.binary);
-            let mut headers = vec![("Content-Type", "application/json".to_string())];
-            if let Some(n) = header_len {
-                headers.push(("Inference-Header-Content-Length", n.to_string()));
-            }
-            let req = request_bytes(
-                target,
-                "POST",
-                &format!("/v2/models/{model}/infer"),
-                &headers,
-                &body,
-            );
+            let (req, _) = http_infer_request(target, &model, inputs, o.binary);
             let mut c = Http1::new(target, o.timeout);
             let r = c.call(&req).map_err(|e| e.to_string())?;
             if r.status != 200 {
