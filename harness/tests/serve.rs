@@ -395,7 +395,7 @@ fn requests_past_the_timeout_get_504_and_the_server_goes_on() {
     let big = runtimes::tensor::bert_inputs(256, 64, |i| (i % 100) as i64 + 5);
     let (body, _) = kserve::encode_request(&big, false);
     let codes: Vec<(u16, Vec<u8>)> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..4)
+        let hs: Vec<_> = (0..8)
             .map(|_| {
                 sc.spawn(|| {
                     let (st, _, b) = http(p, "POST", "/v2/models/tiny-bert/infer", &[], &body);
