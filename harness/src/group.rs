@@ -243,32 +243,11 @@ pub fn blank_row(
         id = format!("{id}/{}", mode_tag(mode));
     }
     ScenarioResult {
-        id,
-        runtime: runtime.to_string(),
-        device: "cpu".into(),
-        variant: variant.as_str().into(),
         batch: shape.batch,
         seq: shape.seq,
         shapes: shape.inputs.iter().cloned().collect(),
         threads,
-        concurrency: mode.concurrency(),
-        mode: mode.name().into(),
-        status: ScenarioStatus::Error,
-        error: None,
-        error_kind: None,
-        applied: BTreeMap::new(),
-        load_ms: None,
-        prepare_ms: None,
-        measurement: None,
-        throughput_per_s: None,
-        rate: mode.rate(),
-        open_loop: None,
-        rss_after_load_bytes: None,
-        load_rss_delta_bytes: None,
-        resources: None,
-        parity: Parity::skipped(tol, "not measured"),
-        merged_runs: 0,
-        served: None,
+        ..ScenarioResult::unmeasured(id, runtime, variant.as_str(), mode, tol)
     }
 }
 

@@ -208,6 +208,45 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl ScenarioResult {
+    /// A row before anything is known of it: an error until measured, nothing measured,
+    /// parity not checked.
+    pub fn unmeasured(
+        id: String,
+        runtime: &str,
+        variant: &str,
+        mode: &crate::measure::LoadMode,
+        tol: Tolerance,
+    ) -> ScenarioResult {
+        ScenarioResult {
+            id,
+            runtime: runtime.to_string(),
+            device: "cpu".into(),
+            variant: variant.to_string(),
+            batch: 1,
+            seq: None,
+            shapes: BTreeMap::new(),
+            threads: 0,
+            concurrency: mode.concurrency(),
+            mode: mode.name().into(),
+            status: ScenarioStatus::Error,
+            error: None,
+            error_kind: None,
+            applied: BTreeMap::new(),
+            load_ms: None,
+            prepare_ms: None,
+            measurement: None,
+            throughput_per_s: None,
+            rate: mode.rate(),
+            open_loop: None,
+            rss_after_load_bytes: None,
+            load_rss_delta_bytes: None,
+            resources: None,
+            parity: Parity::skipped(tol, "not measured"),
+            merged_runs: 0,
+            served: None,
+        }
+    }
+
     pub fn parity_label(&self) -> &'static str {
         match self.status {
             ScenarioStatus::Error => "ERROR",

@@ -307,13 +307,7 @@ fn load_measures_our_server_over_http_and_grpc_with_its_metrics() {
             assert_eq!(row["served"]["protocol"], proto);
             assert_eq!(row["measurement"]["failures"], 0);
             let n = row["measurement"]["iterations"].as_f64().unwrap();
-            let served = row["served"]["server_metrics"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .filter(|(k, _)| k.starts_with("nv_inference_request_success"))
-                .map(|(_, v)| v.as_f64().unwrap())
-                .sum::<f64>();
+            let served = common::server_successes(row);
             // The server counted what the client measured, give or take the requests that
             // finished while the metrics were being scraped at the window's edges.
             assert!(

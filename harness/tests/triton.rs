@@ -189,13 +189,7 @@ fn kserve_clients_work_against_real_triton() {
             assert_eq!(row["measurement"]["failures"], 0);
             let n = row["measurement"]["iterations"].as_f64().unwrap();
             let sv = &row["served"];
-            let success: f64 = sv["server_metrics"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .filter(|(k, _)| k.starts_with("nv_inference_request_success"))
-                .map(|(_, v)| v.as_f64().unwrap())
-                .sum();
+            let success = common::server_successes(row);
             assert!(
                 (success - n).abs() <= 0.05 * n + 8.0,
                 "{proto}: Triton counted {success}, we {n}"

@@ -1126,38 +1126,20 @@ fn blank(
     } else {
         format!("/b{batch}/s{seq}")
     };
+    let id = format!(
+        "{}/{}{seq_part}/{}",
+        o.label,
+        o.protocol.as_str(),
+        mode_tag(mode)
+    );
     ScenarioResult {
-        id: format!(
-            "{}/{}{seq_part}/{}",
-            o.label,
-            o.protocol.as_str(),
-            mode_tag(mode)
-        ),
-        runtime: o.label.clone(),
         device: format!("{}:{}", target.host, target.port),
-        variant: "served".into(),
         batch,
         seq: (o.protocol != Protocol::HttpGet).then_some(seq),
-        shapes: BTreeMap::new(),
         threads: o.server_threads,
-        concurrency: mode.concurrency(),
-        mode: mode.name().into(),
-        status: ScenarioStatus::Error,
-        error: None,
-        error_kind: None,
         applied: BTreeMap::from([("protocol".to_string(), o.protocol.as_str().to_string())]),
-        load_ms: None,
-        prepare_ms: None,
-        measurement: None,
-        throughput_per_s: None,
-        rate: mode.rate(),
-        open_loop: None,
-        rss_after_load_bytes: None,
-        load_rss_delta_bytes: None,
-        resources: None,
         parity: Parity::skipped(Tolerance::default(), "served: outputs not compared"),
-        merged_runs: 0,
-        served: None,
+        ..ScenarioResult::unmeasured(id, &o.label, "served", mode, Tolerance::default())
     }
 }
 

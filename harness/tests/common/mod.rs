@@ -194,3 +194,15 @@ pub fn json_body(b: &[u8]) -> Value {
     serde_json::from_slice(b)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
+
+/// A served row's count of successful requests in the server's own metrics (a counter's
+/// change over the window, summed over its labels).
+pub fn server_successes(row: &Value) -> f64 {
+    row["served"]["server_metrics"]
+        .as_object()
+        .expect("server metrics were scraped")
+        .iter()
+        .filter(|(k, _)| k.starts_with("nv_inference_request_success"))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .sum()
+}
