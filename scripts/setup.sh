@@ -21,18 +21,26 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
-setup_python() {
-  local want stamp="$VENV/.requirements.sha256"
-  want=$(hash_of "$ROOT/models/requirements.txt")
-  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-    say "python environment up to date ($VENV)"
+# A virtual environment at $1 holding the pins of requirements file $2, reinstalled only when
+# the file changes (its hash is stamped in the environment). $3 names it, $4 is said while
+# installing.
+venv_with() {
+  local venv=$1 reqs=$2 label=$3 note=$4
+  local want stamp="$venv/.requirements.sha256"
+  want=$(hash_of "$reqs")
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    say "$label up to date ($venv)"
     return
   fi
   command -v python3 >/dev/null || { say "python3 is required (3.10 or newer)"; exit 1; }
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  say "installing models/requirements.txt into $VENV (PyTorch is large: a few minutes)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/models/requirements.txt"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  say "installing ${reqs#"$ROOT/"} into $venv ($note)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$reqs"
   echo "$want" > "$stamp"
+}
+
+setup_python() {
+  venv_with "$VENV" "$ROOT/models/requirements.txt" "python environment" "PyTorch is large: a few minutes"
 }
 
 setup_minilm() {
@@ -58,17 +66,7 @@ setup_minilm() {
 }
 
 setup_triton() {
-  local want stamp="$TRITON_VENV/.requirements.sha256"
-  want=$(hash_of "$ROOT/models/requirements-triton.txt")
-  if [ -x "$TRITON_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-    say "Triton environment up to date ($TRITON_VENV)"
-    return
-  fi
-  command -v python3 >/dev/null || { say "python3 is required (3.10 or newer)"; exit 1; }
-  [ -x "$TRITON_VENV/bin/python" ] || python3 -m venv "$TRITON_VENV"
-  say "installing models/requirements-triton.txt into $TRITON_VENV (tritonserver is bundled)"
-  "$TRITON_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/models/requirements-triton.txt"
-  echo "$want" > "$stamp"
+  venv_with "$TRITON_VENV" "$ROOT/models/requirements-triton.txt" "Triton environment" "tritonserver is bundled"
 }
 
 case "${1:-minilm}" in
