@@ -316,17 +316,14 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/v2/health/ready", get(|| async { StatusCode::OK }))
         .route("/v2", get(server_metadata))
         .route("/v2/models/{name}", get(model_metadata))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(model_metadata_v),
-        )
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route(
             "/v2/models/{name}/versions/{version}/ready",
-            get(model_ready_v),
+            get(model_ready),
         )
         .route("/v2/models/{name}/infer", post(infer))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .route("/v1/models", get(openai_models))
         .route("/v1/embeddings", post(embeddings))
         .route("/metrics", get(metrics))
@@ -399,35 +396,28 @@ fn check_model(state: &AppState, name: &str, version: Option<&str>) -> Result<()
     }
 }
 
-async fn model_metadata(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    match check_model(&s, &name, None) {
+/// The `{name}` and, on `/versions/{version}/...` routes, `{version}` of a model URL: one
+/// handler serves both forms.
+type ModelPath = Path<std::collections::HashMap<String, String>>;
+
+fn model_of(p: &std::collections::HashMap<String, String>) -> (&str, Option<&str>) {
+    (
+        p.get("name").map_or("", String::as_str),
+        p.get("version").map(String::as_str),
+    )
+}
+
+async fn model_metadata(State(s): State<Arc<AppState>>, Path(p): ModelPath) -> Response {
+    let (name, version) = model_of(&p);
+    match check_model(&s, name, version) {
         Ok(()) => axum::Json(s.sig.metadata()).into_response(),
         Err(e) => error_response(&e),
     }
 }
 
-async fn model_metadata_v(
-    State(s): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    match check_model(&s, &name, Some(&version)) {
-        Ok(()) => axum::Json(s.sig.metadata()).into_response(),
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn model_ready(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    match check_model(&s, &name, None) {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn model_ready_v(
-    State(s): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    match check_model(&s, &name, Some(&version)) {
+async fn model_ready(State(s): State<Arc<AppState>>, Path(p): ModelPath) -> Response {
+    let (name, version) = model_of(&p);
+    match check_model(&s, name, version) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => error_response(&e),
     }
@@ -435,21 +425,12 @@ async fn model_ready_v(
 
 async fn infer(
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Path(p): ModelPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let r = do_infer(&s, &name, None, &headers, body).await;
-    kserve_answer(&s, r)
-}
-
-async fn infer_v(
-    State(s): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let r = do_infer(&s, &name, Some(&version), &headers, body).await;
+    let (name, version) = model_of(&p);
+    let r = do_infer(&s, name, version, &headers, body).await;
     kserve_answer(&s, r)
 }
 
