@@ -51,23 +51,24 @@ pub enum IsolateMode {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeName {
-    Ort,
-    Tract,
-    Candle,
-    Null,
+/// The runtime names and their help, from the runtimes' registry.
+fn runtime_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        runtimes::all()
+            .iter()
+            .map(|r| clap::builder::PossibleValue::new(r.name()).help(r.about()))
+            .collect::<Vec<_>>(),
+    )
 }
 
-impl RuntimeName {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RuntimeName::Ort => "ort",
-            RuntimeName::Tract => "tract",
-            RuntimeName::Candle => "candle",
-            RuntimeName::Null => "null",
-        }
-    }
+/// The load protocols and their help, from the load generator's registry.
+fn protocol_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::net::load::PROTOCOLS
+            .iter()
+            .map(|p| clap::builder::PossibleValue::new(p.name()).help(p.about()))
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -113,14 +114,10 @@ pub struct CompareArgs {
     /// Model folder (model.onnx; model.safetensors + config.json for candle) or a .onnx file
     #[arg(long)]
     pub model: PathBuf,
-    /// Runtimes to measure, comma-separated
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "ort,tract,candle"
-    )]
-    pub runtimes: Vec<RuntimeName>,
+    /// Runtimes to measure, comma-separated [default: every registered runtime that computes
+    /// outputs, the null runtime aside]
+    #[arg(long, value_delimiter = ',', value_parser = runtime_names())]
+    pub runtimes: Vec<String>,
     /// Batch sizes (the symbolic batch dim), comma-separated
     #[arg(long, value_delimiter = ',', default_value = "1", value_parser = positive)]
     pub batch: Vec<usize>,
@@ -329,8 +326,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Runtime that runs the model
-    #[arg(long, value_enum, default_value = "ort")]
-    pub runtime: RuntimeName,
+    #[arg(long, default_value = "ort", value_parser = runtime_names())]
+    pub runtime: String,
     /// Model name in URLs and answers [default: the model folder's name]
     #[arg(long)]
     pub name: Option<String>,
@@ -391,8 +388,8 @@ pub struct LoadArgs {
     /// 127.0.0.1:8001 (gRPC)
     #[arg(long)]
     pub target: String,
-    #[arg(long, value_enum, default_value = "kserve-http")]
-    pub protocol: crate::net::load::Protocol,
+    #[arg(long, default_value = "kserve-http", value_parser = protocol_names())]
+    pub protocol: String,
     /// Model name on the server (not needed for http-get)
     #[arg(long)]
     pub model: Option<String>,

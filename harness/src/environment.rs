@@ -1,42 +1,7 @@
 //! The environment recorded with every result: machine, OS, compiler, source revision,
 //! runtime versions and the exact command line.
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Environment {
-    pub hostname: String,
-    pub cpu_model: String,
-    pub logical_cpus: usize,
-    /// Vector/matrix extensions the runtimes may use.
-    pub cpu_flags: Vec<String>,
-    pub memory_total_bytes: Option<u64>,
-    pub os: String,
-    pub kernel: String,
-    pub cpu_governor: String,
-    /// GPUs with driver and CUDA versions (nvidia-smi), or why none is listed.
-    #[serde(default)]
-    pub gpus: String,
-    /// The GPUs as NVML reports them (name, driver, CUDA, memory, clocks, power limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nvml_gpus: Option<Vec<crate::gpu_monitor::GpuInfo>>,
-    /// Why NVML reported nothing, when it did not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nvml_unavailable: Option<String>,
-    pub rustc: String,
-    pub harness_version: String,
-    pub git_commit: String,
-    pub git_dirty: String,
-    pub command_line: Vec<String>,
-    pub runtime_versions: Vec<RuntimeVersion>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RuntimeVersion {
-    pub runtime: String,
-    pub version: Option<String>,
-    pub detail: String,
-}
+use crate::results::{Environment, RuntimeVersion};
 
 const INTERESTING_FLAGS: &[&str] = &[
     "avx",
@@ -63,60 +28,59 @@ fn read(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-impl Environment {
-    pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
-        let nvml = crate::gpu_monitor::gpu_inventory();
-        let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
-        let field = |key: &str| {
-            cpuinfo
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        };
-        let flags: Vec<String> = field("flags")
-            .or_else(|| field("Features"))
-            .map(|f| {
-                f.split_whitespace()
-                    .filter(|x| INTERESTING_FLAGS.contains(x))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let memory_total_bytes = read("/proc/meminfo").and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .map(|kb| kb * 1024)
-        });
-        let os = read("/etc/os-release")
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-            .unwrap_or_else(|| std::env::consts::OS.to_string());
-        Environment {
-            hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
-            cpu_model: field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string()),
-            logical_cpus: runtimes::online_cpus(),
-            cpu_flags: flags,
-            memory_total_bytes,
-            os,
-            kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
-            cpu_governor: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-                .unwrap_or_else(|| "unavailable (no cpufreq)".into()),
-            gpus: gpus(),
-            nvml_gpus: nvml.as_ref().ok().cloned(),
-            nvml_unavailable: nvml.err(),
-            rustc: env!("HARNESS_RUSTC").to_string(),
-            harness_version: env!("CARGO_PKG_VERSION").to_string(),
-            git_commit: env!("HARNESS_GIT_COMMIT").to_string(),
-            git_dirty: env!("HARNESS_GIT_DIRTY").to_string(),
-            command_line: std::env::args().collect(),
-            runtime_versions,
-        }
+/// The environment of this process, now.
+pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
+    let nvml = crate::monitor::gpu_inventory();
+    let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let flags: Vec<String> = field("flags")
+        .or_else(|| field("Features"))
+        .map(|f| {
+            f.split_whitespace()
+                .filter(|x| INTERESTING_FLAGS.contains(x))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let memory_total_bytes = read("/proc/meminfo").and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let os = read("/etc/os-release")
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::OS.to_string());
+    Environment {
+        hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
+        cpu_model: field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        logical_cpus: runtimes::online_cpus(),
+        cpu_flags: flags,
+        memory_total_bytes,
+        os,
+        kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
+        cpu_governor: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+            .unwrap_or_else(|| "unavailable (no cpufreq)".into()),
+        gpus: gpus(),
+        nvml_gpus: nvml.as_ref().ok().cloned(),
+        nvml_unavailable: nvml.err(),
+        rustc: env!("HARNESS_RUSTC").to_string(),
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: env!("HARNESS_GIT_COMMIT").to_string(),
+        git_dirty: env!("HARNESS_GIT_DIRTY").to_string(),
+        command_line: std::env::args().collect(),
+        runtime_versions,
     }
 }
 

@@ -1,3 +1,6 @@
+//! The binary's edge: parse the arguments, run, print an error (each message names its cause
+//! and the fix), exit with the status the library chose (`harness::Error::exit_code`).
+
 use clap::Parser;
 
 fn main() {
@@ -5,8 +8,9 @@ fn main() {
     let code = match harness::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            2
+            let code = e.exit_code();
+            eprintln!("error: {e}");
+            code
         }
     };
     std::process::exit(code);

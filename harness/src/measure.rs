@@ -1,7 +1,9 @@
-//! The closed-loop, single-stream measurement of one prepared model: first inference,
-//! warm-up, then timed iterations until both the minimum time and the minimum sample count
-//! hold, capped by the maximum time. Only `Loaded::run` sits between the two clock reads.
-//! Returns data; never prints.
+//! The measurement loops, the same for every workload (an inference in-process, a request
+//! over the network): first step, warm-up, then timed steps until both the minimum time and
+//! the minimum sample count hold (or the CI target), capped by the maximum time. One stream
+//! runs on the calling thread with only `Loaded::run` between the two clock reads; several
+//! workers, closed or open loop (a seeded arrival schedule, latency from the scheduled time),
+//! run one thread each under a coordinator. Returns data; never prints.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use runtimes::{Loaded, RuntimeError};
 use serde::{Deserialize, Serialize};
 
-use crate::stats::LatencyStats;
+use crate::results::{Arrivals, LatencyStats, Measurement, OpenLoopStats, StopReason};
 
 /// A monotonic nanosecond clock. Tests substitute one that a fake runtime advances, so the
 /// statistics can be checked against exact truth.
@@ -147,39 +149,6 @@ mod secs {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StopReason {
-    /// Both the minimum time and the minimum sample count were reached.
-    MinimaMet,
-    /// The maximum time ran out first.
-    MaxTime,
-    /// Too many consecutive failures.
-    Failures,
-    /// Interrupted (Ctrl-C); the samples so far are kept.
-    Interrupted,
-    /// The median's confidence interval reached the target (`--target-ci`).
-    TargetCi,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Measurement {
-    pub first_inference_ms: f64,
-    pub warmup_iterations: u64,
-    pub warmup_ms: f64,
-    pub latency: LatencyStats,
-    /// Wall time of the measured window (first timed start to last timed end).
-    pub window_s: f64,
-    /// Completed (successful) iterations in the window.
-    pub iterations: u64,
-    pub failures: u64,
-    pub failure_kinds: BTreeMap<String, u64>,
-    pub stop_reason: StopReason,
-    /// With a CI target: false when `max_time` ran out before the target was met.
-    #[serde(default)]
-    pub stable: Option<bool>,
-}
-
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
@@ -310,16 +279,6 @@ pub fn throughput(m: &Measurement, batch: usize) -> f64 {
     }
 }
 
-/// How arrivals are spaced in an open loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Arrivals {
-    /// Exponential gaps (a Poisson process), seeded.
-    Poisson,
-    /// Equal gaps of 1/rate.
-    Constant,
-}
-
 /// Closed loop (N workers, each waits for its answer before the next) or open loop (a
 /// seeded arrival schedule, served by N workers; latency counted from the scheduled time).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,7 +295,52 @@ pub enum LoadMode {
     },
 }
 
+/// The load tag in scenario ids: `c4` for closed loop with 4 workers,
+/// `open-poisson-100/s-c1` for an open loop.
+impl std::fmt::Display for LoadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadMode::ClosedLoop { concurrency } => write!(f, "c{concurrency}"),
+            LoadMode::OpenLoop {
+                rate,
+                arrivals,
+                concurrency,
+                ..
+            } => write!(
+                f,
+                "open-{}-{rate}/s-c{concurrency}",
+                match arrivals {
+                    Arrivals::Poisson => "poisson",
+                    Arrivals::Constant => "constant",
+                }
+            ),
+        }
+    }
+}
+
 impl LoadMode {
+    /// The modes in words, for the results' settings; `unit` names what serves the load
+    /// ("worker", "connection").
+    pub fn describe_all(modes: &[LoadMode], unit: &str) -> String {
+        modes
+            .iter()
+            .map(|m| match m {
+                LoadMode::ClosedLoop { concurrency } => {
+                    format!("closed loop, {concurrency} {unit}(s)")
+                }
+                LoadMode::OpenLoop {
+                    rate,
+                    arrivals,
+                    concurrency,
+                    ..
+                } => format!(
+                    "open loop, {rate}/s {arrivals:?} arrivals over {concurrency} {unit}(s); latency from the scheduled send"
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     pub fn concurrency(&self) -> usize {
         match self {
             LoadMode::ClosedLoop { concurrency } | LoadMode::OpenLoop { concurrency, .. } => {
@@ -362,25 +366,6 @@ impl LoadMode {
 
 /// A send later than this after its scheduled time counts as late.
 pub const LATE_NS: u64 = 1_000_000;
-
-/// What an open loop adds: the schedule kept or not, and the latencies without the
-/// coordinated-omission correction for comparison.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpenLoopStats {
-    pub target_rate: f64,
-    pub achieved_rate: f64,
-    pub arrivals: Arrivals,
-    pub seed: u64,
-    /// Requests sent more than `late_threshold_ms` after their scheduled time.
-    pub late_sends: u64,
-    pub late_threshold_ms: f64,
-    /// Largest delay between a scheduled time and the actual send.
-    pub max_send_lag_ms: f64,
-    /// Requests due by the end of the window that were never sent.
-    pub backlog_at_end: u64,
-    /// Service time alone (send to answer): what a coordinated-omission-blind tool reports.
-    pub uncorrected: LatencyStats,
-}
 
 struct Record {
     scheduled: u64,
@@ -497,6 +482,186 @@ pub struct StepRecord {
     pub info: StepInfo,
 }
 
+/// What the coordinator and the workers of one scenario share.
+struct Shared<'a> {
+    phase: std::sync::atomic::AtomicU8,
+    warm_done: std::sync::atomic::AtomicU64,
+    completed: std::sync::atomic::AtomicU64,
+    gave_up: std::sync::atomic::AtomicUsize,
+    /// The next open-loop arrival to serve.
+    next: std::sync::atomic::AtomicU64,
+    window_start: std::sync::atomic::AtomicU64,
+    /// Open loop: arrival offsets from the window start; empty for closed loop.
+    offsets: Vec<u64>,
+    clock: MonotonicClock,
+    /// With a CI target the coordinator needs the latencies while the window runs.
+    latencies: Option<std::sync::Mutex<Vec<u64>>>,
+    cfg: &'a MeasureConfig,
+}
+
+/// One worker's loop: warm-up steps, then measured steps (each at its scheduled time in
+/// open loop) until the coordinator says stop or the failures in a row reach the limit.
+fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
+    use std::sync::atomic::Ordering;
+    let open = !sh.offsets.is_empty();
+    let mut out = WorkerOut {
+        records: Vec::new(),
+        failures: BTreeMap::new(),
+        gave_up: false,
+    };
+    let mut consecutive = 0u64;
+    loop {
+        let p = sh.phase.load(Ordering::Acquire);
+        if p == STOP {
+            break;
+        }
+        let scheduled = if p == MEASURE && open {
+            let k = sh.next.fetch_add(1, Ordering::Relaxed) as usize;
+            let Some(off) = sh.offsets.get(k) else { break };
+            let due = sh.window_start.load(Ordering::Acquire) + off;
+            if !wait_until(&sh.clock, due, &sh.phase) {
+                break;
+            }
+            Some(due)
+        } else {
+            None
+        };
+        let a = sh.clock.now_ns();
+        let r = model.step();
+        let b = sh.clock.now_ns();
+        match r {
+            Ok(info) => {
+                consecutive = 0;
+                if p == WARM {
+                    sh.warm_done.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                sh.completed.fetch_add(1, Ordering::Relaxed);
+                if let Some(l) = &sh.latencies {
+                    let lat = b - scheduled.unwrap_or(a);
+                    l.lock().unwrap_or_else(|p| p.into_inner()).push(lat);
+                }
+                out.records.push(Record {
+                    scheduled: scheduled.unwrap_or(a),
+                    start: a,
+                    end: b,
+                    info,
+                });
+            }
+            Err(e) => {
+                consecutive += 1;
+                *out.failures.entry(W::error_kind(&e)).or_default() += 1;
+                if consecutive >= sh.cfg.max_consecutive_failures {
+                    out.gave_up = true;
+                    sh.gave_up.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The edges the coordinator saw: warm-up length, window start and end, why it stopped.
+struct Window {
+    warm_ns: u64,
+    start: u64,
+    end: u64,
+    reason: StopReason,
+}
+
+/// The coordinator, on the calling thread: ends the warm-up when every worker has done its
+/// iterations and the warm-up time has passed, opens the window (monitors first), and ends
+/// it by the stop rule.
+fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
+    use std::sync::atomic::Ordering;
+    let cfg = sh.cfg;
+    let tick = Duration::from_micros(500);
+    let t0 = sh.clock.now_ns();
+    let max_ns = cfg.max_time.as_nanos() as u64;
+    loop {
+        let el = sh.clock.now_ns() - t0;
+        let warmed = sh.warm_done.load(Ordering::Relaxed) >= cfg.warmup_iters * n as u64;
+        if (warmed && el >= cfg.warmup_time.as_nanos() as u64)
+            || el >= max_ns
+            || hooks.interrupted()
+            || sh.gave_up.load(Ordering::Relaxed) == n
+        {
+            break;
+        }
+        std::thread::sleep(tick);
+    }
+    let warm_ns = sh.clock.now_ns() - t0;
+    hooks.window_start();
+    let ws = sh.clock.now_ns();
+    sh.window_start.store(ws, Ordering::Release);
+    sh.phase.store(MEASURE, Ordering::Release);
+    let mut rule = StopRule::new(cfg);
+    let reason = loop {
+        std::thread::sleep(tick);
+        let el = sh.clock.now_ns() - ws;
+        if sh.gave_up.load(Ordering::Relaxed) == n {
+            break StopReason::Failures;
+        }
+        let done = sh.completed.load(Ordering::Relaxed);
+        let ci = |t| match &sh.latencies {
+            Some(l) => ci_met(&l.lock().unwrap_or_else(|p| p.into_inner()), t),
+            None => false,
+        };
+        if let Some(r) = rule.decide(el, done, hooks.interrupted(), &ci) {
+            break r;
+        }
+    };
+    let we = sh.clock.now_ns();
+    sh.phase.store(STOP, Ordering::Release);
+    hooks.window_end();
+    Window {
+        warm_ns,
+        start: ws,
+        end: we,
+        reason,
+    }
+}
+
+/// The open-loop figures: the schedule kept or not, late sends, backlog, and the service
+/// times alone (what a coordinated-omission-blind tool reports).
+fn open_loop_stats(
+    mode: &LoadMode,
+    records: &[Record],
+    offsets: &[u64],
+    window_ns: u64,
+) -> Option<OpenLoopStats> {
+    let LoadMode::OpenLoop {
+        rate,
+        arrivals,
+        seed,
+        ..
+    } = mode
+    else {
+        return None;
+    };
+    let lags: Vec<u64> = records.iter().map(|r| r.start - r.scheduled).collect();
+    let due = offsets.iter().filter(|&&o| o <= window_ns).count() as u64;
+    let sent = records.len() as u64;
+    Some(OpenLoopStats {
+        target_rate: *rate,
+        achieved_rate: if window_ns > 0 {
+            sent as f64 / (window_ns as f64 / 1e9)
+        } else {
+            0.0
+        },
+        arrivals: *arrivals,
+        seed: *seed,
+        late_sends: lags.iter().filter(|&&l| l > LATE_NS).count() as u64,
+        late_threshold_ms: ms(LATE_NS),
+        max_send_lag_ms: ms(lags.iter().copied().max().unwrap_or(0)),
+        backlog_at_end: due.saturating_sub(sent),
+        uncorrected: LatencyStats::from_samples(
+            &records.iter().map(|r| r.end - r.start).collect::<Vec<_>>(),
+        ),
+    })
+}
+
 /// [`measure_load`] for any workload, one thread per worker, always (the calling thread
 /// coordinates). Also returns the [`StepInfo`] of every measured step that had one.
 pub fn measure_workers<W: Workload>(
@@ -509,210 +674,79 @@ pub fn measure_workers<W: Workload>(
     use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
     let n = mode.concurrency().max(1).min(models.len());
-    let clock = MonotonicClock::new();
+    let sh = Shared {
+        phase: AtomicU8::new(WARM),
+        warm_done: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        gave_up: AtomicUsize::new(0),
+        next: AtomicU64::new(0),
+        window_start: AtomicU64::new(0),
+        offsets: match mode {
+            LoadMode::OpenLoop {
+                rate,
+                arrivals,
+                seed,
+                ..
+            } => schedule(*rate, *arrivals, *seed, cfg.max_time),
+            LoadMode::ClosedLoop { .. } => Vec::new(),
+        },
+        clock: MonotonicClock::new(),
+        latencies: cfg.target_ci.map(|_| std::sync::Mutex::new(Vec::new())),
+        cfg,
+    };
     // First inference of each instance, outside any window; the first one is reported.
-    let t = clock.now_ns();
+    let t = sh.clock.now_ns();
     models[0].step()?;
-    let first_ns = clock.now_ns() - t;
+    let first_ns = sh.clock.now_ns() - t;
     for m in models.iter_mut().take(n).skip(1) {
         m.step()?;
     }
 
-    let phase = AtomicU8::new(WARM);
-    let warm_done = AtomicU64::new(0);
-    let completed = AtomicU64::new(0);
-    let gave_up = AtomicUsize::new(0);
-    let next = AtomicU64::new(0);
-    let window_start = AtomicU64::new(0);
-    let offsets = match mode {
-        LoadMode::OpenLoop {
-            rate,
-            arrivals,
-            seed,
-            ..
-        } => schedule(*rate, *arrivals, *seed, cfg.max_time),
-        LoadMode::ClosedLoop { .. } => Vec::new(),
-    };
-    let open = matches!(mode, LoadMode::OpenLoop { .. });
-    // With a CI target the coordinator needs the latencies while the window runs.
-    let shared: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
-    let track = cfg.target_ci.is_some();
-
-    let (outs, warm_ns, ws, we, stop_reason) = std::thread::scope(|s| {
+    let (outs, w) = std::thread::scope(|s| {
+        let sh = &sh;
         let handles: Vec<_> = models
             .iter_mut()
             .take(n)
             .enumerate()
             .map(|(worker, model)| {
-                let shared = &shared;
-                let (phase, warm_done, completed, gave_up, next, window_start, offsets, clock) = (
-                    &phase,
-                    &warm_done,
-                    &completed,
-                    &gave_up,
-                    &next,
-                    &window_start,
-                    &offsets,
-                    &clock,
-                );
                 s.spawn(move || {
                     place_worker(worker);
-                    let mut out = WorkerOut {
-                        records: Vec::new(),
-                        failures: BTreeMap::new(),
-                        gave_up: false,
-                    };
-                    let mut consecutive = 0u64;
-                    loop {
-                        let p = phase.load(Ordering::Acquire);
-                        if p == STOP {
-                            break;
-                        }
-                        let scheduled = if p == MEASURE && open {
-                            let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                            let Some(off) = offsets.get(k) else { break };
-                            let due = window_start.load(Ordering::Acquire) + off;
-                            if !wait_until(clock, due, phase) {
-                                break;
-                            }
-                            Some(due)
-                        } else {
-                            None
-                        };
-                        let a = clock.now_ns();
-                        let r = model.step();
-                        let b = clock.now_ns();
-                        match r {
-                            Ok(info) => {
-                                consecutive = 0;
-                                if p == WARM {
-                                    warm_done.fetch_add(1, Ordering::Relaxed);
-                                } else {
-                                    completed.fetch_add(1, Ordering::Relaxed);
-                                    if track {
-                                        let lat = b - scheduled.unwrap_or(a);
-                                        shared.lock().unwrap_or_else(|p| p.into_inner()).push(lat);
-                                    }
-                                    out.records.push(Record {
-                                        scheduled: scheduled.unwrap_or(a),
-                                        start: a,
-                                        end: b,
-                                        info,
-                                    });
-                                }
-                            }
-                            Err(e) => {
-                                consecutive += 1;
-                                *out.failures.entry(W::error_kind(&e)).or_default() += 1;
-                                if consecutive >= cfg.max_consecutive_failures {
-                                    out.gave_up = true;
-                                    gave_up.fetch_add(1, Ordering::Relaxed);
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    out
+                    worker_loop(model, sh)
                 })
             })
             .collect();
-
-        let tick = Duration::from_micros(500);
-        let t0 = clock.now_ns();
-        let max_ns = cfg.max_time.as_nanos() as u64;
-        loop {
-            let el = clock.now_ns() - t0;
-            let warmed = warm_done.load(Ordering::Relaxed) >= cfg.warmup_iters * n as u64;
-            if (warmed && el >= cfg.warmup_time.as_nanos() as u64)
-                || el >= max_ns
-                || hooks.interrupted()
-                || gave_up.load(Ordering::Relaxed) == n
-            {
-                break;
-            }
-            std::thread::sleep(tick);
-        }
-        let warm_ns = clock.now_ns() - t0;
-        hooks.window_start();
-        let ws = clock.now_ns();
-        window_start.store(ws, Ordering::Release);
-        phase.store(MEASURE, Ordering::Release);
-        let mut rule = StopRule::new(cfg);
-        let reason = loop {
-            std::thread::sleep(tick);
-            let el = clock.now_ns() - ws;
-            if gave_up.load(Ordering::Relaxed) == n {
-                break StopReason::Failures;
-            }
-            let done = completed.load(Ordering::Relaxed);
-            let ci = |t| ci_met(&shared.lock().unwrap_or_else(|p| p.into_inner()), t);
-            if let Some(r) = rule.decide(el, done, hooks.interrupted(), &ci) {
-                break r;
-            }
-        };
-        let we = clock.now_ns();
-        phase.store(STOP, Ordering::Release);
-        hooks.window_end();
+        let w = coordinate(sh, n, hooks);
         let outs: Vec<WorkerOut> = handles
             .into_iter()
             .map(|h| h.join().expect("measurement worker"))
             .collect();
-        (outs, warm_ns, ws, we, reason)
+        (outs, w)
     });
 
+    // Steps that ended after the window closed are not in it.
     let mut failure_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut records: Vec<Record> = Vec::new();
     for o in outs {
         for (k, v) in o.failures {
             *failure_kinds.entry(k).or_default() += v;
         }
-        records.extend(o.records.into_iter().filter(|r| r.end <= we));
+        records.extend(o.records.into_iter().filter(|r| r.end <= w.end));
     }
-    let failures = failure_kinds.values().sum();
-    let window_ns = we - ws;
+    let window_ns = w.end - w.start;
     let corrected: Vec<u64> = records.iter().map(|r| r.end - r.scheduled).collect();
     let measurement = Measurement {
-        stable: cfg.target_ci.map(|_| stop_reason == StopReason::TargetCi),
+        stable: cfg.target_ci.map(|_| w.reason == StopReason::TargetCi),
         first_inference_ms: ms(first_ns),
-        warmup_iterations: warm_done.load(Ordering::Relaxed),
-        warmup_ms: ms(warm_ns),
+        warmup_iterations: sh.warm_done.load(Ordering::Relaxed),
+        warmup_ms: ms(w.warm_ns),
         latency: LatencyStats::from_samples(&corrected),
         window_s: window_ns as f64 / 1e9,
         iterations: records.len() as u64,
-        failures,
+        failures: failure_kinds.values().sum(),
         failure_kinds,
-        stop_reason,
+        stop_reason: w.reason,
     };
-    let open_stats = match mode {
-        LoadMode::OpenLoop {
-            rate,
-            arrivals,
-            seed,
-            ..
-        } => {
-            let lags: Vec<u64> = records.iter().map(|r| r.start - r.scheduled).collect();
-            let due = offsets.iter().filter(|&&o| o <= window_ns).count() as u64;
-            let sent = records.len() as u64;
-            Some(OpenLoopStats {
-                target_rate: *rate,
-                achieved_rate: if window_ns > 0 {
-                    sent as f64 / (window_ns as f64 / 1e9)
-                } else {
-                    0.0
-                },
-                arrivals: *arrivals,
-                seed: *seed,
-                late_sends: lags.iter().filter(|&&l| l > LATE_NS).count() as u64,
-                late_threshold_ms: ms(LATE_NS),
-                max_send_lag_ms: ms(lags.iter().copied().max().unwrap_or(0)),
-                backlog_at_end: due.saturating_sub(sent),
-                uncorrected: LatencyStats::from_samples(
-                    &records.iter().map(|r| r.end - r.start).collect::<Vec<_>>(),
-                ),
-            })
-        }
-        LoadMode::ClosedLoop { .. } => None,
-    };
+    let open_stats = open_loop_stats(mode, &records, &sh.offsets, window_ns);
     let steps = records
         .into_iter()
         .filter_map(|r| {

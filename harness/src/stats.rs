@@ -6,37 +6,15 @@
 //! low-sample when fewer than 5 samples lie at or beyond it (n * (1 - p/100) < 5): p99 needs
 //! 500 samples, p99.9 needs 5,000.
 
+pub use crate::results::LatencyStats;
 use base64::Engine;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 
 /// Samples needed in the tail at or beyond a percentile before it is reported as reliable.
 pub const TAIL_SAMPLES: f64 = 5.0;
 /// Highest trackable latency: one hour.
 const MAX_NS: u64 = 3_600_000_000_000;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LatencyStats {
-    pub samples: u64,
-    pub mean_ms: f64,
-    pub stddev_ms: f64,
-    pub min_ms: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-    /// Percentiles with too few samples behind them (see the module docs).
-    pub low_sample_percentiles: Vec<String>,
-    /// Distribution-free 95% confidence interval of the median (order statistics).
-    #[serde(default)]
-    pub median_ci95_low_ms: f64,
-    #[serde(default)]
-    pub median_ci95_high_ms: f64,
-    /// The HdrHistogram of all samples (V2 deflate, base64), for exact merging.
-    pub histogram: String,
-}
 
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_NS, 3).expect("static histogram bounds are valid")

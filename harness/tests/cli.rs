@@ -1,13 +1,15 @@
-//! The real binary on the committed tiny fixture: the three result files with the documented
+//! `harness` on the committed tiny fixture: the three result files with the documented
 //! columns and schema, all runtimes in parity, and each bad input a clear error that leaves
-//! the other runtimes measured.
+//! the other runtimes measured. Runs that measure use the real binary (its worker processes,
+//! its progress on stderr); bad inputs refused before any work, and `list`, run in-process
+//! through the library.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 mod common;
-use common::{fixture, harness, results, tmp, Run};
+use common::{fixture, harness, in_process, results, tmp, Run};
 
 const DOCUMENTED_COLUMNS: &str = "runtime,device,variant,batch,seq,threads,concurrency,samples,mean_ms,p50_ms,p90_ms,p99_ms,p999_ms,throughput_per_s,parity";
 
@@ -27,6 +29,15 @@ fn fixture_copy(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
 
 /// `harness compare` with short timings on `model`, results in `out`.
 fn compare(model: &Path, out: &Path, extra: &[&str]) -> Run {
+    harness(&compare_args(model, out, extra))
+}
+
+/// The same, in-process: for inputs refused before anything runs.
+fn compare_in_process(model: &Path, out: &Path, extra: &[&str]) -> Run {
+    in_process(&compare_args(model, out, extra))
+}
+
+fn compare_args<'a>(model: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "compare",
         "--model",
@@ -46,7 +57,7 @@ fn compare(model: &Path, out: &Path, extra: &[&str]) -> Run {
         "--no-overhead",
     ];
     args.extend_from_slice(extra);
-    harness(&args)
+    args
 }
 
 fn rows<'a>(r: &'a Value, runtime: &str) -> Vec<&'a Value> {
@@ -187,7 +198,7 @@ fn harness_overhead_is_measured_and_small() {
 #[test]
 fn missing_model_is_a_clear_error() {
     let out = tmp("missing").join("res");
-    let run = compare(Path::new("/no/such/model"), &out, &[]);
+    let run = compare_in_process(Path::new("/no/such/model"), &out, &[]);
     assert_eq!(run.code, 2);
     assert!(
         run.stderr
@@ -244,7 +255,7 @@ fn garbage_onnx_fails_its_runtimes_only() {
 #[test]
 fn a_wrong_shape_is_a_clear_error() {
     let out = tmp("shape").join("res");
-    let run = compare(&fixture(), &out, &["--shape", "pixels=1x3x224x224"]);
+    let run = compare_in_process(&fixture(), &out, &["--shape", "pixels=1x3x224x224"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("no input 'pixels'"), "{}", run.stderr);
     assert!(
@@ -254,7 +265,7 @@ fn a_wrong_shape_is_a_clear_error() {
         run.stderr
     );
 
-    let run = compare(&fixture(), &out, &["--shape", "input_ids=2x8x1"]);
+    let run = compare_in_process(&fixture(), &out, &["--shape", "input_ids=2x8x1"]);
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("rank 3 given, 2 declared"),
@@ -262,7 +273,7 @@ fn a_wrong_shape_is_a_clear_error() {
         run.stderr
     );
 
-    let run = compare(&fixture(), &out, &["--shape", "input_ids=2by8"]);
+    let run = compare_in_process(&fixture(), &out, &["--shape", "input_ids=2by8"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("expected NAME=D0xD1"), "{}", run.stderr);
 }
@@ -427,7 +438,7 @@ fn an_unsupported_architecture_is_unsupported_by_candle_not_an_error_for_the_run
 
 #[test]
 fn list_shows_every_runtime_ready() {
-    let run = harness(&["list", "--json", "--device", "cpu"]);
+    let run = in_process(&["list", "--json", "--device", "cpu"]);
     assert_eq!(run.code, 0);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     let names: Vec<&str> = v["runtimes"]
@@ -528,7 +539,7 @@ fn gpu_devices_give_skipped_rows_with_reasons_and_the_cpu_rows_still_run() {
         .as_str()
         .unwrap()
         .starts_with("no NVML"));
-    let bad = harness(&[
+    let bad = in_process(&[
         "compare",
         "--model",
         fixture().to_str().unwrap(),
@@ -773,11 +784,24 @@ fn pinning_every_thread_is_recorded_and_a_bad_list_is_refused() {
         .unwrap()
         .contains("[0, 1]"));
 
-    let run = compare(&fixture(), &out, &["--pin", "0,64"]);
+    let run = compare_in_process(&fixture(), &out, &["--pin", "0,64"]);
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("CPU 64 is not online"),
         "{}",
         run.stderr
     );
+}
+
+/// The CLI takes its runtime names from the runtimes' registry: an unknown one is refused
+/// with the list of those this build has.
+#[test]
+fn an_unknown_runtime_is_refused_with_the_registered_names() {
+    let out = tmp("unknown-rt").join("res");
+    let run = compare_in_process(&fixture(), &out, &["--runtimes", "ort,onnxruntime-web"]);
+    assert_eq!(run.code, 2);
+    for name in runtimes::names() {
+        assert!(run.stderr.contains(name), "{name}: {}", run.stderr);
+    }
+    assert!(!out.exists(), "nothing is written for a refused command");
 }

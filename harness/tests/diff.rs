@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{fixture, harness, results, tmp};
+use common::{fixture, harness, in_process, results, tmp};
 
 fn measured(out: &Path) {
     let common::Run {
@@ -42,7 +42,7 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         code,
         stdout: out,
         stderr: err,
-    } = harness(&[
+    } = in_process(&[
         "diff",
         base.to_str().unwrap(),
         base.to_str().unwrap(),
@@ -103,7 +103,7 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         "{err}"
     );
     // Below the gate: reported, not failed.
-    let common::Run { code, .. } = harness(&[
+    let common::Run { code, .. } = in_process(&[
         "diff",
         base.to_str().unwrap(),
         slow.to_str().unwrap(),
@@ -113,7 +113,7 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
     assert_eq!(code, 0);
     let common::Run {
         code, stdout: out, ..
-    } = harness(&[
+    } = in_process(&[
         "diff",
         slow.to_str().unwrap(),
         base.to_str().unwrap(),
@@ -133,7 +133,7 @@ fn diff_of_a_folder_without_results_is_a_clear_error() {
     let d = tmp("diff-bad");
     let common::Run {
         code, stderr: err, ..
-    } = harness(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
+    } = in_process(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(
         err.contains("results.json") && err.contains("harness compare"),
@@ -142,7 +142,36 @@ fn diff_of_a_folder_without_results_is_a_clear_error() {
     std::fs::write(d.join("results.json"), "{\"not\": 1}").unwrap();
     let common::Run {
         code, stderr: err, ..
-    } = harness(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
+    } = in_process(&["diff", d.to_str().unwrap(), d.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("not a harness results file"), "{err}");
+}
+
+/// A results folder written by an earlier version (`harness compare --served` before the
+/// results schema became a leaf, committed): `harness diff` still pairs every row with
+/// itself, and `harness report` still rebuilds it.
+#[test]
+fn a_results_folder_from_an_earlier_version_still_diffs_and_reports() {
+    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/results-v1");
+    let old = old.to_str().unwrap();
+    let run = in_process(&["diff", old, old, "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: Value = serde_json::from_str(&run.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 36);
+    let measured = rows.iter().filter(|r| r["verdict"] == "same").count();
+    assert_eq!(measured, 32, "every measured row is the same as itself");
+    assert!(rows
+        .iter()
+        .any(|r| r["id"] == "candle/cpu/fp32/b2/s16/t1/served/c2"));
+
+    let out = tmp("report-v1");
+    let run = in_process(&["report", old, "--out", out.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let merged = results(&out);
+    assert_eq!(merged["scenarios"].as_array().unwrap().len(), 36);
+    assert_eq!(merged["merged_from"][0], old);
+    for f in ["results.csv", "summary.md", "report.html"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
 }

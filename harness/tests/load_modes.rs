@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::measure::{measure_load, Arrivals, LoadMode, MeasureConfig};
+use harness::measure::{measure_load, LoadMode, MeasureConfig};
+use harness::results::Arrivals;
 use runtimes::{HostTensor, Loaded, RuntimeError};
 
 /// Sleeps `base` per inference; the call numbered `stall_at` (shared count) sleeps `stall`.

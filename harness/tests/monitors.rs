@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use harness::monitor::{default_monitors, ResourceReport, Sampler};
+use harness::monitor::{default_monitors, Sampler};
+use harness::results::ResourceReport;
 
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{fixture, harness, results, tmp};
+use common::{fixture, harness, in_process, results, tmp};
 
 fn run(out: &Path) {
     let common::Run {
@@ -67,7 +67,7 @@ fn report_has_every_chart_merges_exactly_and_renders_in_chromium() {
 
     let common::Run {
         code, stderr: err, ..
-    } = harness(&[
+    } = in_process(&[
         "report",
         a.to_str().unwrap(),
         b.to_str().unwrap(),

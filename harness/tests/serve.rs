@@ -126,7 +126,7 @@ fn kserve_grpc_answers_like_pytorch() {
     let (inputs, want) = reference();
     let o = load_opts(
         &format!("127.0.0.1:{}", s.grpc.unwrap()),
-        harness::net::load::Protocol::KserveGrpc,
+        harness::net::load::KSERVE_GRPC,
     );
     let t = harness::net::client::Target::parse(&o.target, 8001).unwrap();
     let got = harness::net::load::fetch_outputs(&o, &t, &inputs).unwrap();
@@ -141,7 +141,7 @@ fn kserve_grpc_answers_like_pytorch() {
 
 fn load_opts(
     target: &str,
-    protocol: harness::net::load::Protocol,
+    protocol: &'static dyn harness::net::load::Protocol,
 ) -> harness::net::load::LoadOptions {
     harness::net::load::LoadOptions {
         vocab: 128,

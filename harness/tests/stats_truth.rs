@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::measure::{measure, Clock, MeasureConfig, MonotonicClock, StopReason};
+use harness::measure::{measure, Clock, MeasureConfig, MonotonicClock};
+use harness::results::StopReason;
 use runtimes::{HostTensor, Loaded, RuntimeError};
 
 /// A clock that only moves when the fake runtime says so.

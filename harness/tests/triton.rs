@@ -122,13 +122,9 @@ fn kserve_clients_work_against_real_triton() {
     let info = ModelInfo::read(&ModelFiles::resolve(&fixture()).unwrap()).unwrap();
     let reference = info.reference.clone().unwrap();
     for (proto, target, binary) in [
-        (harness::net::load::Protocol::KserveHttp, http.clone(), true),
-        (
-            harness::net::load::Protocol::KserveHttp,
-            http.clone(),
-            false,
-        ),
-        (harness::net::load::Protocol::KserveGrpc, grpc.clone(), true),
+        (harness::net::load::KSERVE_HTTP, http.clone(), true),
+        (harness::net::load::KSERVE_HTTP, http.clone(), false),
+        (harness::net::load::KSERVE_GRPC, grpc.clone(), true),
     ] {
         let o = harness::net::load::LoadOptions {
             vocab: 128,

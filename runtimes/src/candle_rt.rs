@@ -41,6 +41,10 @@ impl Runtime for CandleRuntime {
         NAME
     }
 
+    fn about(&self) -> &'static str {
+        "candle (candle-transformers BERT from safetensors + config.json), CPU or CUDA"
+    }
+
     fn check(&self, opts: &LoadOptions) -> Availability {
         if let Err(e) = device_problem(opts.device) {
             return Availability::Unavailable { reason: e };

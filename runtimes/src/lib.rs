@@ -164,7 +164,7 @@ impl Device {
 }
 
 /// GPU settings fixed at load time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct GpuOptions {
     /// Inputs and outputs stay on the device during timing (ONNX Runtime IO binding; candle
     /// keeps its tensors there anyway); false: every timed inference copies its inputs from
@@ -211,6 +211,21 @@ impl Variant {
     }
 }
 
+/// Options that belong to particular runtimes, carried as one unit from the command line to
+/// every place a model is loaded (in-process, worker processes, the server). A new runtime
+/// option is a field here, its flag, and its use in the runtime's module.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RuntimeOptions {
+    /// ONNX Runtime: the shared library (`--ort-lib`); discovery otherwise.
+    pub ort_lib: Option<PathBuf>,
+    /// ONNX Runtime: write its Chrome-trace profile of each load into this folder
+    /// (`--ort-profile`), named by variant and threads.
+    pub ort_profile_dir: Option<PathBuf>,
+    /// GPU settings (ONNX Runtime's IO binding and TensorRT; candle on CUDA).
+    #[serde(default)]
+    pub gpu: GpuOptions,
+}
+
 /// Options fixed at load time.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -221,12 +236,8 @@ pub struct LoadOptions {
     /// CPUs for the runtime's own worker threads, round robin (None: not pinned). ONNX
     /// Runtime's calling thread is the harness's measuring thread and is pinned by it.
     pub cpus: Option<Vec<usize>>,
-    /// Write the runtime's own profile with this path prefix (ONNX Runtime's Chrome-trace
-    /// JSON); runtimes without a profiler ignore it.
-    pub profile: Option<PathBuf>,
-    /// Explicit ONNX Runtime library (`--ort-lib`); discovery otherwise.
-    pub ort_lib: Option<PathBuf>,
-    pub gpu: GpuOptions,
+    /// What particular runtimes take (ONNX Runtime's library and profiler, GPU settings).
+    pub runtime: RuntimeOptions,
 }
 
 impl Default for LoadOptions {
@@ -236,9 +247,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             variant: Variant::Fp32,
             cpus: None,
-            profile: None,
-            ort_lib: None,
-            gpu: GpuOptions::default(),
+            runtime: RuntimeOptions::default(),
         }
     }
 }
@@ -261,8 +270,32 @@ pub trait Loaded: Send {
     }
 }
 
+/// What a runtime is, so that callers ask instead of checking names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It computes real outputs (false for the null runtime, which times the harness's own
+    /// loop): only those are compared for parity.
+    pub computes: bool,
+    /// The preferred parity reference when it runs (ONNX Runtime, CPU, fp32): measured first.
+    pub reference: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            computes: true,
+            reference: false,
+        }
+    }
+}
+
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
+    /// One line for `--help` and `harness list`.
+    fn about(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
     fn check(&self, opts: &LoadOptions) -> Availability;
     fn load(
         &self,
@@ -272,8 +305,9 @@ pub trait Runtime: Send + Sync {
     ) -> Result<Box<dyn Loaded>, RuntimeError>;
 }
 
-/// Every runtime compiled into this build, in the order they are measured (the parity
-/// reference, ONNX Runtime on CPU, first).
+/// The registry: every runtime compiled into this build, in the order they are measured (the
+/// parity reference, ONNX Runtime on CPU, first). A new runtime is one module and one line
+/// here; the CLI takes its names and help from this list.
 pub fn all() -> Vec<Box<dyn Runtime>> {
     vec![
         Box::new(ort_rt::OrtRuntime),
@@ -285,6 +319,11 @@ pub fn all() -> Vec<Box<dyn Runtime>> {
 
 pub fn by_name(name: &str) -> Option<Box<dyn Runtime>> {
     all().into_iter().find(|r| r.name() == name)
+}
+
+/// The registered runtimes' names, in order.
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|r| r.name()).collect()
 }
 
 /// Restricts the calling thread to `cpus`; false when the OS refuses (or off Linux).

@@ -12,6 +12,17 @@ impl Runtime for NullRuntime {
         "null"
     }
 
+    fn about(&self) -> &'static str {
+        "does nothing: measures the harness's own per-iteration cost"
+    }
+
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Capabilities {
+            computes: false,
+            reference: false,
+        }
+    }
+
     fn check(&self, opts: &LoadOptions) -> Availability {
         if opts.device != crate::Device::Cpu {
             return Availability::Unavailable {

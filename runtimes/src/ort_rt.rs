@@ -347,8 +347,19 @@ impl Runtime for OrtRuntime {
         NAME
     }
 
+    fn about(&self) -> &'static str {
+        "ONNX Runtime through the ort crate: CPU, CUDA or TensorRT; the parity reference"
+    }
+
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Capabilities {
+            computes: true,
+            reference: true,
+        }
+    }
+
     fn check(&self, opts: &LoadOptions) -> Availability {
-        let lib = match library(opts.ort_lib.as_deref()) {
+        let lib = match library(opts.runtime.ort_lib.as_deref()) {
             Ok(lib) => lib,
             Err(e) => {
                 return Availability::Unavailable {
@@ -383,7 +394,7 @@ impl Runtime for OrtRuntime {
         _info: &ModelInfo,
         opts: &LoadOptions,
     ) -> Result<Box<dyn Loaded>, RuntimeError> {
-        let lib = library(opts.ort_lib.as_deref())?;
+        let lib = library(opts.runtime.ort_lib.as_deref())?;
         let onnx = crate::onnx_file(NAME, model, opts.variant)?;
         let load_err = |e: &dyn std::fmt::Display| RuntimeError::Load {
             runtime: NAME,
@@ -415,9 +426,15 @@ impl Runtime for OrtRuntime {
                 .map_err(|e| load_err(&e))?;
         }
         if opts.device != Device::Cpu {
-            builder = register_gpu(builder, opts.device, &opts.gpu).map_err(|e| load_err(&e))?;
+            builder =
+                register_gpu(builder, opts.device, &opts.runtime.gpu).map_err(|e| load_err(&e))?;
         }
-        if let Some(prefix) = &opts.profile {
+        let profile = opts
+            .runtime
+            .ort_profile_dir
+            .as_ref()
+            .map(|d| d.join(format!("{NAME}-{}-t{threads}", opts.variant.as_str())));
+        if let Some(prefix) = &profile {
             if let Some(dir) = prefix.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| load_err(&format!("{}: {e}", dir.display())))?;
@@ -438,14 +455,14 @@ impl Runtime for OrtRuntime {
             session,
             inputs,
             device: opts.device,
-            copies_timed: opts.gpu.copies_timed,
+            copies_timed: opts.runtime.gpu.copies_timed,
             #[cfg(feature = "ort-gpu")]
             binding: None,
             prepared: Vec::new(),
             threads,
             file: onnx.clone(),
             cpus: opts.cpus.clone(),
-            profile: opts.profile.clone(),
+            profile,
         }))
     }
 }

@@ -25,6 +25,10 @@ impl Runtime for TractRuntime {
         NAME
     }
 
+    fn about(&self) -> &'static str {
+        "tract (tract-onnx), CPU"
+    }
+
     fn check(&self, opts: &LoadOptions) -> Availability {
         if opts.device != crate::Device::Cpu {
             return Availability::Unavailable {

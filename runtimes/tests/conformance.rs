@@ -190,6 +190,22 @@ macro_rules! conformance {
 
 conformance!(ort, tract, candle);
 
+/// A runtime added to the registry (`runtimes::all`) must join the suite above: the macro's
+/// list is the one place a new runtime adds its name to the tests.
+#[test]
+fn every_registered_runtime_that_computes_is_in_the_suite() {
+    let suite = ["ort", "tract", "candle"];
+    for rt in runtimes::all() {
+        if rt.capabilities().computes {
+            assert!(
+                suite.contains(&rt.name()),
+                "{} is registered but not in conformance!(...)",
+                rt.name()
+            );
+        }
+    }
+}
+
 /// Handles that share weights compute what the original does, from two threads at once.
 #[test]
 fn shared_handles_agree_and_run_concurrently() {

@@ -6,16 +6,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, RuntimeError, Variant};
+use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, Runtime, Variant};
 use serde::{Deserialize, Serialize};
 
+use super::{ms, pinning, Event, Pinning, Progress, Row};
 use crate::inputs::{self, InputError, ScenarioShape};
-use crate::measure::{self, LoadMode, MeasureConfig, MonotonicClock};
-use crate::monitor::{self, ResourceReport, Sampler};
-use crate::parity::{Parity, Tolerance};
-use crate::results::{Overhead, ScenarioResult, ScenarioStatus};
+use crate::measure::{self, LoadMode, MeasureConfig};
+use crate::monitor::{self, MonitorHooks};
+use crate::results::{Parity, ScenarioId, ScenarioResult, Tolerance};
 
 /// Everything a group needs; serializable so that a worker process can run it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,44 +32,20 @@ pub struct GroupSpec {
     pub seed: u64,
     pub measure: MeasureConfig,
     pub tolerance: Tolerance,
-    pub ort_lib: Option<PathBuf>,
     pub pinning: Pinning,
-    /// Folder for ONNX Runtime's own profiles (`--ort-profile`).
-    #[serde(default)]
-    pub ort_profile: Option<PathBuf>,
     /// Fault injection for the isolation tests: abort the process before measuring the
     /// scenario with this index (worker processes only).
     pub abort_before: Option<usize>,
     /// `cpu`, `cuda:0`, `tensorrt:0`.
     #[serde(default = "cpu_label")]
     pub device: String,
+    /// What particular runtimes take (ONNX Runtime's library and profiler, GPU settings).
     #[serde(default)]
-    pub gpu: GpuSpec,
+    pub runtime_options: runtimes::RuntimeOptions,
 }
 
 fn cpu_label() -> String {
     "cpu".into()
-}
-
-/// GPU settings, as the worker process receives them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GpuSpec {
-    /// Host<->device copies inside the timed region (end to end), else IO binding.
-    pub copies_timed: bool,
-    pub trt_fp16: bool,
-    pub trt_cache: Option<PathBuf>,
-    pub trt_workspace: Option<usize>,
-}
-
-impl GpuSpec {
-    pub fn options(&self) -> runtimes::GpuOptions {
-        runtimes::GpuOptions {
-            copies_timed: self.copies_timed,
-            trt_fp16: self.trt_fp16,
-            trt_cache: self.trt_cache.clone(),
-            trt_workspace: self.trt_workspace,
-        }
-    }
 }
 
 /// One scenario shape and its inputs.
@@ -112,210 +88,6 @@ pub fn build_shapes(
     Ok(shapes)
 }
 
-/// What the harness tells people while it works; the binary shows it on stderr (a progress
-/// bar on a terminal, plain lines otherwise), the library only emits it.
-#[derive(Debug, Clone, Copy)]
-pub enum Event<'a> {
-    /// How many scenarios the run will report.
-    Plan(usize),
-    /// What is happening now (loading, preparing, measuring).
-    Status(&'a str),
-    /// One scenario finished: its one-line summary.
-    Finished(&'a str),
-    /// Something the user should read.
-    Warning(&'a str),
-}
-
-pub type Progress<'a> = &'a (dyn Fn(Event) + Sync);
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn scenario_id(
-    runtime: &str,
-    variant: Variant,
-    batch: usize,
-    seq: Option<usize>,
-    threads: usize,
-) -> String {
-    let v = variant.as_str();
-    match seq {
-        Some(s) => format!("{runtime}/cpu/{v}/b{batch}/s{s}/t{threads}"),
-        None => format!("{runtime}/cpu/{v}/b{batch}/t{threads}"),
-    }
-}
-
-/// Which threads are pinned where (`--pin`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pinning {
-    /// The measuring thread's CPU.
-    pub measuring: Option<usize>,
-    /// CPUs for the runtimes' own worker threads and for concurrent workers, round robin.
-    pub workers: Option<Vec<usize>>,
-}
-
-impl Pinning {
-    /// `measuring` (the measuring thread on CPU 0), `none`, `compact` (every thread, CPUs
-    /// 0, 1, ... in order) or a CPU list like `0,2-3` (every thread, over those CPUs).
-    pub fn parse(s: &str, online: usize) -> Result<Pinning, String> {
-        let all = |cpus: Vec<usize>| Pinning {
-            measuring: cpus.first().copied(),
-            workers: Some(cpus),
-        };
-        match s.trim() {
-            "measuring" => Ok(Pinning {
-                measuring: Some(0),
-                workers: None,
-            }),
-            "none" => Ok(Pinning {
-                measuring: None,
-                workers: None,
-            }),
-            "compact" => Ok(all((0..online).collect())),
-            list => {
-                let mut cpus = Vec::new();
-                for part in list.split(',').map(str::trim) {
-                    let (a, b) = part.split_once('-').unwrap_or((part, part));
-                    let bad = || {
-                        format!("--pin {s}: '{part}' is not a CPU or a range (measuring, none, compact or a list like 0,2-3)")
-                    };
-                    let a: usize = a.trim().parse().map_err(|_| bad())?;
-                    let b: usize = b.trim().parse().map_err(|_| bad())?;
-                    if a > b {
-                        return Err(bad());
-                    }
-                    for c in a..=b {
-                        if c >= online {
-                            return Err(format!(
-                                "--pin {s}: CPU {c} is not online (this machine has CPUs 0-{})",
-                                online - 1
-                            ));
-                        }
-                        if !cpus.contains(&c) {
-                            cpus.push(c);
-                        }
-                    }
-                }
-                Ok(all(cpus))
-            }
-        }
-    }
-
-    pub fn label(&self) -> String {
-        match (&self.measuring, &self.workers) {
-            (None, _) => "not pinned".into(),
-            (Some(c), None) => {
-                format!("measuring thread pinned to CPU {c}; runtime worker threads not pinned")
-            }
-            (Some(c), Some(w)) => format!(
-                "measuring thread on CPU {c}; runtime worker threads and concurrent workers round robin over CPUs {w:?}"
-            ),
-        }
-    }
-}
-
-/// Pins the calling thread; returns what was applied.
-fn pin_current(pin: Option<usize>) -> String {
-    match pin {
-        Some(id) => {
-            if core_affinity::set_for_current(core_affinity::CoreId { id }) {
-                format!("CPU {id}")
-            } else {
-                format!("requested CPU {id}, pinning refused by the OS")
-            }
-        }
-        None => "none".into(),
-    }
-}
-
-/// A row for one scenario before anything is known about it: an error until measured.
-pub fn blank_row(
-    runtime: &str,
-    variant: Variant,
-    shape: &ScenarioShape,
-    threads: usize,
-    mode: &LoadMode,
-    tol: Tolerance,
-) -> ScenarioResult {
-    let mut id = scenario_id(runtime, variant, shape.batch, shape.seq, threads);
-    if *mode != (LoadMode::ClosedLoop { concurrency: 1 }) {
-        id = format!("{id}/{}", mode_tag(mode));
-    }
-    ScenarioResult {
-        batch: shape.batch,
-        seq: shape.seq,
-        shapes: shape.inputs.iter().cloned().collect(),
-        threads,
-        ..ScenarioResult::unmeasured(id, runtime, variant.as_str(), mode, tol)
-    }
-}
-
-/// Labels a row with its device (`cuda:0` in the device column and the id).
-pub fn on_device(r: &mut ScenarioResult, device: runtimes::Device) {
-    if device != runtimes::Device::Cpu {
-        let label = device.label();
-        r.id = r.id.replacen("/cpu/", &format!("/{label}/"), 1);
-        r.device = label;
-    }
-}
-
-/// Records why a scenario did not run: skipped when it cannot run here (unsupported,
-/// variant missing), an error otherwise.
-fn set_error(r: &mut ScenarioResult, e: &RuntimeError) {
-    r.error = Some(e.to_string());
-    r.error_kind = Some(e.kind().to_string());
-    if e.is_skip() {
-        r.status = ScenarioStatus::Skipped;
-    }
-}
-
-/// Resource monitors over exactly the measured window; also where Ctrl-C is noticed.
-pub struct MonitorHooks<'a> {
-    sampler: Option<Sampler>,
-    pub report: Option<ResourceReport>,
-    interrupt: &'a AtomicBool,
-    /// The GPU the scenario runs on, for NVML's monitor.
-    gpu: Option<u32>,
-}
-
-impl<'a> MonitorHooks<'a> {
-    pub fn new(interrupt: &'a AtomicBool) -> MonitorHooks<'a> {
-        MonitorHooks {
-            sampler: None,
-            report: None,
-            interrupt,
-            gpu: None,
-        }
-    }
-
-    pub fn with_gpu(mut self, gpu: Option<u32>) -> MonitorHooks<'a> {
-        self.gpu = gpu;
-        self
-    }
-}
-
-/// How often the monitors sample.
-const MONITOR_INTERVAL: Duration = Duration::from_millis(100);
-
-impl measure::WindowHooks for MonitorHooks<'_> {
-    fn window_start(&mut self) {
-        self.sampler = Some(Sampler::start(
-            monitor::monitors_for(self.gpu),
-            MONITOR_INTERVAL,
-        ));
-    }
-
-    fn window_end(&mut self) {
-        self.report = self.sampler.take().map(Sampler::stop);
-    }
-
-    fn interrupted(&self) -> bool {
-        self.interrupt.load(Ordering::Relaxed)
-    }
-}
-
-/// The scenarios of one runtime at one thread count: load once, then each shape.
 /// One planned row of a group: a shape and a load mode.
 pub fn plan(shapes: usize, modes: &[LoadMode]) -> Vec<(usize, LoadMode)> {
     (0..shapes)
@@ -326,10 +98,155 @@ pub fn plan(shapes: usize, modes: &[LoadMode]) -> Vec<(usize, LoadMode)> {
 /// What a group hands back for each planned row, in plan order.
 pub type Emit<'a> = &'a mut dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>, usize);
 
+/// The typed id of one row of this group.
+fn row_id(spec: &GroupSpec, shape: &ScenarioShape, mode: &LoadMode) -> ScenarioId {
+    ScenarioId::InProcess {
+        runtime: spec.runtime.clone(),
+        device: spec.device.clone(),
+        variant: spec.variant.as_str().to_string(),
+        batch: shape.batch,
+        seq: shape.seq,
+        threads: spec.threads,
+        load: (*mode != LoadMode::ClosedLoop { concurrency: 1 }).then(|| mode.to_string()),
+    }
+}
+
+/// A blank row of this group for one shape and mode.
+pub fn blank_row(spec: &GroupSpec, shape: &ScenarioShape, mode: &LoadMode) -> ScenarioResult {
+    ScenarioResult {
+        shapes: shape.inputs.iter().cloned().collect(),
+        ..Row::blank(&row_id(spec, shape, mode), mode, spec.tolerance)
+    }
+}
+
+/// The loaded instances of a group (one per concurrent worker) and what every row of it
+/// records about loading.
+struct Instances {
+    models: Vec<Box<dyn Loaded>>,
+    load_ms: f64,
+    rss_before: Option<u64>,
+    rss_after: Option<u64>,
+    applied: BTreeMap<String, String>,
+    /// Preparation time per instance of the shape being measured.
+    prepare_ms: Option<f64>,
+}
+
+impl Instances {
+    /// Loads as many instances as the largest concurrency needs; instances after the first
+    /// share the loaded weights where the runtime allows it.
+    fn load(
+        rt: &dyn Runtime,
+        spec: &GroupSpec,
+        files: &ModelFiles,
+        info: &ModelInfo,
+        progress: Progress,
+    ) -> Result<Instances, runtimes::RuntimeError> {
+        let threads = spec.threads;
+        let load_opts = LoadOptions {
+            threads,
+            variant: spec.variant,
+            cpus: spec.pinning.workers.clone(),
+            device: runtimes::Device::parse(&spec.device).unwrap_or(runtimes::Device::Cpu),
+            runtime: spec.runtime_options.clone(),
+        };
+        let instances = max_concurrency(&spec.modes);
+        progress(Event::Status(&format!(
+            "[{}] loading {} with {threads} thread(s){}",
+            rt.name(),
+            spec.variant.as_str(),
+            if instances > 1 {
+                format!(", {instances} instances")
+            } else {
+                String::new()
+            }
+        )));
+        let rss_before = monitor::current_rss_bytes();
+        let t = Instant::now();
+        let (models, shared) = load_or_share(rt, files, info, &load_opts, instances)?;
+        // Load time per instance; memory is for all of them.
+        let load_ms = ms(t.elapsed()) / models.len().max(1) as f64;
+        let rss_after = monitor::current_rss_bytes();
+        // Pinned after load, so the runtime's own worker threads do not inherit the mask.
+        let pinned = pinning::pin_current(spec.pinning.measuring);
+        let mut applied: BTreeMap<String, String> = models[0].applied().into_iter().collect();
+        applied.insert("measuring_thread_cpu".into(), pinned);
+        if instances > 1 {
+            applied.insert(
+                "sharing".into(),
+                if shared {
+                    "shared model: one loaded copy of the weights, per-worker state and threads"
+                        .into()
+                } else {
+                    "one model instance per worker (the runtime's sessions cannot be shared)".into()
+                },
+            );
+            applied.insert(
+                "concurrent_worker_cpus".into(),
+                spec.pinning.workers_label(),
+            );
+        }
+        Ok(Instances {
+            models,
+            load_ms,
+            rss_before,
+            rss_after,
+            applied,
+            prepare_ms: None,
+        })
+    }
+
+    /// A row of this group with what loading recorded.
+    fn row(&self, spec: &GroupSpec, shape: &ScenarioShape, mode: &LoadMode) -> ScenarioResult {
+        ScenarioResult {
+            applied: self.applied.clone(),
+            load_ms: Some(self.load_ms),
+            rss_after_load_bytes: self.rss_after,
+            load_rss_delta_bytes: self
+                .rss_before
+                .zip(self.rss_after)
+                .map(|(a, b)| b as i64 - a as i64),
+            ..blank_row(spec, shape, mode)
+        }
+    }
+}
+
+/// `n` instances of a model: the first loaded, the others sharing its weights where the
+/// runtime allows it (then `true`), else each loaded on its own.
+pub fn load_or_share(
+    rt: &dyn Runtime,
+    files: &ModelFiles,
+    info: &ModelInfo,
+    opts: &LoadOptions,
+    n: usize,
+) -> Result<(Vec<Box<dyn Loaded>>, bool), runtimes::RuntimeError> {
+    let mut models: Vec<Box<dyn Loaded>> = Vec::with_capacity(n);
+    let mut shared = false;
+    for k in 0..n.max(1) {
+        let next = match models.first().and_then(|m| m.share()) {
+            Some(handle) if k > 0 => {
+                shared = true;
+                handle
+            }
+            _ => rt.load(files, info, opts),
+        };
+        models.push(next?);
+    }
+    Ok((models, shared))
+}
+
+/// The most workers any of the modes needs (at least one).
+pub fn max_concurrency(modes: &[LoadMode]) -> usize {
+    modes
+        .iter()
+        .map(|m| m.concurrency())
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Emits one row per planned (shape, mode), in order, with the outputs of each measured
 /// scenario and its shape index (parity is left to the caller). Concurrency N uses N
 /// instances of the model, one per worker. Stops between scenarios when `interrupt` is set.
-#[allow(clippy::too_many_arguments)]
 pub fn run_group(
     spec: &GroupSpec,
     files: &ModelFiles,
@@ -340,135 +257,36 @@ pub fn run_group(
     emit: Emit,
 ) {
     let plan = plan(shapes.len(), &spec.modes);
-    let tol = spec.tolerance;
-    let threads = spec.threads;
-    let device = runtimes::Device::parse(&spec.device).unwrap_or(runtimes::Device::Cpu);
-    let row = |shape: &Shape, mode: &LoadMode| {
-        let mut r = blank_row(
-            &spec.runtime,
-            spec.variant,
-            &shape.shape,
-            threads,
-            mode,
-            tol,
-        );
-        on_device(&mut r, device);
-        r
-    };
-    let Some(rt) = runtimes::by_name(&spec.runtime) else {
-        for (i, mode) in &plan {
-            let mut r = row(&shapes[*i], mode);
-            r.error = Some(format!("unknown runtime '{}'", spec.runtime));
-            emit(r, None, *i);
-        }
-        return;
-    };
-    let name = rt.name();
-    let load_opts = LoadOptions {
-        threads,
-        variant: spec.variant,
-        cpus: spec.pinning.workers.clone(),
-        profile: spec.ort_profile.as_ref().map(|d| {
-            d.join(format!(
-                "{}-{}-t{threads}",
-                spec.runtime,
-                spec.variant.as_str()
-            ))
-        }),
-        ort_lib: spec.ort_lib.clone(),
-        device,
-        gpu: spec.gpu.options(),
-    };
-    let instances = spec
-        .modes
-        .iter()
-        .map(|m| m.concurrency())
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    progress(Event::Status(&format!(
-        "[{name}] loading {} with {threads} thread(s){}",
-        spec.variant.as_str(),
-        if instances > 1 {
-            format!(", {instances} instances")
-        } else {
-            String::new()
-        }
-    )));
-    let rss_before = monitor::current_rss_bytes();
-    let t = Instant::now();
-    let mut models: Vec<Box<dyn Loaded>> = Vec::with_capacity(instances);
-    let mut load_error = None;
-    let mut shared = false;
-    for k in 0..instances {
-        // Workers after the first share the loaded weights where the runtime allows it.
-        let next = match models.first().and_then(|m| m.share()) {
-            Some(handle) if k > 0 => {
-                shared = true;
-                handle
+    let rt = match runtimes::by_name(&spec.runtime) {
+        Some(rt) => rt,
+        None => {
+            for (i, mode) in &plan {
+                let mut r = blank_row(spec, &shapes[*i].shape, mode);
+                let known = runtimes::names().join(", ");
+                Row::fail(
+                    &mut r,
+                    format!("unknown runtime '{}' (known: {known})", spec.runtime),
+                    "unknown-runtime",
+                    false,
+                );
+                emit(r, None, *i);
             }
-            _ => rt.load(files, info, &load_opts),
-        };
-        match next {
-            Ok(m) => models.push(m),
-            Err(e) => {
-                load_error = Some(e);
-                break;
-            }
-        }
-    }
-    // Load time per instance; memory is for all of them.
-    let load_ms = ms(t.elapsed()) / models.len().max(1) as f64;
-    let rss_after = monitor::current_rss_bytes();
-    if let Some(e) = load_error {
-        for (i, mode) in &plan {
-            let mut r = row(&shapes[*i], mode);
-            set_error(&mut r, &e);
-            r.parity = Parity::skipped(tol, "not loaded");
-            emit(r, None, *i);
-        }
-        return;
-    }
-    // Pinned after load, so the runtime's own worker threads do not inherit the mask.
-    let pinned = pin_current(spec.pinning.measuring);
-    let mut applied: BTreeMap<String, String> = models[0].applied().into_iter().collect();
-    applied.insert("measuring_thread_cpu".into(), pinned);
-    if instances > 1 {
-        applied.insert(
-            "sharing".into(),
-            if shared {
-                "shared model: one loaded copy of the weights, per-worker state and threads".into()
-            } else {
-                "one model instance per worker (the runtime's sessions cannot be shared)".into()
-            },
-        );
-    }
-
-    // Worker i of a concurrent scenario: on the --pin list round robin, else on the CPU
-    // after the measuring thread's; unpinned (every CPU) when pinning is off.
-    let cpus = runtimes::online_cpus();
-    let place_worker = |i: usize| match (&spec.pinning.workers, spec.pinning.measuring) {
-        (Some(w), _) => {
-            runtimes::pin_current_thread(w[i % w.len()]);
-        }
-        (None, Some(base)) => {
-            runtimes::pin_current_thread((base + i) % cpus);
-        }
-        (None, None) => {
-            runtimes::unpin_current_thread();
+            return;
         }
     };
-    if instances > 1 {
-        applied.insert(
-            "concurrent_worker_cpus".into(),
-            match (&spec.pinning.workers, spec.pinning.measuring) {
-                (Some(w), _) => format!("worker i on CPU {w:?}[i % {}]", w.len()),
-                (None, Some(base)) => format!("worker i on CPU ({base} + i) mod {cpus}"),
-                (None, None) => "not pinned".into(),
-            },
-        );
-    }
-
+    let mut loaded = match Instances::load(rt.as_ref(), spec, files, info, progress) {
+        Ok(l) => l,
+        Err(e) => {
+            for (i, mode) in &plan {
+                let mut r = blank_row(spec, &shapes[*i].shape, mode);
+                Row::runtime_error(&mut r, &e);
+                r.parity = Parity::skipped(spec.tolerance, "not loaded");
+                emit(r, None, *i);
+            }
+            return;
+        }
+    };
+    let computes = rt.capabilities().computes;
     let mut index = 0usize;
     for (i, s) in shapes.iter().enumerate() {
         let modes: Vec<&LoadMode> = plan
@@ -476,175 +294,102 @@ pub fn run_group(
             .filter(|(k, _)| *k == i)
             .map(|(_, m)| m)
             .collect();
-        let base = |mode: &LoadMode| {
-            let mut r = row(s, mode);
-            r.applied = applied.clone();
-            r.load_ms = Some(load_ms);
-            r.rss_after_load_bytes = rss_after;
-            r.load_rss_delta_bytes = rss_before.zip(rss_after).map(|(a, b)| b as i64 - a as i64);
-            r
-        };
-        let inputs = match &s.inputs {
-            Ok(i) => i,
-            Err(e) => {
+        let outputs = match prepare_shape(spec, &mut loaded, s, computes, progress) {
+            Ok(o) => o,
+            Err((message, kind, skip)) => {
                 for mode in modes {
-                    let mut r = base(mode);
-                    r.error = Some(e.clone());
-                    r.error_kind = Some("shape-beyond-model".into());
-                    r.status = ScenarioStatus::Skipped;
+                    let mut r = loaded.row(spec, &s.shape, mode);
+                    Row::fail(&mut r, message.clone(), kind, skip);
                     emit(r, None, i);
                     index += 1;
                 }
                 continue;
             }
         };
-        let id = row(s, &LoadMode::ClosedLoop { concurrency: 1 }).id;
-        progress(Event::Status(&format!("[{name}] {id}: preparing")));
-        let t = Instant::now();
-        let prepared = models.iter_mut().try_for_each(|m| m.prepare(inputs));
-        let prepare_ms = ms(t.elapsed()) / models.len() as f64;
-        // Outputs once per shape (instance 0), for every row of this shape.
-        let outputs = match prepared {
-            Err(e) => Err(e),
-            Ok(()) if name == "null" => Ok(None),
-            Ok(()) => models[0].infer().map(Some),
-        };
         for mode in modes {
             if interrupt.load(Ordering::Relaxed) {
                 return;
             }
-            let mut r = base(mode);
-            let outputs = match &outputs {
-                Ok(o) => o.clone(),
-                Err(e) => {
-                    set_error(&mut r, e);
-                    emit(r, None, i);
-                    index += 1;
-                    continue;
-                }
-            };
-            r.prepare_ms = Some(prepare_ms);
-            if spec.abort_before == Some(index) {
-                progress(Event::Warning(&format!(
-                    "[{name}] {}: aborting on purpose (fault injection)",
-                    r.id
-                )));
-                std::process::abort();
+            let r = measure_row(spec, &mut loaded, s, mode, index, interrupt, progress);
+            let measured = r.measurement.is_some();
+            let mut r = r;
+            if !computes {
+                r.parity = Parity::skipped(spec.tolerance, "the null runtime computes nothing");
             }
-            progress(Event::Status(&format!("[{name}] {}: measuring", r.id)));
-            let mut hooks = MonitorHooks::new(interrupt).with_gpu(device.gpu_index());
-            let c = mode.concurrency().min(models.len());
-            let m = match measure::measure_load(
-                &mut models[..c],
-                mode,
-                &spec.measure,
-                &mut hooks,
-                &place_worker,
-            ) {
-                Ok(m) => m,
-                Err(e) => {
-                    set_error(&mut r, &e);
-                    emit(r, None, i);
-                    index += 1;
-                    continue;
-                }
-            };
-            let (m, open) = m;
-            r.throughput_per_s = Some(measure::throughput(&m, s.shape.batch));
-            r.resources = hooks.report.take();
-            r.status = if m.failures > 0 {
-                ScenarioStatus::Failed
-            } else {
-                ScenarioStatus::Ok
-            };
-            r.measurement = Some(m);
-            r.open_loop = open;
-            if name == "null" {
-                r.parity = Parity::skipped(tol, "the null runtime computes nothing");
-            }
-            emit(r, outputs, i);
+            emit(r, outputs.clone().filter(|_| measured), i);
             index += 1;
         }
     }
 }
 
-/// `c4` for closed loop with 4 workers, `open-poisson-100/s-c1` for an open loop.
-pub fn mode_tag(mode: &LoadMode) -> String {
-    match mode {
-        LoadMode::ClosedLoop { concurrency } => format!("c{concurrency}"),
-        LoadMode::OpenLoop {
-            rate,
-            arrivals,
-            concurrency,
-            ..
-        } => format!(
-            "open-{}-{rate}/s-c{concurrency}",
-            match arrivals {
-                measure::Arrivals::Poisson => "poisson",
-                measure::Arrivals::Constant => "constant",
-            }
-        ),
+/// Prepares every instance for one shape and reads the outputs once (instance 0) for the
+/// parity check; Err gives the message, its kind, and whether the rows are skipped.
+fn prepare_shape(
+    spec: &GroupSpec,
+    loaded: &mut Instances,
+    s: &Shape,
+    computes: bool,
+    progress: Progress,
+) -> Result<Option<Vec<HostTensor>>, (String, &'static str, bool)> {
+    let inputs = s
+        .inputs
+        .as_ref()
+        .map_err(|e| (e.clone(), "shape-beyond-model", true))?;
+    let id = row_id(spec, &s.shape, &LoadMode::ClosedLoop { concurrency: 1 });
+    progress(Event::Status(&format!(
+        "[{}] {id}: preparing",
+        spec.runtime
+    )));
+    let t = Instant::now();
+    let prepared = loaded.models.iter_mut().try_for_each(|m| m.prepare(inputs));
+    let prepare_ms = ms(t.elapsed()) / loaded.models.len() as f64;
+    let err = |e: runtimes::RuntimeError| (e.to_string(), e.kind(), e.is_skip());
+    prepared.map_err(err)?;
+    loaded.prepare_ms = Some(prepare_ms);
+    if computes {
+        loaded.models[0].infer().map(Some).map_err(err)
+    } else {
+        Ok(None)
     }
 }
 
-/// Measures the harness's own cost per iteration: the null runtime in the same loop.
-pub fn measure_overhead(pin: Option<usize>) -> Overhead {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            pin_current(pin);
-            let mut null = runtimes::null::NullLoaded;
-            let cfg = MeasureConfig {
-                warmup_iters: 10_000,
-                warmup_time: Duration::from_millis(50),
-                min_time: Duration::from_millis(300),
-                min_samples: 100_000,
-                max_time: Duration::from_secs(2),
-                max_consecutive_failures: 1,
-                target_ci: None,
-            };
-            let clock = MonotonicClock::new();
-            let m =
-                measure::measure(&mut null, &clock, &cfg).expect("the null runtime cannot fail");
-            let l = &m.latency;
-            Overhead {
-                samples: l.samples,
-                p50_ns: l.p50_ms * 1e6,
-                mean_ns: l.mean_ms * 1e6,
-                p99_ns: l.p99_ms * 1e6,
-            }
-        })
-        .join()
-        .expect("overhead thread")
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pin_settings_parse() {
-        assert_eq!(
-            Pinning::parse("measuring", 4).unwrap(),
-            Pinning {
-                measuring: Some(0),
-                workers: None
-            }
-        );
-        assert_eq!(Pinning::parse("none", 4).unwrap().measuring, None);
-        assert_eq!(
-            Pinning::parse("compact", 3).unwrap().workers,
-            Some(vec![0, 1, 2])
-        );
-        let p = Pinning::parse("2,0-1,1", 4).unwrap();
-        assert_eq!(p.measuring, Some(2));
-        assert_eq!(p.workers, Some(vec![2, 0, 1]));
-        assert!(Pinning::parse("0,7", 4)
-            .unwrap_err()
-            .contains("CPU 7 is not online"));
-        assert!(Pinning::parse("3-1", 4).is_err());
-        assert!(Pinning::parse("tight", 4)
-            .unwrap_err()
-            .contains("measuring, none, compact"));
+/// Measures one prepared (shape, mode): the warm-up, the window under its monitors, and
+/// the completed row.
+fn measure_row(
+    spec: &GroupSpec,
+    loaded: &mut Instances,
+    s: &Shape,
+    mode: &LoadMode,
+    index: usize,
+    interrupt: &AtomicBool,
+    progress: Progress,
+) -> ScenarioResult {
+    let mut r = loaded.row(spec, &s.shape, mode);
+    r.prepare_ms = loaded.prepare_ms;
+    if spec.abort_before == Some(index) {
+        progress(Event::Warning(&format!(
+            "[{}] {}: aborting on purpose (fault injection)",
+            spec.runtime, r.id
+        )));
+        std::process::abort();
     }
+    progress(Event::Status(&format!(
+        "[{}] {}: measuring",
+        spec.runtime, r.id
+    )));
+    let device = runtimes::Device::parse(&spec.device).unwrap_or(runtimes::Device::Cpu);
+    let mut hooks = MonitorHooks::new(interrupt).with_gpu(device.gpu_index());
+    let c = mode.concurrency().min(loaded.models.len());
+    let place = |i: usize| spec.pinning.place_worker(i);
+    match measure::measure_load(
+        &mut loaded.models[..c],
+        mode,
+        &spec.measure,
+        &mut hooks,
+        &place,
+    ) {
+        Ok((m, open)) => Row::complete(&mut r, m, open, hooks.report.take(), "inferences"),
+        Err(e) => Row::runtime_error(&mut r, &e),
+    }
+    r
 }

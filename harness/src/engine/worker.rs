@@ -17,7 +17,8 @@ use std::time::Duration;
 use runtimes::{HostTensor, ModelFiles, ModelInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::group::{self, Event, GroupSpec, Progress};
+use super::group::{self, GroupSpec};
+use super::{Event, Progress};
 use crate::results::ScenarioResult;
 
 /// What a worker writes on stdout, one JSON object a line.
@@ -55,8 +56,26 @@ pub enum GroupEnd {
 }
 
 /// `harness worker`: runs one group from the spec on `input`, answers on `out`.
-pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> anyhow::Result<()> {
-    let w: WorkerInput = serde_json::from_reader(input)?;
+/// Why a worker process could not run its group (the parent reports its rows as lost).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("reading the group from stdin: {0}")]
+    Spec(serde_json::Error),
+    #[error(transparent)]
+    Model(#[from] runtimes::model::ModelError),
+    #[error(transparent)]
+    Input(#[from] crate::inputs::InputError),
+    #[error("writing outputs for the parity check to {path}: {source}")]
+    Outputs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("answering the parent: {0}")]
+    Answer(#[from] std::io::Error),
+}
+
+pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> Result<(), WorkerError> {
+    let w: WorkerInput = serde_json::from_reader(input).map_err(WorkerError::Spec)?;
     let files = ModelFiles::resolve(&w.spec.model)?;
     let info = ModelInfo::read(&files)?;
     let shapes = group::build_shapes(
@@ -69,9 +88,9 @@ pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> anyhow::Resul
     let never = AtomicBool::new(false);
     // Rows and progress share stdout, a line each.
     let out = std::sync::Mutex::new(&mut out);
-    let send = |m: &Message| -> anyhow::Result<()> {
+    let send = |m: &Message| -> Result<(), WorkerError> {
         let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-        serde_json::to_writer(&mut **o, m)?;
+        serde_json::to_writer(&mut **o, m).map_err(std::io::Error::from)?;
         o.write_all(b"\n")?;
         o.flush()?;
         Ok(())
@@ -85,12 +104,12 @@ pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> anyhow::Resul
         let _ = send(&m);
     };
     let mut index = 0usize;
-    let mut failure: Option<anyhow::Error> = None;
+    let mut failure: Option<WorkerError> = None;
     let mut emit = |row: ScenarioResult, outputs: Option<Vec<HostTensor>>, shape: usize| {
         if failure.is_some() {
             return;
         }
-        let r = (|| -> anyhow::Result<()> {
+        let r = (|| -> Result<(), WorkerError> {
             let path = match outputs {
                 Some(o) => {
                     let p = w.outputs_dir.join(format!(
@@ -99,7 +118,12 @@ pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> anyhow::Resul
                         w.spec.variant.as_str(),
                         w.spec.threads
                     ));
-                    runtimes::tensor::write_tensors(&p, &o)?;
+                    runtimes::tensor::write_tensors(&p, &o).map_err(|source| {
+                        WorkerError::Outputs {
+                            path: p.clone(),
+                            source,
+                        }
+                    })?;
                     Some(p)
                 }
                 None => None,

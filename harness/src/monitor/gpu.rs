@@ -3,40 +3,8 @@
 //! Also the GPU part of the environment record. Without NVML (no driver, or a build without
 //! the `nvml` feature) every figure is absent and the reason is recorded; nothing fails.
 
-use serde::{Deserialize, Serialize};
-
-use crate::monitor::{Monitor, ResourceReport};
-
-/// What NVML saw of one GPU over a measured window.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GpuReport {
-    pub index: u32,
-    pub name: Option<String>,
-    /// Mean of the sampled utilization (percent of time a kernel ran).
-    pub utilization_pct: Option<f64>,
-    /// Highest device memory in use (all processes).
-    pub memory_used_peak_bytes: Option<u64>,
-    pub power_avg_w: Option<f64>,
-    /// From the total-energy counter at the window's edges, else mean power x window.
-    pub energy_j: Option<f64>,
-    pub energy_source: Option<String>,
-    pub samples: u64,
-    /// Why figures are missing, when they are.
-    pub unavailable: Option<String>,
-}
-
-/// A GPU as NVML describes it, for the environment record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GpuInfo {
-    pub index: u32,
-    pub name: String,
-    pub driver: String,
-    pub cuda_driver: String,
-    pub memory_total_bytes: Option<u64>,
-    pub max_sm_clock_mhz: Option<u32>,
-    pub max_memory_clock_mhz: Option<u32>,
-    pub power_limit_w: Option<f64>,
-}
+use super::sampler::Monitor;
+use crate::results::{GpuInfo, GpuReport, ResourceReport};
 
 #[cfg_attr(not(feature = "nvml"), allow(dead_code))]
 pub struct GpuMonitor {

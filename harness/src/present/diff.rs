@@ -10,35 +10,10 @@
 //! (processes, memory layout, neighbours on a shared machine).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::results::{Results, ScenarioResult};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DiffError {
-    #[error(
-        "{path}: {why} (pass a results folder written by `harness compare`, or its results.json)"
-    )]
-    Read { path: PathBuf, why: String },
-}
-
-pub fn load(path: &Path) -> Result<Results, DiffError> {
-    let file = if path.is_dir() {
-        path.join("results.json")
-    } else {
-        path.to_path_buf()
-    };
-    let text = std::fs::read_to_string(&file).map_err(|e| DiffError::Read {
-        path: file.clone(),
-        why: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| DiffError::Read {
-        path: file,
-        why: format!("not a harness results file: {e}"),
-    })
-}
+use crate::results::ScenarioResult;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -272,23 +247,24 @@ pub fn regressions(rows: &[DiffRow], fail_above: f64) -> Vec<&DiffRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group::blank_row;
-    use crate::measure::{LoadMode, Measurement, StopReason};
-    use crate::parity::Tolerance;
-    use crate::results::ScenarioStatus;
-    use crate::stats::LatencyStats;
+    use crate::engine::Row;
+    use crate::measure::LoadMode;
+    use crate::results::{
+        LatencyStats, Measurement, ScenarioId, ScenarioStatus, StopReason, Tolerance,
+    };
 
     fn scenario(id: &str, samples: &[u64]) -> ScenarioResult {
-        let shape = crate::inputs::ScenarioShape {
-            inputs: vec![],
+        let sid = ScenarioId::InProcess {
+            runtime: "ort".into(),
+            device: "cpu".into(),
+            variant: "fp32".into(),
             batch: 1,
             seq: Some(8),
+            threads: 1,
+            load: None,
         };
-        let mut r = blank_row(
-            "ort",
-            runtimes::Variant::Fp32,
-            &shape,
-            1,
+        let mut r = Row::blank(
+            &sid,
             &LoadMode::ClosedLoop { concurrency: 1 },
             Tolerance::default(),
         );

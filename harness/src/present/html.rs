@@ -1,59 +1,12 @@
-//! Reports people read, rebuilt from results alone: `report.html` (one self-contained file,
-//! inline SVG, no script, no network), and `harness report DIR...`, which merges several
-//! results folders — scenarios measured in more than one are combined by adding their
-//! HdrHistograms, so the merged statistics are those of all the samples together.
+//! `report.html`, rebuilt from results alone: one self-contained file, inline SVG, no script,
+//! no network. (`harness report DIR...` merges folders first: see `analysis::merge`.)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use crate::parity::ParityStatus;
+use crate::results::ParityStatus;
 use crate::results::{Results, ScenarioResult};
-use crate::stats::{decode_histogram, LatencyStats};
-
-/// Merges results: scenarios with the same id are combined (histograms added, windows and
-/// counts summed); the environment and settings of the first run are kept, and every
-/// source is named in `merged_from`.
-pub fn merge(runs: Vec<(String, Results)>) -> Result<Results, String> {
-    let mut iter = runs.into_iter();
-    let (first_name, mut merged) = iter.next().ok_or("no results to merge")?;
-    merged.merged_from = vec![first_name];
-    for (name, r) in iter {
-        merged.merged_from.push(name.clone());
-        merged.interrupted |= r.interrupted;
-        for s in r.scenarios {
-            match merged.scenarios.iter_mut().find(|m| m.id == s.id) {
-                Some(m) => combine(m, &s).map_err(|e| format!("{name}: {}: {e}", s.id))?,
-                None => merged.scenarios.push(s),
-            }
-        }
-    }
-    Ok(merged)
-}
-
-fn combine(into: &mut ScenarioResult, other: &ScenarioResult) -> Result<(), String> {
-    let (Some(a), Some(b)) = (into.measurement.as_mut(), other.measurement.as_ref()) else {
-        if into.measurement.is_none() && other.measurement.is_some() {
-            *into = other.clone();
-        }
-        return Ok(());
-    };
-    let mut h = decode_histogram(&a.latency.histogram).ok_or("unreadable histogram")?;
-    let hb = decode_histogram(&b.latency.histogram).ok_or("unreadable histogram")?;
-    h.add(&hb)
-        .map_err(|e| format!("histograms do not add: {e:?}"))?;
-    a.latency = LatencyStats::from_histogram(&h);
-    a.window_s += b.window_s;
-    a.iterations += b.iterations;
-    a.failures += b.failures;
-    for (k, v) in &b.failure_kinds {
-        *a.failure_kinds.entry(k.clone()).or_default() += v;
-    }
-    into.throughput_per_s =
-        (a.window_s > 0.0).then(|| (a.iterations * into.batch as u64) as f64 / a.window_s);
-    into.merged_runs = into.merged_runs.max(1) + 1;
-    Ok(())
-}
+use crate::stats::decode_histogram;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -528,62 +481,4 @@ td:first-child,th:first-child{{text-align:left}}
     }
     out.push_str("</table></body></html>\n");
     out
-}
-
-/// `harness report DIR... --out OUT`: merge, then write every presentation.
-pub fn rebuild(inputs: &[&Path], out: &Path) -> Result<Results, String> {
-    let mut runs = Vec::new();
-    for p in inputs {
-        let r = crate::diff::load(p).map_err(|e| e.to_string())?;
-        runs.push((p.display().to_string(), r));
-    }
-    let merged = merge(runs)?;
-    crate::results::write_all(out, &merged).map_err(|e| format!("{}: {e}", out.display()))?;
-    Ok(merged)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stats::LatencyStats;
-
-    #[test]
-    fn merged_histograms_are_the_histogram_of_all_samples() {
-        let a: Vec<u64> = (0..3000)
-            .map(|i| 1_000_000 + (i * 7919) % 400_000)
-            .collect();
-        let b: Vec<u64> = (0..1000)
-            .map(|i| 1_500_000 + (i * 104_729) % 900_000)
-            .collect();
-        let all: Vec<u64> = a.iter().chain(&b).copied().collect();
-        let (sa, sb, sall) = (
-            LatencyStats::from_samples(&a),
-            LatencyStats::from_samples(&b),
-            LatencyStats::from_samples(&all),
-        );
-        let mut h = decode_histogram(&sa.histogram).unwrap();
-        h.add(decode_histogram(&sb.histogram).unwrap()).unwrap();
-        let whole = decode_histogram(&sall.histogram).unwrap();
-        assert_eq!(h.len(), whole.len());
-        assert!(h.iter_recorded().zip(whole.iter_recorded()).all(|(x, y)| {
-            x.value_iterated_to() == y.value_iterated_to()
-                && x.count_at_value() == y.count_at_value()
-        }));
-        let merged = LatencyStats::from_histogram(&h);
-        assert_eq!(merged.samples, 4000);
-        // Exact nearest rank on the raw samples vs the same rank in the merged histogram:
-        // equal within the histogram's 3 significant digits.
-        for (m, e) in [
-            (merged.p50_ms, sall.p50_ms),
-            (merged.p90_ms, sall.p90_ms),
-            (merged.p99_ms, sall.p99_ms),
-        ] {
-            assert!((m - e).abs() / e < 1e-3, "{m} vs {e}");
-        }
-        assert!((merged.mean_ms - sall.mean_ms).abs() / sall.mean_ms < 1e-3);
-        assert!(
-            merged.median_ci95_low_ms <= merged.p50_ms
-                && merged.p50_ms <= merged.median_ci95_high_ms
-        );
-    }
 }

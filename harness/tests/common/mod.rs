@@ -44,6 +44,34 @@ pub fn harness(args: &[&str]) -> Run {
     }
 }
 
+/// Runs `harness ARGS` in this process through the library's `run_to` (as oha's tests call
+/// `oha::run`): stdout is captured; stderr holds the error a failing command returns (or
+/// clap's message), not the progress lines, which go to the process's stderr.
+pub fn in_process(args: &[&str]) -> Run {
+    use clap::Parser;
+    let argv = std::iter::once("harness").chain(args.iter().copied());
+    let cli = match harness::cli::Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            return Run {
+                code: e.exit_code(),
+                stdout: String::new(),
+                stderr: e.to_string(),
+            }
+        }
+    };
+    let mut out = Vec::new();
+    let (code, stderr) = match harness::run_to(cli, &mut out) {
+        Ok(code) => (code, String::new()),
+        Err(e) => (e.exit_code(), format!("error: {e}")),
+    };
+    Run {
+        code,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr,
+    }
+}
+
 /// A `harness serve` process on free loopback ports, killed when dropped.
 pub struct Server {
     pub child: std::process::Child,

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use runtimes::{DType, TensorData};
 use tonic::{Request, Response, Status};
 
-use super::kserve::{self, RawInput, ServeError};
-use super::pb;
-use super::server::AppState;
-use super::tensors::{from_le_bytes, kserve_dtype, to_le_bytes};
+use super::state::AppState;
+use crate::net::kserve::{self, RawInput, ServeError};
+use crate::net::pb;
+use crate::net::tensors::{from_le_bytes, kserve_dtype, to_le_bytes};
 
 pub struct Service {
     pub state: Arc<AppState>,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use runtimes::{HostTensor, Loaded};
 
-use super::metrics::Metrics;
-use super::tensors;
+use crate::net::metrics::Metrics;
+use crate::net::tensors;
 
 #[derive(Debug, Clone)]
 pub struct BatchConfig {

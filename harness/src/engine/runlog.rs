@@ -1,0 +1,127 @@
+//! A run's results on disk: the header (environment, model, settings) written before the
+//! first scenario, then the whole folder rewritten after every row, so an interrupted run
+//! keeps everything it measured. In-process and network runs share it.
+
+use std::path::{Path, PathBuf};
+
+use crate::environment;
+use crate::measure::MeasureConfig;
+use crate::results::{
+    ModelSummary, Results, RuntimeStatus, RuntimeVersion, ScenarioResult, Settings, Tolerance,
+    SCHEMA, SCHEMA_VERSION,
+};
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not write results to {path}: {source}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// The percentile definition every results file states.
+pub const PERCENTILE_DEFINITION: &str = "nearest rank on all samples; '*' (low_sample_percentiles) when fewer than 5 samples lie at or beyond it";
+
+/// The settings of a run, with the one percentile definition.
+pub fn settings(
+    mode: String,
+    seed: u64,
+    measure: &MeasureConfig,
+    tolerance: Tolerance,
+    reference: &str,
+    pinning: String,
+    isolation: &str,
+) -> Settings {
+    Settings {
+        mode,
+        seed,
+        warmup_iterations: measure.warmup_iters,
+        warmup_time_s: measure.warmup_time.as_secs_f64(),
+        min_time_s: measure.min_time.as_secs_f64(),
+        min_samples: measure.min_samples,
+        max_time_s: measure.max_time.as_secs_f64(),
+        tolerance,
+        reference_preference: reference.into(),
+        pinning,
+        isolation: isolation.into(),
+        percentile_definition: PERCENTILE_DEFINITION.into(),
+    }
+}
+
+pub fn now_string() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Default results folder name: `results/2026-11-28T00-15-02Z`.
+pub fn default_out_dir() -> PathBuf {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]-[minute]-[second]Z");
+    PathBuf::from("results").join(now.format(fmt).unwrap_or_else(|_| "run".into()))
+}
+
+/// The results of one run and the folder they live in.
+pub struct RunLog {
+    pub results: Results,
+    out: PathBuf,
+}
+
+impl RunLog {
+    /// Captures the environment, writes the header, and returns the log.
+    pub fn create(
+        out: &Path,
+        model: ModelSummary,
+        settings: Settings,
+        versions: Vec<RuntimeVersion>,
+        runtimes: Vec<RuntimeStatus>,
+    ) -> Result<RunLog, WriteError> {
+        let log = RunLog {
+            results: Results {
+                schema: SCHEMA.into(),
+                schema_version: SCHEMA_VERSION,
+                started_at: now_string(),
+                finished_at: None,
+                environment: environment::capture(versions),
+                model,
+                settings,
+                harness_overhead: None,
+                interrupted: false,
+                merged_from: Vec::new(),
+                runtimes,
+                scenarios: Vec::new(),
+            },
+            out: out.to_path_buf(),
+        };
+        log.write()?;
+        Ok(log)
+    }
+
+    pub fn write(&self) -> Result<(), WriteError> {
+        crate::present::write_all(&self.out, &self.results).map_err(|source| WriteError {
+            path: self.out.clone(),
+            source,
+        })
+    }
+
+    /// A folder inside the results folder.
+    pub fn create_dir(&self, dir: &Path) -> Result<(), WriteError> {
+        std::fs::create_dir_all(dir).map_err(|source| WriteError {
+            path: dir.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Adds a finished row and writes the folder.
+    pub fn push(&mut self, row: ScenarioResult) -> Result<(), WriteError> {
+        self.results.scenarios.push(row);
+        self.write()
+    }
+
+    /// Marks the end (and whether it was interrupted), writes, and hands the results back.
+    pub fn finish(mut self, interrupted: bool) -> Result<Results, WriteError> {
+        self.results.interrupted = interrupted;
+        self.results.finished_at = Some(now_string());
+        self.write()?;
+        Ok(self.results)
+    }
+}

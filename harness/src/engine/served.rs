@@ -1,0 +1,229 @@
+//! `compare --served`: the same runtime behind `harness serve` on loopback (KServe v2 over
+//! HTTP, binary tensors), measured with the same shapes, inputs and load modes as in-process
+//! through the network workload source, each shape's answer compared with the in-process
+//! reference. One more source for the engine: its rows are built as served rows from the
+//! start (`ScenarioId::Served`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use runtimes::ModelInfo;
+
+use super::group::{self, Shape};
+use super::reference::References;
+use super::runlog::WriteError;
+use super::{Event, Progress, Row};
+use crate::inputs;
+use crate::measure::{LoadMode, MeasureConfig};
+use crate::net::load::{self, LoadOptions};
+use crate::parity;
+use crate::results::{Parity, ScenarioId, ScenarioResult, Tolerance};
+
+/// What the served rows of one runtime need from the run.
+pub struct ServedPlan<'a> {
+    /// The harness executable for `harness serve` (None: this process's).
+    pub exe: Option<PathBuf>,
+    pub model: &'a Path,
+    pub out: &'a Path,
+    pub ort_lib: Option<&'a Path>,
+    pub modes: &'a [LoadMode],
+    pub measure: &'a MeasureConfig,
+    pub seed: u64,
+    pub tolerance: Tolerance,
+    pub interrupt: &'a Arc<AtomicBool>,
+    pub runtime: &'a str,
+    pub threads: usize,
+}
+
+/// A `harness serve` child on a free loopback port, stopped (SIGTERM) when dropped.
+struct ServerChild {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        // SIGTERM for a graceful stop; kill if it is still there after a few seconds.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServedPlan<'_> {
+    fn start_server(&self, instances: usize) -> Result<ServerChild, String> {
+        let (runtime, threads) = (self.runtime, self.threads);
+        let exe = match &self.exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| format!("locating the harness executable: {e}"))?,
+        };
+        let port_file = self.out.join(format!(".served-{runtime}-t{threads}.port"));
+        let _ = std::fs::remove_file(&port_file);
+        let log_path = self.out.join(format!("served-{runtime}-t{threads}.log"));
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("serve")
+            .arg("--model")
+            .arg(self.model)
+            .args(["--runtime", runtime, "--name", "model"])
+            .args([
+                "--threads",
+                &threads.to_string(),
+                "--instances",
+                &instances.to_string(),
+            ])
+            .args(["--http-port", "0", "--no-grpc", "--max-batch", "1"])
+            .arg("--port-file")
+            .arg(&port_file)
+            // A safety net: the server stops by itself even if this process is killed.
+            .args(["--shutdown-after", "6h"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        if let Some(lib) = &self.ort_lib {
+            cmd.arg("--ort-lib").arg(lib);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting harness serve: {e}"))?;
+        let mut server = ServerChild { child, port: 0 };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if let Some(p) = v["http"].as_u64() {
+                    server.port = p as u16;
+                    let _ = std::fs::remove_file(&port_file);
+                    return Ok(server);
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("harness serve exited ({status}): {}", log.trim()));
+            }
+            if std::time::Instant::now() > deadline || self.interrupt.load(Ordering::Relaxed) {
+                return Err("harness serve did not start listening within 120 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The served rows of this runtime: its server on loopback, the same shapes, inputs and
+    /// load modes as in-process; each shape's answer is compared with the in-process
+    /// reference.
+    pub fn rows(
+        &self,
+        info: &ModelInfo,
+        shapes: &[Shape],
+        references: &References,
+        progress: Progress,
+        emit: &mut dyn FnMut(ScenarioResult) -> Result<(), WriteError>,
+    ) -> Result<(), WriteError> {
+        let (runtime, threads) = (self.runtime, self.threads);
+        let instances = group::max_concurrency(self.modes);
+        let id = |shape: &inputs::ScenarioShape, mode: &LoadMode| ScenarioId::Served {
+            runtime: runtime.to_string(),
+            batch: shape.batch,
+            seq: shape.seq,
+            threads,
+            load: mode.to_string(),
+        };
+        progress(Event::Status(&format!(
+            "[{runtime}] starting harness serve ({threads} threads, {instances} instance(s))"
+        )));
+        let server = match self.start_server(instances) {
+            Ok(s) => s,
+            Err(e) => {
+                for (i, mode) in group::plan(shapes.len(), self.modes) {
+                    let mut r = Row::blank(&id(&shapes[i].shape, &mode), &mode, self.tolerance);
+                    Row::fail(
+                        &mut r,
+                        format!("could not serve the model: {e}"),
+                        "serve",
+                        false,
+                    );
+                    emit(r)?;
+                }
+                return Ok(());
+            }
+        };
+        for (i, sh) in shapes.iter().enumerate() {
+            let lo = LoadOptions {
+                batch: vec![sh.shape.batch],
+                seq: vec![sh.shape.seq.unwrap_or(1)],
+                overrides: sh.shape.inputs.clone(),
+                modes: self.modes.to_vec(),
+                measure: self.measure.clone(),
+                seed: self.seed,
+                vocab: info.vocab_size.unwrap_or(2),
+                metrics_url: Some(format!("http://127.0.0.1:{}/metrics", server.port)),
+                label: runtime.to_string(),
+                server_threads: threads,
+                timeout: std::time::Duration::from_secs(60),
+                local: Some(info.clone()),
+                interrupt: self.interrupt.clone(),
+                ..LoadOptions::new(
+                    &format!("http://127.0.0.1:{}", server.port),
+                    load::KSERVE_HTTP,
+                    Some("model"),
+                )
+            };
+            let parity = self.served_parity(info, sh, i, &lo, references);
+            let mut failed: Option<WriteError> = None;
+            let r = load::run_load_as(&lo, &|_, mode| id(&sh.shape, mode), &mut |mut row| {
+                row.parity = parity.clone();
+                if failed.is_none() {
+                    if let Err(e) = emit(row) {
+                        failed = Some(e);
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if let Err(e) = r {
+                progress(Event::Warning(&format!("[{runtime}] served: {e}")));
+            }
+        }
+        drop(server);
+        Ok(())
+    }
+
+    /// The served answer to the very inputs the in-process rows used, against the in-process
+    /// fp32 reference of that shape.
+    fn served_parity(
+        &self,
+        info: &ModelInfo,
+        sh: &Shape,
+        index: usize,
+        lo: &LoadOptions,
+        references: &References,
+    ) -> Parity {
+        let inputs = match inputs::generate(info, &sh.shape, self.seed) {
+            Ok(i) => i,
+            Err(e) => return Parity::skipped(self.tolerance, e.to_string()),
+        };
+        let got = crate::net::client::Target::parse(&lo.target, lo.protocol.default_port())
+            .and_then(|t| load::fetch_outputs(lo, &t, &inputs));
+        match (got, references.fp32(index)) {
+            (Ok(got), Some((name, want))) => parity::compare(&got, want, name, self.tolerance),
+            (Ok(_), None) => Parity::skipped(
+                self.tolerance,
+                "no fp32 in-process reference for this shape",
+            ),
+            (Err(e), _) => Parity::skipped(self.tolerance, format!("no answer to compare: {e}")),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Resource monitors for a measured window: process CPU time (-> average cores busy), peak
+//! and sampled resident memory, context switches, and CPU package energy through RAPL when
+//! the powercap counters are readable.
+//!
+//! Monitors run on one sampling thread. Each implements [`Monitor`]: `begin` and `end` run
+//! on the measuring thread at the window's edges (exact deltas), `sample` on the sampling
+//! thread at a fixed interval (peaks, counter wrap-around). A GPU monitor plugs in as one
+//! more `Monitor`. The sampler times its own `sample` calls, so its cost is reported with
+//! every window.
+
+mod gpu;
+mod process;
+mod sampler;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use gpu::{gpu_inventory, GpuMonitor};
+pub use process::{current_rss_bytes, status_bytes, ProcessMonitor, RaplMonitor};
+pub use sampler::{Monitor, Sampler};
+
+use crate::measure::WindowHooks;
+use crate::results::ResourceReport;
+
+/// The CPU monitors every scenario gets.
+pub fn default_monitors() -> Vec<Box<dyn Monitor>> {
+    vec![
+        Box::new(ProcessMonitor::default()),
+        Box::new(RaplMonitor::find()),
+    ]
+}
+
+/// The monitors of a scenario on `gpu` (None: CPU): the CPU ones, plus NVML's for a GPU.
+pub fn monitors_for(gpu: Option<u32>) -> Vec<Box<dyn Monitor>> {
+    let mut m = default_monitors();
+    if let Some(i) = gpu {
+        m.push(Box::new(GpuMonitor::new(i)));
+    }
+    m
+}
+
+/// Resource monitors over exactly the measured window; also where Ctrl-C is noticed.
+pub struct MonitorHooks<'a> {
+    sampler: Option<Sampler>,
+    pub report: Option<ResourceReport>,
+    interrupt: &'a AtomicBool,
+    /// The GPU the scenario runs on, for NVML's monitor.
+    gpu: Option<u32>,
+}
+
+impl<'a> MonitorHooks<'a> {
+    pub fn new(interrupt: &'a AtomicBool) -> MonitorHooks<'a> {
+        MonitorHooks {
+            sampler: None,
+            report: None,
+            interrupt,
+            gpu: None,
+        }
+    }
+
+    pub fn with_gpu(mut self, gpu: Option<u32>) -> MonitorHooks<'a> {
+        self.gpu = gpu;
+        self
+    }
+}
+
+/// How often the monitors sample.
+const MONITOR_INTERVAL: Duration = Duration::from_millis(100);
+
+impl WindowHooks for MonitorHooks<'_> {
+    fn window_start(&mut self) {
+        self.sampler = Some(Sampler::start(monitors_for(self.gpu), MONITOR_INTERVAL));
+    }
+
+    fn window_end(&mut self) {
+        self.report = self.sampler.take().map(Sampler::stop);
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,226 @@
+//! KServe v2 over HTTP (Triton, our server): POST /v2/models/NAME/infer, binary tensors (the
+//! binary tensor data extension, as Triton's perf_analyzer sends) or JSON. Also the KServe
+//! pieces the gRPC protocol shares: the model from its metadata, inputs from the model.
+
+use std::sync::Arc;
+
+use runtimes::{Dim, HostTensor, ModelInfo, TensorSpec};
+use serde_json::Value;
+
+use super::protocol::{HttpRequest, LoadError, LoadOptions, Protocol, Scenario};
+use crate::inputs::{generate, resolve_shape};
+use crate::net::client::{get, request_bytes, Http1, Target};
+use crate::net::kserve;
+use crate::net::tensors::dtype_from_kserve;
+
+#[derive(Debug)]
+pub struct KserveHttp;
+
+impl Protocol for KserveHttp {
+    fn name(&self) -> &'static str {
+        "kserve-http"
+    }
+
+    fn about(&self) -> &'static str {
+        "KServe v2 over HTTP (Triton, our server): POST /v2/models/NAME/infer"
+    }
+
+    fn default_port(&self) -> u16 {
+        8000
+    }
+
+    fn discover(&self, o: &LoadOptions, target: &Target) -> Result<ModelInfo, LoadError> {
+        let model = o.model_name()?;
+        let url = target.url(&format!("/v2/models/{model}"));
+        let (status, body) = get(&url, o.timeout)
+            .map_err(|e| LoadError::Setup(format!("cannot reach {url}: {e}")))?;
+        if status != 200 {
+            return Err(LoadError::Setup(format!(
+                "{url} answered {status}: {}",
+                body.chars().take(300).collect::<String>()
+            )));
+        }
+        let v: Value = serde_json::from_str(&body)
+            .map_err(|e| LoadError::Setup(format!("{url}: metadata is not JSON: {e}")))?;
+        let conv = |key: &str| -> Vec<(String, String, Vec<i64>)> {
+            v[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|t| {
+                            (
+                                t["name"].as_str().unwrap_or("").to_string(),
+                                t["datatype"].as_str().unwrap_or("").to_string(),
+                                serde_json::from_value(t["shape"].clone()).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        model_info(self, o, target, &model, &conv("inputs"), &conv("outputs"))
+    }
+
+    fn prepare(
+        &self,
+        o: &LoadOptions,
+        target: &Target,
+        info: &ModelInfo,
+        batch: usize,
+        seq: usize,
+    ) -> Result<Scenario, LoadError> {
+        let model = o.model_name()?;
+        let (inputs, mut sc) = kserve_inputs(o, info, batch, seq)?;
+        let (req, n) = http_infer_request(target, &model, &inputs, o.binary);
+        sc.request = Box::new(HttpRequest {
+            bytes: Arc::new(req),
+            expect_binary: o.binary,
+            expect_body: true,
+        });
+        sc.request_bytes = n;
+        Ok(sc)
+    }
+
+    fn fetch_outputs(
+        &self,
+        o: &LoadOptions,
+        target: &Target,
+        inputs: &[HostTensor],
+    ) -> Result<Vec<HostTensor>, String> {
+        let model = o.model.clone().unwrap_or_default();
+        let (req, _) = http_infer_request(target, &model, inputs, o.binary);
+        let mut c = Http1::new(target, o.timeout);
+        let r = c.call(&req).map_err(|e| e.to_string())?;
+        if r.status != 200 {
+            return Err(format!(
+                "answered {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        let n = r
+            .header("inference-header-content-length")
+            .and_then(|v| v.parse().ok());
+        kserve::decode_response(&r.body, n)
+    }
+
+    fn failure_hint(&self, o: &LoadOptions) -> Option<String> {
+        inputs_hint(o)
+    }
+
+    fn encoding(&self, o: &LoadOptions) -> Option<String> {
+        Some(if o.binary { "binary" } else { "json" }.to_string())
+    }
+}
+
+/// Where KServe inputs came from, when the first request fails.
+pub(super) fn inputs_hint(o: &LoadOptions) -> Option<String> {
+    o.local.is_none().then(|| {
+        format!(
+            " (inputs come from the server's metadata; integer ids are drawn from 0..{}, set by --vocab)",
+            o.vocab
+        )
+    })
+}
+
+/// The inputs of one KServe scenario, generated from the model as in-process runs make
+/// them, and the scenario without its request yet.
+pub(super) fn kserve_inputs(
+    o: &LoadOptions,
+    info: &ModelInfo,
+    batch: usize,
+    seq: usize,
+) -> Result<(Vec<HostTensor>, Scenario), LoadError> {
+    let setup = |e: String| LoadError::Setup(e);
+    let shape = resolve_shape(info, batch, seq, &o.overrides).map_err(|e| setup(e.to_string()))?;
+    let inputs = generate(info, &shape, o.seed).map_err(|e| setup(e.to_string()))?;
+    let sc = Scenario {
+        request: Box::new(HttpRequest {
+            bytes: Arc::new(Vec::new()),
+            expect_binary: false,
+            expect_body: false,
+        }),
+        request_bytes: 0,
+        shapes: shape.inputs.iter().cloned().collect(),
+        batch: shape.batch,
+        seq: shape.seq,
+    };
+    Ok((inputs, sc))
+}
+
+/// The model's inputs as the server declares them (KServe metadata: name, datatype, shape
+/// with -1 for dynamic dims).
+pub(super) fn model_info(
+    protocol: &dyn Protocol,
+    o: &LoadOptions,
+    target: &Target,
+    model: &str,
+    inputs: &[(String, String, Vec<i64>)],
+    outputs: &[(String, String, Vec<i64>)],
+) -> Result<ModelInfo, LoadError> {
+    let spec = |(name, dt, shape): &(String, String, Vec<i64>)| -> Result<TensorSpec, String> {
+        Ok(TensorSpec {
+            name: name.clone(),
+            dtype: dtype_from_kserve(dt).ok_or_else(|| {
+                format!("tensor '{name}': datatype '{dt}' is not supported by the load generator")
+            })?,
+            dims: shape
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| match (i, d) {
+                    (_, d) if d >= 0 => Dim::Fixed(d as usize),
+                    (0, _) => Dim::Symbolic("batch".into()),
+                    _ => Dim::Symbolic("sequence".into()),
+                })
+                .collect(),
+        })
+    };
+    let inputs = inputs
+        .iter()
+        .map(spec)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LoadError::Setup)?;
+    if inputs.is_empty() {
+        return Err(LoadError::Setup(format!(
+            "model '{model}' declares no inputs"
+        )));
+    }
+    Ok(ModelInfo {
+        name: model.to_string(),
+        inputs,
+        outputs: outputs.iter().filter_map(|o| spec(o).ok()).collect(),
+        spec_source: format!("{} metadata of {}", protocol.name(), target.url("")),
+        onnx_error: None,
+        model_type: None,
+        vocab_size: Some(o.vocab),
+        vocab_source: Some("--vocab".into()),
+        type_vocab_size: Some(1),
+        max_positions: None,
+        reference: None,
+    })
+}
+
+/// A KServe v2 HTTP infer request for `inputs`, serialized (binary tensors or JSON), and the
+/// size of its body.
+fn http_infer_request(
+    target: &Target,
+    model: &str,
+    inputs: &[HostTensor],
+    binary: bool,
+) -> (Vec<u8>, usize) {
+    let (body, header_len) = kserve::encode_request(inputs, binary);
+    let content_type = if binary {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    let mut headers = vec![("Content-Type", content_type.to_string())];
+    if let Some(n) = header_len {
+        headers.push(("Inference-Header-Content-Length", n.to_string()));
+    }
+    let path = format!("/v2/models/{model}/infer");
+    (
+        request_bytes(target, "POST", &path, &headers, &body),
+        body.len(),
+    )
+}

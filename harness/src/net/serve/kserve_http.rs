@@ -1,0 +1,141 @@
+//! The KServe v2 HTTP frontend (what Triton speaks): health, server and model metadata,
+//! model ready, and infer with JSON or binary tensors, each with or without
+//! `/versions/{version}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+
+use super::state::{body_error, check_model, AppState};
+use crate::net::kserve::{self, ServeError};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(|| async { StatusCode::OK }))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+}
+
+pub fn error_response(e: &ServeError) -> Response {
+    let code = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(json!({ "error": e.message }))).into_response()
+}
+
+async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": "harness",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+    .into_response()
+}
+
+/// The `{name}` and, on `/versions/{version}/...` routes, `{version}` of a model URL: one
+/// handler serves both forms.
+type ModelPath = Path<std::collections::HashMap<String, String>>;
+
+fn model_of(p: &std::collections::HashMap<String, String>) -> (&str, Option<&str>) {
+    (
+        p.get("name").map_or("", String::as_str),
+        p.get("version").map(String::as_str),
+    )
+}
+
+async fn model_metadata(State(s): State<Arc<AppState>>, Path(p): ModelPath) -> Response {
+    let (name, version) = model_of(&p);
+    match check_model(&s, name, version) {
+        Ok(()) => axum::Json(s.sig.metadata()).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn model_ready(State(s): State<Arc<AppState>>, Path(p): ModelPath) -> Response {
+    let (name, version) = model_of(&p);
+    match check_model(&s, name, version) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn infer(
+    State(s): State<Arc<AppState>>,
+    Path(p): ModelPath,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (name, version) = model_of(&p);
+    let r = do_infer(&s, name, version, &headers, body).await;
+    kserve_answer(&s, r)
+}
+
+const HEADER_LEN: &str = "inference-header-content-length";
+
+fn kserve_answer(s: &AppState, r: Result<(Vec<u8>, Option<usize>), ServeError>) -> Response {
+    match r {
+        Ok((body, None)) => {
+            s.metrics.response("kserve-http", 200);
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Ok((body, Some(n))) => {
+            s.metrics.response("kserve-http", 200);
+            let mut resp =
+                ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+            if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
+                resp.headers_mut().insert(HEADER_LEN, v);
+            }
+            resp
+        }
+        Err(e) => {
+            s.metrics.response("kserve-http", e.status);
+            error_response(&e)
+        }
+    }
+}
+
+async fn do_infer(
+    s: &AppState,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Vec<u8>, Option<usize>), ServeError> {
+    check_model(s, name, version)?;
+    let body = body.map_err(|r| body_error(r, s.max_body))?;
+    let header_len = match headers.get(HEADER_LEN) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ServeError::bad("Inference-Header-Content-Length must be a byte count")
+                })?,
+        ),
+    };
+    let decoded = kserve::decode_http(&body, header_len)?;
+    let inputs = kserve::validate(&s.sig, decoded.inputs)?;
+    let out = s.infer(inputs, false).await?;
+    let outputs = kserve::select_outputs(&decoded.outputs, out.outputs)?;
+    Ok(kserve::encode_http(
+        &s.sig.name,
+        &decoded.id,
+        &outputs,
+        decoded.binary_output,
+    ))
+}

@@ -1,0 +1,310 @@
+//! `harness serve`: one model behind the KServe v2 protocol (HTTP/JSON with the binary
+//! extension, and gRPC) and OpenAI-style `/v1/embeddings`, with dynamic batching, a bounded
+//! queue, body-size and time limits, Prometheus `/metrics` and graceful shutdown.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use runtimes::{LoadOptions, ModelFiles, ModelInfo, Variant};
+use serde_json::json;
+
+use super::kserve::{ServeError, Signature};
+use super::metrics::Metrics;
+use super::pb;
+use batcher::{BatchConfig, Batcher};
+use embed::Embedder;
+use state::{unix_now, AppState};
+
+pub mod batcher;
+pub mod embed;
+mod grpc;
+mod kserve_http;
+mod openai;
+pub mod state;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub model: PathBuf,
+    pub runtime: String,
+    pub name: Option<String>,
+    pub threads: usize,
+    pub instances: usize,
+    pub variant: Variant,
+    pub batch: BatchConfig,
+    pub max_body: usize,
+    pub request_timeout: Duration,
+    pub host: IpAddr,
+    pub http_port: u16,
+    /// None: no gRPC listener.
+    pub grpc_port: Option<u16>,
+    pub io_threads: usize,
+    /// Where to write `{"http": PORT, "grpc": PORT}` once listening (ports may be 0 = any).
+    pub port_file: Option<PathBuf>,
+    pub shutdown_after: Option<Duration>,
+    /// What particular runtimes take (ONNX Runtime's library).
+    pub runtime_options: runtimes::RuntimeOptions,
+}
+
+/// Why `harness serve` could not start (once serving, errors are answers, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Model(#[from] runtimes::model::ModelError),
+    #[error(transparent)]
+    Runtime(#[from] runtimes::RuntimeError),
+    #[error("unknown runtime '{0}' ({known})", known = runtimes::names().join(", "))]
+    UnknownRuntime(String),
+    #[error("{runtime} cannot run here: {reason}")]
+    Unavailable { runtime: String, reason: String },
+    #[error("warming the model up: {0}")]
+    Input(#[from] crate::inputs::InputError),
+    #[error("cannot listen on {addr}{what}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Loads the model, starts the instances, listens, and serves until SIGINT/SIGTERM or
+/// `shutdown_after`. Returns the exit status.
+pub fn serve(opts: ServeOptions) -> Result<i32, StartError> {
+    let files = ModelFiles::resolve(&opts.model)?;
+    let info = ModelInfo::read(&files)?;
+    let runtime = runtimes::by_name(&opts.runtime)
+        .ok_or_else(|| StartError::UnknownRuntime(opts.runtime.clone()))?;
+    let load_opts = LoadOptions {
+        threads: opts.threads,
+        variant: opts.variant,
+        runtime: opts.runtime_options.clone(),
+        ..LoadOptions::default()
+    };
+    if let runtimes::Availability::Unavailable { reason } = runtime.check(&load_opts) {
+        return Err(StartError::Unavailable {
+            runtime: opts.runtime.clone(),
+            reason,
+        });
+    }
+    let t = Instant::now();
+    let (mut models, _) = crate::engine::group::load_or_share(
+        runtime.as_ref(),
+        &files,
+        &info,
+        &load_opts,
+        opts.instances,
+    )?;
+    // One inference per instance before the first request, so no client pays for cold start.
+    let shape =
+        crate::inputs::resolve_shape(&info, 1, info.max_positions.unwrap_or(128).min(16), &[])?;
+    let warm = crate::inputs::generate(&info, &shape, 1)?;
+    for m in &mut models {
+        m.prepare(&warm)?;
+        m.infer()?;
+    }
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let name = opts.name.clone().unwrap_or_else(|| info.name.clone());
+    let metrics = Arc::new(Metrics::new(&name));
+    let sig = Signature {
+        name: name.clone(),
+        platform: format!("harness-{}", opts.runtime),
+        inputs: info.inputs.clone(),
+        outputs: info.outputs.clone(),
+        max_positions: info.max_positions,
+        vocab_size: info.vocab_size,
+        type_vocab_size: info.type_vocab_size,
+    };
+    let embedder = Embedder::load(&files.folder, info.max_positions);
+    let state = Arc::new(AppState {
+        sig,
+        batcher: Batcher::start(models, opts.batch.clone(), metrics.clone()),
+        metrics,
+        embedder,
+        timeout: opts.request_timeout,
+        max_body: opts.max_body,
+        runtime: opts.runtime.clone(),
+        created: unix_now(),
+        next_id: Default::default(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.io_threads.max(1))
+        .thread_name("serve-io")
+        .enable_all()
+        .build()
+        .map_err(io_error("starting the I/O threads"))?;
+    let result = rt.block_on(run(state.clone(), &opts, load_ms));
+    state.batcher.shutdown();
+    result
+}
+
+async fn shutdown_signal(after: Option<Duration>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    let timer = async {
+        match after {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => eprintln!("serve: interrupted, finishing the requests in flight"),
+        _ = term.recv() => eprintln!("serve: SIGTERM, finishing the requests in flight"),
+        _ = timer => eprintln!("serve: --shutdown-after reached, stopping"),
+    }
+}
+
+async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<i32, StartError> {
+    let listen = |addr: SocketAddr, what: &'static str| {
+        move |source| StartError::Listen { addr, what, source }
+    };
+    let addr = SocketAddr::new(opts.host, opts.http_port);
+    let http = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(listen(addr, ""))?;
+    let http_addr = http.local_addr().map_err(listen(addr, ""))?;
+    let grpc = match opts.grpc_port {
+        Some(p) => Some(
+            tokio::net::TcpListener::bind(SocketAddr::new(opts.host, p))
+                .await
+                .map_err(listen(SocketAddr::new(opts.host, p), " (gRPC)"))?,
+        ),
+        None => None,
+    };
+    let grpc_addr = grpc
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(io_error("the gRPC listener's address"))?;
+    if let Some(f) = &opts.port_file {
+        let body = json!({ "http": http_addr.port(), "grpc": grpc_addr.map(|a| a.port()) });
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, body.to_string())
+            .and_then(|()| std::fs::rename(&tmp, f))
+            .map_err(io_error(format!("writing the port file {}", f.display())))?;
+    }
+    let embed_line = match &state.embedder {
+        Ok(e) => format!(
+            "/v1/embeddings: {} pooling{}, up to {} tokens ({})",
+            e.pooling.as_str(),
+            if e.normalize { " + normalize" } else { "" },
+            e.max_tokens,
+            e.source
+        ),
+        Err(why) => format!("/v1/embeddings off: {why}"),
+    };
+    eprintln!(
+        "serve: model '{}' on {} ({} threads, {} instance(s), loaded in {load_ms:.0} ms); batching: {}; queue {}; http://{http_addr}{}\nserve: {embed_line}",
+        state.sig.name,
+        state.runtime,
+        opts.threads,
+        opts.instances.max(1),
+        if opts.batch.max_batch > 1 {
+            format!(
+                "up to {} rows, {} delay",
+                opts.batch.max_batch,
+                humantime::format_duration(opts.batch.max_queue_delay)
+            )
+        } else {
+            "off".into()
+        },
+        opts.batch.queue_capacity,
+        grpc_addr.map(|a| format!(", grpc {a}")).unwrap_or_default(),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = router(state.clone(), opts.max_body);
+    let mut http_rx = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_rx.changed().await;
+            })
+            .await
+    });
+    let grpc_task = grpc.map(|listener| {
+        let svc =
+            pb::grpc_inference_service_server::GrpcInferenceServiceServer::new(grpc::Service {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(opts.max_body)
+            .max_encoding_message_size(usize::MAX);
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(tokio_stream_listener(listener), async move {
+                    let _ = rx.changed().await;
+                })
+                .await
+        })
+    });
+    shutdown_signal(opts.shutdown_after).await;
+    let _ = stop_tx.send(true);
+    // In-flight requests get the request timeout to finish.
+    let grace = opts.request_timeout + Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, http_task).await;
+    if let Some(t) = grpc_task {
+        let _ = tokio::time::timeout(grace, t).await;
+    }
+    eprintln!(
+        "serve: stopped after {} requests ({} failed)",
+        state.metrics.request_success.load(Relaxed) + state.metrics.request_failure.load(Relaxed),
+        state.metrics.request_failure.load(Relaxed)
+    );
+    Ok(0)
+}
+
+/// Accepted TCP connections as the stream tonic serves (with TCP_NODELAY).
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |l| async move {
+        let r = l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((r, l))
+    })
+}
+
+/// The HTTP frontends on the shared state: KServe v2, OpenAI, and Prometheus `/metrics`.
+pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
+    Router::new()
+        .merge(kserve_http::routes())
+        .merge(openai::routes())
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            kserve_http::error_response(&ServeError::not_found(
+                "no such endpoint; see /v2 (KServe v2), /v1/embeddings, /v1/models, /metrics",
+            ))
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,204 @@
+//! The typed plan: command-line arguments turned into validated options before any work
+//! starts. Bad values are errors here, naming the flag, and nothing runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::cli::{self, CompareArgs, LoadArgs, ServeArgs};
+use crate::engine::compare::{CompareOptions, Isolation};
+use crate::engine::runlog::default_out_dir;
+use crate::engine::Pinning;
+use crate::measure::{LoadMode, MeasureConfig};
+use crate::net;
+use crate::results::Arrivals;
+use crate::results::{Slo, Tolerance};
+use crate::Error;
+
+/// A repeated flag appends; the same value twice measures nothing new.
+fn dedup<T: PartialEq + Clone>(v: &[T]) -> Vec<T> {
+    let mut seen: Vec<T> = Vec::new();
+    for x in v {
+        if !seen.contains(x) {
+            seen.push(x.clone());
+        }
+    }
+    seen
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Closed loop at each --concurrency, or, with --rate, open loop at each rate x concurrency.
+pub fn load_modes(a: &cli::TrafficArgs, seed: u64) -> Vec<LoadMode> {
+    let conc = dedup(&a.concurrency);
+    if a.rate.is_empty() {
+        return conc
+            .into_iter()
+            .map(|concurrency| LoadMode::ClosedLoop { concurrency })
+            .collect();
+    }
+    let arrivals = match a.arrivals {
+        cli::ArrivalsArg::Poisson => Arrivals::Poisson,
+        cli::ArrivalsArg::Constant => Arrivals::Constant,
+    };
+    a.rate
+        .iter()
+        .flat_map(|&rate| {
+            conc.iter().map(move |&concurrency| LoadMode::OpenLoop {
+                rate,
+                arrivals,
+                concurrency,
+                seed,
+            })
+        })
+        .collect()
+}
+
+/// `harness compare`'s options. `interrupt` is what Ctrl-C sets.
+pub fn compare(a: &CompareArgs, interrupt: Arc<AtomicBool>) -> Result<CompareOptions, Error> {
+    let shapes = a
+        .shapes
+        .iter()
+        .map(|s| crate::inputs::parse_shape_arg(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::BadInput(e.to_string()))?;
+    let threads = if a.threads.is_empty() {
+        vec![runtimes::online_cpus()]
+    } else {
+        dedup(&a.threads)
+    };
+    let pinning = Pinning::parse(&a.pin, runtimes::online_cpus()).map_err(Error::BadInput)?;
+    let out = a.out.clone().unwrap_or_else(default_out_dir);
+    Ok(CompareOptions {
+        model: a.model.clone(),
+        runtimes: if a.runtimes.is_empty() {
+            runtimes::all()
+                .iter()
+                .filter(|r| r.capabilities().computes)
+                .map(|r| r.name().to_string())
+                .collect()
+        } else {
+            dedup(&a.runtimes)
+        },
+        batches: dedup(&a.batch),
+        seqs: dedup(&a.seq),
+        shapes,
+        threads,
+        devices: dedup(&a.devices),
+        runtime_options: runtimes::RuntimeOptions {
+            ort_lib: a.ort_lib.clone(),
+            ort_profile_dir: a.ort_profile.then(|| absolute(&out.join("ort-profile"))),
+            gpu: runtimes::GpuOptions {
+                copies_timed: a.gpu_copies,
+                trt_fp16: a.trt_fp16,
+                trt_cache: Some(absolute(
+                    &a.trt_cache.clone().unwrap_or_else(|| out.join("trt-cache")),
+                )),
+                trt_workspace: a.trt_workspace,
+            },
+        },
+        variants: a.variants.clone(),
+        modes: load_modes(&a.traffic, a.seed),
+        min_cosine: a.min_cosine,
+        measure: a.timing.config(),
+        seed: a.seed,
+        tolerance: Tolerance {
+            atol: a.atol,
+            rtol: a.rtol,
+        },
+        out,
+        pinning,
+        overhead: !a.no_overhead,
+        isolation: match a.isolate {
+            cli::IsolateMode::Process => Isolation::Process {
+                exe: std::env::current_exe().map_err(|e| {
+                    Error::BadInput(format!(
+                        "locating the harness executable for its workers: {e}"
+                    ))
+                })?,
+            },
+            cli::IsolateMode::None => Isolation::None,
+        },
+        interrupt,
+        served: a.served,
+    })
+}
+
+/// `harness load`'s options.
+pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadOptions, Error> {
+    let slo = a
+        .slo
+        .as_deref()
+        .map(Slo::parse)
+        .transpose()
+        .map_err(|e| Error::BadInput(format!("--slo {e}")))?;
+    let protocol = net::load::by_name(&a.protocol).ok_or_else(|| {
+        Error::BadInput(format!(
+            "unknown protocol '{}' ({})",
+            a.protocol,
+            net::load::names().join(", ")
+        ))
+    })?;
+    Ok(net::load::LoadOptions {
+        target: a.target.clone(),
+        protocol,
+        model: a.model.clone(),
+        batch: a.batch.clone(),
+        seq: a.seq.clone(),
+        overrides: Vec::new(),
+        modes: load_modes(&a.traffic, a.seed),
+        measure: MeasureConfig {
+            // Errors are data under load: a server answering 503 keeps being measured; a
+            // dead one fails fast (connection refused costs microseconds).
+            max_consecutive_failures: 100,
+            ..a.timing.config()
+        },
+        seed: a.seed,
+        vocab: a.vocab,
+        binary: a.encoding == "binary",
+        metrics_url: a.metrics_url.clone(),
+        label: a.label.clone().unwrap_or_else(|| a.protocol.clone()),
+        server_threads: a.server_threads,
+        timeout: a.timeout,
+        max_tokens: a.max_tokens,
+        slo,
+        local: None,
+        interrupt,
+    })
+}
+
+/// `harness serve`'s options.
+pub fn serve(a: ServeArgs) -> net::serve::ServeOptions {
+    let instances = a.instances.max(1);
+    net::serve::ServeOptions {
+        model: a.model,
+        runtime: a.runtime,
+        name: a.name,
+        threads: a
+            .threads
+            .unwrap_or_else(|| (runtimes::online_cpus() / instances).max(1)),
+        instances,
+        variant: a.variant,
+        batch: net::serve::batcher::BatchConfig {
+            max_batch: a.max_batch,
+            max_queue_delay: a.max_queue_delay,
+            queue_capacity: a.max_queue,
+        },
+        max_body: a.max_body,
+        request_timeout: a.request_timeout,
+        host: a.host,
+        http_port: a.http_port,
+        grpc_port: (!a.no_grpc).then_some(a.grpc_port),
+        io_threads: a.io_threads,
+        port_file: a.port_file,
+        shutdown_after: a.shutdown_after,
+        runtime_options: runtimes::RuntimeOptions {
+            ort_lib: a.ort_lib,
+            ..Default::default()
+        },
+    }
+}

@@ -1,0 +1,247 @@
+//! The terminal table: aligned columns, then notes (errors, low-sample marks, monitors,
+//! overhead). `summary.md` shares its rows and notes.
+
+use std::fmt::Write as _;
+
+use crate::analysis::serving_tax;
+use crate::results::{ParityStatus, ResourceReport, Results, ScenarioResult};
+
+pub(super) fn f(x: f64, digits: usize) -> String {
+    format!("{x:.digits$}")
+}
+
+pub(super) const MB: f64 = 1024.0 * 1024.0;
+
+pub(super) fn mb(bytes: u64) -> f64 {
+    bytes as f64 / MB
+}
+
+/// Milliseconds with three significant digits at least (0.0412, 15.8, 197.6).
+fn ms_cell(v: f64) -> String {
+    let a = v.abs();
+    let digits = if a >= 100.0 {
+        1
+    } else if a >= 1.0 {
+        2
+    } else if a >= 0.1 {
+        3
+    } else {
+        4
+    };
+    f(v, digits)
+}
+
+/// The percentiles the table shows.
+const SHOWN: [&str; 3] = ["p50", "p90", "p99"];
+
+/// A percentile cell: the value, with `*` when too few samples stand behind it.
+fn pct(s: &ScenarioResult, name: &str, v: f64) -> String {
+    let low = s
+        .measurement
+        .as_ref()
+        .is_some_and(|m| m.latency.is_low(name));
+    format!("{}{}", ms_cell(v), if low { "*" } else { "" })
+}
+
+pub(super) const TABLE_HEAD: [&str; 17] = [
+    "runtime", "variant", "batch", "seq", "threads", "conc", "samples", "p50 ms", "p90 ms",
+    "p99 ms", "items/s", "cores", "peak MB", "load ms", "max abs", "cosine", "parity",
+];
+
+pub(super) fn table_rows(r: &Results) -> Vec<Vec<String>> {
+    r.scenarios
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                if s.device == "cpu" {
+                    s.runtime.clone()
+                } else {
+                    format!("{} ({})", s.runtime, s.device)
+                },
+                s.variant.clone(),
+                s.batch.to_string(),
+                s.seq.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                s.threads.to_string(),
+                match (s.rate, &s.open_loop) {
+                    (Some(_), Some(o)) => format!(
+                        "{} @{}/s ({:.0}/s, {} late)",
+                        s.concurrency, o.target_rate, o.achieved_rate, o.late_sends
+                    ),
+                    (Some(r), None) => format!("{} @{r}/s", s.concurrency),
+                    _ => s.concurrency.to_string(),
+                },
+            ];
+            let res = s.resources.as_ref();
+            match &s.measurement {
+                Some(m) => {
+                    let l = &m.latency;
+                    row.extend([
+                        l.samples.to_string(),
+                        pct(s, "p50", l.p50_ms),
+                        pct(s, "p90", l.p90_ms),
+                        pct(s, "p99", l.p99_ms),
+                        f(s.throughput_per_s.unwrap_or(0.0), 1),
+                        res.and_then(|r| r.avg_cores_busy)
+                            .map(|x| f(x, 2))
+                            .unwrap_or_else(|| "-".into()),
+                        res.and_then(|r| r.peak_rss_bytes)
+                            .map(|x| f(mb(x), 0))
+                            .unwrap_or_else(|| "-".into()),
+                        s.load_ms.map(|x| f(x, 1)).unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                None => row.extend(std::iter::repeat_n("-".to_string(), 8)),
+            }
+            let shown = matches!(s.parity.status, ParityStatus::Pass | ParityStatus::Fail);
+            row.push(match s.parity.max_abs_diff {
+                Some(d) if shown => format!("{d:.1e}"),
+                _ => "-".into(),
+            });
+            row.push(match s.parity.min_cosine {
+                Some(c) if shown => format!("{c:.6}"),
+                _ => "-".into(),
+            });
+            row.push(s.parity_label().to_string());
+            row
+        })
+        .collect()
+}
+
+pub(super) fn footnotes(r: &Results) -> Vec<String> {
+    let mut notes = Vec::new();
+    if r.interrupted {
+        notes.push(format!(
+            "interrupted (Ctrl-C): the {} scenarios above finished and are saved; the rest did not run",
+            r.scenarios.len()
+        ));
+    }
+    if r.scenarios.iter().any(|s| {
+        s.measurement
+            .as_ref()
+            .is_some_and(|m| SHOWN.iter().any(|p| m.latency.is_low(p)))
+    }) {
+        notes.push(
+            "* fewer than 5 samples at or beyond this percentile: raise --min-samples/--min-time for a figure to rely on"
+                .to_string(),
+        );
+    }
+    for s in &r.scenarios {
+        if let Some(e) = &s.error {
+            notes.push(format!("{}: {e}", s.id));
+        } else if s.parity.status == ParityStatus::Fail {
+            notes.push(format!(
+                "{}: parity FAIL against {}: {}",
+                s.id,
+                s.parity.reference.as_deref().unwrap_or("?"),
+                s.parity.note.as_deref().unwrap_or("")
+            ));
+        }
+        if let Some(m) = &s.measurement {
+            if m.stable == Some(false) {
+                notes.push(format!(
+                    "{}: unstable: the median's 95% CI ({:.4}-{:.4} ms) did not reach the --target-ci before --max-time",
+                    s.id, m.latency.median_ci95_low_ms, m.latency.median_ci95_high_ms
+                ));
+            }
+            if m.failures > 0 && s.error.is_none() {
+                notes.push(format!(
+                    "{}: {} failed inferences {:?}",
+                    s.id, m.failures, m.failure_kinds
+                ));
+            }
+        }
+    }
+    if r.scenarios.iter().any(|s| {
+        s.applied
+            .get("profiling")
+            .is_some_and(|p| p.starts_with("on"))
+    }) {
+        notes.push("ONNX Runtime's profiler was on (--ort-profile): the ort rows include its cost; traces in ort-profile/".into());
+    }
+    let monitored: Vec<&ResourceReport> = r
+        .scenarios
+        .iter()
+        .filter_map(|s| s.resources.as_ref())
+        .collect();
+    if let Some(worst) = monitored
+        .iter()
+        .map(|m| m.monitor_cost.share_of_window)
+        .reduce(f64::max)
+    {
+        let energy = match monitored
+            .iter()
+            .find_map(|m| m.energy_unavailable.as_deref())
+        {
+            Some(why) => format!("energy unavailable: {why}"),
+            None => "energy from RAPL (package)".into(),
+        };
+        notes.push(format!(
+            "monitors: cores = CPU time / wall time of the whole process; peak MB = peak resident memory in the window; own cost at most {:.3}% of a window; {energy}",
+            worst * 100.0
+        ));
+    }
+    if let Some(o) = &r.harness_overhead {
+        notes.push(format!(
+            "harness overhead per iteration (null runtime): p50 {:.0} ns, mean {:.0} ns",
+            o.p50_ns, o.mean_ns
+        ));
+    }
+    if let Some(reference) = r
+        .scenarios
+        .iter()
+        .find(|s| s.parity.status == ParityStatus::Reference)
+    {
+        notes.push(format!(
+            "parity reference: {} (atol {:e}, rtol {:e})",
+            reference.runtime, r.settings.tolerance.atol, r.settings.tolerance.rtol
+        ));
+    }
+    notes
+}
+
+/// The terminal table: aligned columns, then notes (errors, low-sample marks, overhead).
+pub fn to_table(r: &Results) -> String {
+    let rows = table_rows(r);
+    let mut widths: Vec<usize> = TABLE_HEAD.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let w = widths.get(i).copied().unwrap_or(0);
+                if i == 0 || i == cells.len() - 1 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", line(TABLE_HEAD.to_vec()));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(|s| s.as_str()).collect()));
+    }
+    let tax = serving_tax(r);
+    if !tax.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nserving tax (KServe v2 HTTP on loopback vs in-process, same inputs):"
+        );
+        for t in &tax {
+            let _ = writeln!(out, "  {}", t.line());
+        }
+    }
+    for n in footnotes(r) {
+        let _ = writeln!(out, "{n}");
+    }
+    out
+}

@@ -1,0 +1,90 @@
+//! What one measured window produced: latency statistics, the stop reason, open-loop schedule
+//! figures. Data only; `measure` and `stats` compute them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub samples: u64,
+    pub mean_ms: f64,
+    pub stddev_ms: f64,
+    pub min_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Percentiles with too few samples behind them (see the module docs).
+    pub low_sample_percentiles: Vec<String>,
+    /// Distribution-free 95% confidence interval of the median (order statistics).
+    #[serde(default)]
+    pub median_ci95_low_ms: f64,
+    #[serde(default)]
+    pub median_ci95_high_ms: f64,
+    /// The HdrHistogram of all samples (V2 deflate, base64), for exact merging.
+    pub histogram: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// Both the minimum time and the minimum sample count were reached.
+    MinimaMet,
+    /// The maximum time ran out first.
+    MaxTime,
+    /// Too many consecutive failures.
+    Failures,
+    /// Interrupted (Ctrl-C); the samples so far are kept.
+    Interrupted,
+    /// The median's confidence interval reached the target (`--target-ci`).
+    TargetCi,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    pub first_inference_ms: f64,
+    pub warmup_iterations: u64,
+    pub warmup_ms: f64,
+    pub latency: LatencyStats,
+    /// Wall time of the measured window (first timed start to last timed end).
+    pub window_s: f64,
+    /// Completed (successful) iterations in the window.
+    pub iterations: u64,
+    pub failures: u64,
+    pub failure_kinds: BTreeMap<String, u64>,
+    pub stop_reason: StopReason,
+    /// With a CI target: false when `max_time` ran out before the target was met.
+    #[serde(default)]
+    pub stable: Option<bool>,
+}
+
+/// How arrivals are spaced in an open loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrivals {
+    /// Exponential gaps (a Poisson process), seeded.
+    Poisson,
+    /// Equal gaps of 1/rate.
+    Constant,
+}
+
+/// What an open loop adds: the schedule kept or not, and the latencies without the
+/// coordinated-omission correction for comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenLoopStats {
+    pub target_rate: f64,
+    pub achieved_rate: f64,
+    pub arrivals: Arrivals,
+    pub seed: u64,
+    /// Requests sent more than `late_threshold_ms` after their scheduled time.
+    pub late_sends: u64,
+    pub late_threshold_ms: f64,
+    /// Largest delay between a scheduled time and the actual send.
+    pub max_send_lag_ms: f64,
+    /// Requests due by the end of the window that were never sent.
+    pub backlog_at_end: u64,
+    /// Service time alone (send to answer): what a coordinated-omission-blind tool reports.
+    pub uncorrected: LatencyStats,
+}

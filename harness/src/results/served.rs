@@ -1,0 +1,66 @@
+//! What a network row adds: protocol, target, the load generator's own CPU, the server's
+//! metrics, streaming metrics. Data only; `net::load` measures it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::measurement::LatencyStats;
+
+/// Service-level objectives for goodput (vLLM's definition: a request counts when it meets
+/// every objective given).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    pub ttft_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    pub e2e_ms: Option<f64>,
+}
+
+/// Streamed completions: vLLM's benchmark metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamingStats {
+    /// Send to first token.
+    pub ttft: LatencyStats,
+    /// Per request: (end-to-end - TTFT) / (output tokens - 1).
+    pub tpot: LatencyStats,
+    /// Every gap between consecutive streamed chunks.
+    pub itl: LatencyStats,
+    /// Send to last token (the row's latency is from the scheduled time in open loop).
+    pub e2e: LatencyStats,
+    pub output_tokens_mean: f64,
+    pub output_tokens_per_s: f64,
+    pub slo: Option<Slo>,
+    /// Requests per second that met every objective.
+    pub goodput_per_s: Option<f64>,
+    pub slo_met: Option<u64>,
+}
+
+/// What a network row adds to the common schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServedInfo {
+    pub target: String,
+    /// The load protocol's name (`kserve-http`, `openai-embeddings`, ...).
+    pub protocol: String,
+    pub model: String,
+    /// KServe over HTTP: "binary" (the binary tensor extension) or "json".
+    pub encoding: Option<String>,
+    pub request_bytes: usize,
+    /// Connections (re)opened by the load generator during the window.
+    pub connects: u64,
+    /// The load generator's CPU use over the window and the CPUs it had.
+    pub client_cores_busy: Option<f64>,
+    pub client_cpus: usize,
+    /// True when the load generator used more than 90% of its CPUs: its figures may
+    /// describe the client, not the server.
+    pub client_saturated: bool,
+    /// Prometheus series that changed over the window (counters' deltas).
+    #[serde(default)]
+    pub server_metrics: BTreeMap<String, f64>,
+    pub server_avg_batch: Option<f64>,
+    pub server_queue_ms_per_request: Option<f64>,
+    pub server_compute_ms_per_request: Option<f64>,
+    pub metrics_error: Option<String>,
+    /// Embeddings: the server's usage.prompt_tokens per request.
+    pub prompt_tokens_per_request: Option<f64>,
+    pub streaming: Option<StreamingStats>,
+}
