@@ -6,18 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use runtimes::{HostTensor, ModelInfo};
 use serde_json::{json, Value};
 
 use super::protocol::{
-    status_error, untyped_model, Finished, LoadError, LoadOptions, NetWorker, Protocol, Request,
-    Scenario,
+    json_post, status_error, untyped_model, Finished, LoadError, LoadOptions, NetWorker, Protocol,
+    Request, Scenario,
 };
 use super::streaming::streaming_stats;
 use super::words;
 use crate::measure::StepInfo;
-use crate::net::client::{request_bytes, Http1, NetError, SseParser, Target};
+use crate::net::client::{Http1, NetError, SseParser, Target};
 use crate::results::ServedInfo;
 
 #[derive(Debug)]
@@ -49,8 +48,7 @@ impl Protocol for OpenaiCompletions {
         seq: usize,
     ) -> Result<Scenario, LoadError> {
         let model = o.model_name()?;
-        let mut rng =
-            rand_chacha::ChaCha8Rng::seed_from_u64(o.seed ^ (batch as u64) << 32 ^ seq as u64);
+        let mut rng = words::scenario_rng(o.seed, batch, seq);
         let body = serde_json::to_vec(&json!({
             "model": model,
             "prompt": words::sentence(seq, &mut rng),
@@ -61,13 +59,7 @@ impl Protocol for OpenaiCompletions {
             "stream_options": { "include_usage": true },
         }))
         .unwrap_or_default();
-        let req = request_bytes(
-            target,
-            "POST",
-            "/v1/completions",
-            &[("Content-Type", "application/json".into())],
-            &body,
-        );
+        let req = json_post(target, "/v1/completions", &body);
         Ok(Scenario {
             request: Box::new(StreamRequest(Arc::new(req))),
             request_bytes: body.len(),

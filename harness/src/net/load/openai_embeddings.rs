@@ -4,15 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rand::SeedableRng;
 use runtimes::{HostTensor, ModelInfo};
 use serde_json::{json, Value};
 
 use super::protocol::{
-    untyped_model, Finished, HttpRequest, LoadError, LoadOptions, Protocol, Scenario,
+    json_post, untyped_model, Finished, HttpRequest, LoadError, LoadOptions, Protocol, Scenario,
 };
 use super::words;
-use crate::net::client::{request_bytes, Http1, Target};
+use crate::net::client::{Http1, Target};
 use crate::results::ServedInfo;
 
 #[derive(Debug)]
@@ -28,23 +27,12 @@ impl OpenaiEmbeddings {
         seq: usize,
     ) -> Result<(Vec<u8>, usize), LoadError> {
         let model = o.model_name()?;
-        let mut rng =
-            rand_chacha::ChaCha8Rng::seed_from_u64(o.seed ^ (batch as u64) << 32 ^ seq as u64);
+        let mut rng = words::scenario_rng(o.seed, batch, seq);
         let texts: Vec<String> = (0..batch).map(|_| words::sentence(seq, &mut rng)).collect();
         let body =
             serde_json::to_vec(&json!({ "model": model, "input": texts })).unwrap_or_default();
-        Ok((body_request(target, &body), body.len()))
+        Ok((json_post(target, "/v1/embeddings", &body), body.len()))
     }
-}
-
-fn body_request(target: &Target, body: &[u8]) -> Vec<u8> {
-    request_bytes(
-        target,
-        "POST",
-        "/v1/embeddings",
-        &[("Content-Type", "application/json".into())],
-        body,
-    )
 }
 
 impl Protocol for OpenaiEmbeddings {

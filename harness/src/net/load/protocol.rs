@@ -173,6 +173,17 @@ pub enum LoadError {
     Setup(String),
 }
 
+/// A JSON POST to `path` on the target, serialized once for every worker.
+pub(super) fn json_post(target: &Target, path: &str, body: &[u8]) -> Vec<u8> {
+    crate::net::client::request_bytes(
+        target,
+        "POST",
+        path,
+        &[("Content-Type", "application/json".into())],
+        body,
+    )
+}
+
 pub(super) fn status_error(status: u16, body: &[u8]) -> NetError {
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     NetError::new(format!("http-{status}"), text)

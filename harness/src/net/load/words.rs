@@ -1,7 +1,7 @@
 //! Sentences of a known token length for text protocols: common words that are one token
 //! each in BERT-style vocabularies (all 144 checked against MiniLM's).
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 /// Common words that are one token each in BERT-style vocabularies: sentences of a known
 /// token length.
@@ -21,6 +21,11 @@ const WORDS: &[&str] = &[
     "three",
 ];
 
+/// The generator of one scenario's text: the same seed, batch and length give the same words.
+pub fn scenario_rng(seed: u64, batch: usize, seq: usize) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (batch as u64) << 32 ^ seq as u64)
+}
+
 pub fn sentence(words: usize, rng: &mut rand_chacha::ChaCha8Rng) -> String {
     (0..words)
         .map(|_| WORDS[rng.random_range(0..WORDS.len())])
@@ -31,7 +36,6 @@ pub fn sentence(words: usize, rng: &mut rand_chacha::ChaCha8Rng) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn sentences_have_the_asked_word_count_and_are_seeded() {
