@@ -265,6 +265,7 @@ pub fn measure_with(
         latency: LatencyStats::from_samples(&samples),
         window_s: (end - start) as f64 / 1e9,
         failures,
+        in_flight_at_end: 0,
         failure_kinds,
         stop_reason,
     })
@@ -625,9 +626,12 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
 
 /// The open-loop figures: the schedule kept or not, late sends, backlog, and the service
 /// times alone (what a coordinated-omission-blind tool reports).
+/// `counted` are the requests in the latencies (answered in the window or in flight when it
+/// closed); `sent` those answered in the window (the achieved rate).
 fn open_loop_stats(
     mode: &LoadMode,
-    records: &[Record],
+    counted: &[&Record],
+    sent: u64,
     offsets: &[u64],
     window_ns: u64,
 ) -> Option<OpenLoopStats> {
@@ -640,9 +644,8 @@ fn open_loop_stats(
     else {
         return None;
     };
-    let lags: Vec<u64> = records.iter().map(|r| r.start - r.scheduled).collect();
+    let lags: Vec<u64> = counted.iter().map(|r| r.start - r.scheduled).collect();
     let due = offsets.iter().filter(|&&o| o <= window_ns).count() as u64;
-    let sent = records.len() as u64;
     Some(OpenLoopStats {
         target_rate: *rate,
         achieved_rate: if window_ns > 0 {
@@ -657,7 +660,7 @@ fn open_loop_stats(
         max_send_lag_ms: ms(lags.iter().copied().max().unwrap_or(0)),
         backlog_at_end: due.saturating_sub(sent),
         uncorrected: LatencyStats::from_samples(
-            &records.iter().map(|r| r.end - r.start).collect::<Vec<_>>(),
+            &counted.iter().map(|r| r.end - r.start).collect::<Vec<_>>(),
         ),
     })
 }
@@ -723,17 +726,27 @@ pub fn measure_workers<W: Workload>(
         (outs, w)
     });
 
-    // Steps that ended after the window closed are not in it.
+    // Steps that ended inside the window make the throughput; those still running when it
+    // closed count too, with their latency to the answer (dropping them would hide a stall);
+    // steps begun after it closed do not count.
     let mut failure_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut records: Vec<Record> = Vec::new();
+    let mut tail: Vec<Record> = Vec::new();
     for o in outs {
         for (k, v) in o.failures {
             *failure_kinds.entry(k).or_default() += v;
         }
-        records.extend(o.records.into_iter().filter(|r| r.end <= w.end));
+        for r in o.records {
+            if r.end <= w.end {
+                records.push(r);
+            } else if r.start < w.end {
+                tail.push(r);
+            }
+        }
     }
     let window_ns = w.end - w.start;
-    let corrected: Vec<u64> = records.iter().map(|r| r.end - r.scheduled).collect();
+    let counted: Vec<&Record> = records.iter().chain(&tail).collect();
+    let corrected: Vec<u64> = counted.iter().map(|r| r.end - r.scheduled).collect();
     let measurement = Measurement {
         stable: cfg.target_ci.map(|_| w.reason == StopReason::TargetCi),
         first_inference_ms: ms(first_ns),
@@ -743,10 +756,12 @@ pub fn measure_workers<W: Workload>(
         window_s: window_ns as f64 / 1e9,
         iterations: records.len() as u64,
         failures: failure_kinds.values().sum(),
+        in_flight_at_end: tail.len() as u64,
         failure_kinds,
         stop_reason: w.reason,
     };
-    let open_stats = open_loop_stats(mode, &records, &sh.offsets, window_ns);
+    let open_stats = open_loop_stats(mode, &counted, records.len() as u64, &sh.offsets, window_ns);
+    // Streaming figures are per second of the window: the steps answered inside it.
     let steps = records
         .into_iter()
         .filter_map(|r| {

@@ -55,7 +55,8 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
     assert!(
         lines
             .iter()
-            .all(|l| l.contains("1.000x") && l.ends_with("same (within noise)")),
+            // A short run may add "(p99 has too few samples in one run)" after the verdict.
+            .all(|l| l.contains("1.000x") && l.contains("same (within noise)")),
         "{out}"
     );
 

@@ -3,9 +3,15 @@
 //! client on a per-worker single-threaded runtime. Every failure is a [`NetError`] with a
 //! short kind for counting.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The largest answer the client reads (headers and body together): beyond it the request
+/// fails as `bad-response` instead of the load generator buffering without bound.
+pub const MAX_ANSWER_BYTES: usize = 256 << 20;
+/// The longest status, header or chunk-size line.
+const MAX_LINE_BYTES: usize = 16 << 10;
 
 #[derive(Debug, Clone)]
 pub struct NetError {
@@ -187,30 +193,42 @@ impl Http1 {
     }
 
     /// Sends `request` and hands each piece of the answer's body to `on_piece` as it is
-    /// read (for server-sent events). Returns the status and headers.
+    /// read (for server-sent events). Returns the status and headers. The whole exchange,
+    /// sending included, has the client's timeout: a server that trickles its answer fails
+    /// with `timeout` when it runs out, however often it sends a byte.
     pub fn exchange(
         &mut self,
         request: &[u8],
         on_piece: &mut dyn FnMut(&[u8]),
     ) -> Result<(u16, Vec<(String, String)>), NetError> {
+        let deadline = Deadline::after(self.timeout);
         for attempt in 0..2 {
             let (conn, reused) = self.connection()?;
-            let sent = conn.get_mut().write_all(request);
+            let sent = deadline.arm_write(conn.get_ref()).and_then(|()| {
+                conn.get_mut()
+                    .write_all(request)
+                    .map_err(|e| deadline.io(e, "sending the request"))
+            });
+            let mut budget = MAX_ANSWER_BYTES;
             let head = match sent {
-                Ok(()) => read_head(conn),
-                Err(e) => Err(NetError::io(e, "sending the request")),
+                Ok(()) => read_head(conn, &deadline, &mut budget),
+                Err(e) => Err(e),
             };
             match head {
                 Ok(Some((status, headers, framing, close))) => {
-                    let r = read_body(conn, framing, on_piece);
+                    let r = read_body(conn, framing, &deadline, &mut budget, on_piece);
                     if r.is_err() || close {
                         self.conn = None;
                     }
                     r?;
                     return Ok((status, headers));
                 }
-                // A kept-alive connection the server had closed: reopen once and resend.
-                Ok(None) | Err(_) if reused && attempt == 0 => {
+                // A kept-alive connection the server had closed: reopen once and resend
+                // (never after a timeout: the server is slow, not gone).
+                Ok(None) if reused && attempt == 0 => {
+                    self.conn = None;
+                }
+                Err(e) if reused && attempt == 0 && e.kind != "timeout" => {
                     self.conn = None;
                 }
                 Ok(None) => {
@@ -235,35 +253,149 @@ impl Http1 {
 
 type Head = (u16, Vec<(String, String)>, Framing, bool);
 
+/// When one exchange must be over.
+struct Deadline {
+    at: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    fn expired(&self) -> NetError {
+        NetError::new(
+            "timeout",
+            format!(
+                "no complete answer within {} (--timeout)",
+                humantime::format_duration(self.timeout)
+            ),
+        )
+    }
+
+    /// The time left, or the timeout error when none is.
+    fn left(&self) -> Result<Duration, NetError> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(self.expired())
+        } else {
+            Ok(left)
+        }
+    }
+
+    /// Bounds the next read by the time left.
+    fn arm_read(&self, s: &TcpStream) -> Result<(), NetError> {
+        let left = self.left()?;
+        s.set_read_timeout(Some(left))
+            .map_err(|e| NetError::io(e, "setting the read timeout"))
+    }
+
+    fn arm_write(&self, s: &TcpStream) -> Result<(), NetError> {
+        let left = self.left()?;
+        s.set_write_timeout(Some(left))
+            .map_err(|e| NetError::io(e, "setting the write timeout"))
+    }
+
+    /// An I/O error, said as the timeout when the deadline passed.
+    fn io(&self, e: std::io::Error, what: &str) -> NetError {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => self.expired(),
+            _ => NetError::io(e, what),
+        }
+    }
+}
+
+/// Fills the buffer within the deadline; an empty slice means the connection closed.
+fn fill<'a>(
+    conn: &'a mut BufReader<TcpStream>,
+    deadline: &Deadline,
+    what: &str,
+) -> Result<&'a [u8], NetError> {
+    if conn.buffer().is_empty() {
+        deadline.arm_read(conn.get_ref())?;
+    }
+    conn.fill_buf().map_err(|e| deadline.io(e, what))
+}
+
+/// Counts `n` more bytes of the answer against its limit.
+fn spend(budget: &mut usize, n: usize) -> Result<(), NetError> {
+    *budget = budget.checked_sub(n).ok_or_else(|| {
+        NetError::new(
+            "bad-response",
+            format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20),
+        )
+    })?;
+    Ok(())
+}
+
+/// One line (up to and including `\n`), within the deadline and `MAX_LINE_BYTES`; "" when
+/// the connection closed before a byte.
+fn read_line(
+    conn: &mut BufReader<TcpStream>,
+    deadline: &Deadline,
+    budget: &mut usize,
+    what: &str,
+) -> Result<String, NetError> {
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = fill(conn, deadline, what)?;
+        if buf.is_empty() {
+            break;
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > MAX_LINE_BYTES {
+            return Err(NetError::new(
+                "bad-response",
+                format!("{what}: a line longer than {} KiB", MAX_LINE_BYTES >> 10),
+            ));
+        }
+        spend(budget, take)?;
+        line.extend_from_slice(&buf[..take]);
+        conn.consume(take);
+        if done {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
 /// Reads the status line and headers; None when the connection was closed before a byte.
-fn read_head(conn: &mut BufReader<TcpStream>) -> Result<Option<Head>, NetError> {
-    let mut line = String::new();
-    let n = conn
-        .read_line(&mut line)
-        .map_err(|e| NetError::io(e, "reading the answer"))?;
-    if n == 0 {
+fn read_head(
+    conn: &mut BufReader<TcpStream>,
+    deadline: &Deadline,
+    budget: &mut usize,
+) -> Result<Option<Head>, NetError> {
+    let line = read_line(conn, deadline, budget, "reading the answer")?;
+    if line.is_empty() {
         return Ok(None);
     }
     let status = line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| line.starts_with("HTTP/1."))
+        .filter(|_| line.starts_with("HTTP/1.") && line.ends_with('\n'))
         .ok_or_else(|| {
             NetError::new(
                 "bad-response",
-                format!("not an HTTP/1.x status line: {:?}", line.trim_end()),
+                format!(
+                    "not an HTTP/1.x status line: {:?}",
+                    line.trim_end().chars().take(120).collect::<String>()
+                ),
             )
         })?;
     let mut headers = Vec::new();
     let mut framing = Framing::Close;
     let mut close = line.starts_with("HTTP/1.0");
     loop {
-        line.clear();
-        let n = conn
-            .read_line(&mut line)
-            .map_err(|e| NetError::io(e, "reading the headers"))?;
-        if n == 0 {
+        let line = read_line(conn, deadline, budget, "reading the headers")?;
+        if line.is_empty() {
             return Err(NetError::new(
                 "bad-response",
                 "the connection closed inside the headers",
@@ -279,10 +411,19 @@ fn read_head(conn: &mut BufReader<TcpStream>) -> Result<Option<Head>, NetError> 
         if let Some((k, v)) = l.split_once(':') {
             let (k, v) = (k.trim().to_string(), v.trim().to_string());
             if k.eq_ignore_ascii_case("content-length") {
-                framing =
-                    Framing::Length(v.parse().map_err(|_| {
-                        NetError::new("bad-response", format!("Content-Length {v:?}"))
-                    })?);
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| NetError::new("bad-response", format!("Content-Length {v:?}")))?;
+                if n > *budget {
+                    return Err(NetError::new(
+                        "bad-response",
+                        format!(
+                            "Content-Length {n} is beyond the {} MiB the client reads",
+                            MAX_ANSWER_BYTES >> 20
+                        ),
+                    ));
+                }
+                framing = Framing::Length(n);
             } else if k.eq_ignore_ascii_case("transfer-encoding")
                 && v.to_ascii_lowercase().contains("chunked")
             {
@@ -303,16 +444,17 @@ fn read_head(conn: &mut BufReader<TcpStream>) -> Result<Option<Head>, NetError> 
 fn read_exactly(
     conn: &mut BufReader<TcpStream>,
     mut n: usize,
+    deadline: &Deadline,
+    budget: &mut usize,
     on_piece: &mut dyn FnMut(&[u8]),
 ) -> Result<(), NetError> {
     while n > 0 {
-        let buf = conn
-            .fill_buf()
-            .map_err(|e| NetError::io(e, "reading the body"))?;
+        let buf = fill(conn, deadline, "reading the body")?;
         if buf.is_empty() {
             return Err(NetError::new("io", "the connection closed inside the body"));
         }
         let k = buf.len().min(n);
+        spend(budget, k)?;
         on_piece(&buf[..k]);
         conn.consume(k);
         n -= k;
@@ -323,49 +465,49 @@ fn read_exactly(
 fn read_body(
     conn: &mut BufReader<TcpStream>,
     framing: Framing,
+    deadline: &Deadline,
+    budget: &mut usize,
     on_piece: &mut dyn FnMut(&[u8]),
 ) -> Result<(), NetError> {
     match framing {
-        Framing::Length(n) => read_exactly(conn, n, on_piece),
+        Framing::Length(n) => read_exactly(conn, n, deadline, budget, on_piece),
         Framing::Close => loop {
-            let buf = conn
-                .fill_buf()
-                .map_err(|e| NetError::io(e, "reading the body"))?;
+            let buf = fill(conn, deadline, "reading the body")?;
             if buf.is_empty() {
                 return Ok(());
             }
             let k = buf.len();
+            spend(budget, k)?;
             on_piece(buf);
             conn.consume(k);
         },
-        Framing::Chunked => {
-            let mut line = String::new();
-            loop {
-                line.clear();
-                conn.read_line(&mut line)
-                    .map_err(|e| NetError::io(e, "reading a chunk size"))?;
-                let size_hex = line.trim().split(';').next().unwrap_or("");
-                let size = usize::from_str_radix(size_hex, 16).map_err(|_| {
-                    NetError::new("bad-response", format!("chunk size {:?}", line.trim()))
-                })?;
-                if size == 0 {
-                    // Trailers, then the blank line.
-                    loop {
-                        line.clear();
-                        let n = conn
-                            .read_line(&mut line)
-                            .map_err(|e| NetError::io(e, "reading the trailers"))?;
-                        if n == 0 || line.trim().is_empty() {
-                            return Ok(());
-                        }
+        Framing::Chunked => loop {
+            let line = read_line(conn, deadline, budget, "reading a chunk size")?;
+            let size_hex = line.trim().split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size_hex, 16).map_err(|_| {
+                NetError::new("bad-response", format!("chunk size {:?}", line.trim()))
+            })?;
+            if size == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    let line = read_line(conn, deadline, budget, "reading the trailers")?;
+                    if line.trim().is_empty() {
+                        return Ok(());
                     }
                 }
-                read_exactly(conn, size, on_piece)?;
-                let mut crlf = [0u8; 2];
-                conn.read_exact(&mut crlf)
-                    .map_err(|e| NetError::io(e, "reading a chunk end"))?;
             }
-        }
+            if size > *budget {
+                spend(budget, size)?;
+            }
+            read_exactly(conn, size, deadline, budget, on_piece)?;
+            let end = read_line(conn, deadline, budget, "reading a chunk end")?;
+            if !end.trim().is_empty() {
+                return Err(NetError::new(
+                    "bad-response",
+                    "a chunk does not end with CRLF",
+                ));
+            }
+        },
     }
 }
 

@@ -278,6 +278,7 @@ mod tests {
             window_s: 1.0,
             iterations: samples.len() as u64,
             failures: 0,
+            in_flight_at_end: 0,
             failure_kinds: Default::default(),
             stop_reason: StopReason::MinimaMet,
             stable: None,

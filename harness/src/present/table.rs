@@ -143,6 +143,12 @@ pub(super) fn footnotes(r: &Results) -> Vec<String> {
                     s.id, m.latency.median_ci95_low_ms, m.latency.median_ci95_high_ms
                 ));
             }
+            if m.in_flight_at_end > 0 {
+                notes.push(format!(
+                    "{}: {} still in flight when the window closed: their latencies, to their answers, are in the percentiles",
+                    s.id, m.in_flight_at_end
+                ));
+            }
             if m.failures > 0 && s.error.is_none() {
                 notes.push(format!(
                     "{}: {} failed inferences {:?}",

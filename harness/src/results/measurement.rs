@@ -53,6 +53,10 @@ pub struct Measurement {
     /// Completed (successful) iterations in the window.
     pub iterations: u64,
     pub failures: u64,
+    /// Steps (requests) still running when the window closed: their latencies, to their
+    /// answers, are in `latency`; they are not in `iterations` (throughput).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_flight_at_end: u64,
     pub failure_kinds: BTreeMap<String, u64>,
     pub stop_reason: StopReason,
     /// With a CI target: false when `max_time` ran out before the target was met.
@@ -87,4 +91,8 @@ pub struct OpenLoopStats {
     pub backlog_at_end: u64,
     /// Service time alone (send to answer): what a coordinated-omission-blind tool reports.
     pub uncorrected: LatencyStats,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -1,0 +1,256 @@
+//! `harness load` against servers that misbehave on purpose (loopback, each stopping by
+//! itself): one that trickles its answer a byte at a time, one that stalls some requests past
+//! the window, answers that never end (a body, a status line), garbage, and a server that
+//! closes every connection. Every run ends within `--max-time` plus `--timeout` and a little,
+//! writes its results, and never reports a stalled server as a clean "ok".
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{in_process, results, tmp};
+
+/// How a test server answers each request on a connection.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// A status line one byte every 100 ms, forever.
+    Trickle,
+    /// Answers at once, but holds every `every`-th request for `hold`.
+    Stall { every: u64, hold: Duration },
+    /// A Content-Length far beyond anything, then bytes as fast as they go.
+    EndlessBody,
+    /// A status line that never ends.
+    EndlessStatusLine,
+    /// Random bytes instead of HTTP.
+    Garbage,
+    /// Closes each connection as soon as the request arrives.
+    Close,
+}
+
+/// A server on a free loopback port that stops accepting after `life`.
+fn server(b: Behaviour, life: Duration) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    std::thread::spawn(move || {
+        let end = Instant::now() + life;
+        while Instant::now() < end {
+            match l.accept() {
+                Ok((s, _)) => {
+                    let count = count.clone();
+                    std::thread::spawn(move || serve(s, b, &count, end));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    port
+}
+
+/// Reads one request head (these clients send GETs without bodies).
+fn read_request(s: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn serve(mut s: TcpStream, b: Behaviour, count: &AtomicU64, end: Instant) {
+    s.set_nodelay(true).ok();
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    while Instant::now() < end && read_request(&mut s) {
+        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+        let ok = match b {
+            Behaviour::Trickle => {
+                for &c in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".iter().cycle() {
+                    if Instant::now() > end || s.write_all(&[c]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                false
+            }
+            Behaviour::Stall { every, hold } => {
+                if n.is_multiple_of(every) {
+                    std::thread::sleep(hold);
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_ok()
+            }
+            Behaviour::EndlessBody => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n");
+                let zeros = vec![0u8; 1 << 16];
+                while Instant::now() < end && s.write_all(&zeros).is_ok() {}
+                false
+            }
+            Behaviour::EndlessStatusLine => {
+                let _ = s.write_all(b"HTTP/1.1 200 ");
+                let a = vec![b'A'; 1 << 16];
+                while Instant::now() < end && s.write_all(&a).is_ok() {}
+                false
+            }
+            Behaviour::Garbage => {
+                let bytes: Vec<u8> = (0..4096u32)
+                    .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                    .collect();
+                let _ = s.write_all(&bytes);
+                false
+            }
+            Behaviour::Close => false,
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+/// `harness load` (in-process) on `port` with `extra` options; the row, the exit status and
+/// how long the run took.
+fn load(tag: &str, port: u16, extra: &[&str]) -> (Value, i32, Duration) {
+    let out = tmp(tag);
+    let target = format!("http://127.0.0.1:{port}/");
+    let mut args = vec![
+        "load",
+        "--target",
+        &target,
+        "--protocol",
+        "http-get",
+        "--warmup",
+        "0",
+        "--warmup-time",
+        "0s",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let t = Instant::now();
+    let run = in_process(&args);
+    let took = t.elapsed();
+    assert!(
+        Path::new(&out).join("results.json").is_file(),
+        "{tag}: no results written: {}",
+        run.stderr
+    );
+    let r = results(&out);
+    (r["scenarios"][0].clone(), run.code, took)
+}
+
+const TIMING: [&str; 8] = [
+    "--min-time",
+    "1s",
+    "--max-time",
+    "3s",
+    "--timeout",
+    "1s",
+    "--concurrency",
+    "2",
+];
+
+/// Within --max-time (3 s) plus --timeout (1 s) plus a second for set-up and the first step.
+const BOUND: Duration = Duration::from_secs(6);
+
+#[test]
+fn a_trickling_server_times_out_within_the_bounds() {
+    let port = server(Behaviour::Trickle, Duration::from_secs(20));
+    let (row, code, took) = load("trickle", port, &TIMING);
+    assert!(took < BOUND, "took {took:?}");
+    assert_eq!(code, 1);
+    assert_eq!(row["status"], "error");
+    assert_eq!(row["error_kind"], "timeout", "{row}");
+    assert!(
+        row["error"].as_str().unwrap().contains("--timeout"),
+        "{}",
+        row["error"]
+    );
+}
+
+#[test]
+fn requests_stalled_past_the_window_count_in_its_latency() {
+    // Every 40th request waits 2.5 s: the window (1 s, then minima met) closes with both
+    // connections stuck; those requests must show, not vanish.
+    let hold = Duration::from_millis(2500);
+    let port = server(
+        Behaviour::Stall { every: 40, hold },
+        Duration::from_secs(20),
+    );
+    let (row, code, took) = load(
+        "stall",
+        port,
+        &[
+            "--min-time",
+            "1s",
+            "--max-time",
+            "3s",
+            "--timeout",
+            "10s",
+            "--concurrency",
+            "2",
+        ],
+    );
+    assert!(took < Duration::from_secs(3 + 3 + 2), "took {took:?}");
+    let m = &row["measurement"];
+    let in_flight = m["in_flight_at_end"].as_u64().unwrap_or(0);
+    let max = m["latency"]["max_ms"].as_f64().unwrap();
+    assert!(
+        in_flight >= 1 || m["failures"].as_u64().unwrap() >= 1,
+        "a stalled request neither in flight nor failed: {m}"
+    );
+    assert!(
+        max >= 2400.0,
+        "the stall is not in the latency: max {max} ms"
+    );
+    assert_eq!(code, 0, "the held requests did answer in the end");
+}
+
+#[test]
+fn an_endless_body_is_refused_not_buffered() {
+    let port = server(Behaviour::EndlessBody, Duration::from_secs(20));
+    let (row, code, took) = load("endless-body", port, &TIMING);
+    assert!(took < BOUND, "took {took:?}");
+    assert_eq!(code, 1);
+    assert_eq!(row["error_kind"], "bad-response", "{row}");
+    assert!(
+        row["error"].as_str().unwrap().contains("Content-Length"),
+        "{row}"
+    );
+}
+
+#[test]
+fn an_endless_status_line_is_refused_not_buffered() {
+    let port = server(Behaviour::EndlessStatusLine, Duration::from_secs(20));
+    let (row, code, took) = load("endless-line", port, &TIMING);
+    assert!(took < BOUND, "took {took:?}");
+    assert_eq!(code, 1);
+    assert_eq!(row["error_kind"], "bad-response", "{row}");
+    assert!(
+        row["error"].as_str().unwrap().contains("line longer"),
+        "{row}"
+    );
+}
+
+#[test]
+fn garbage_and_closed_connections_are_errors_with_their_kind() {
+    for (tag, b, kind) in [
+        ("garbage", Behaviour::Garbage, "bad-response"),
+        ("close", Behaviour::Close, "io"),
+    ] {
+        let port = server(b, Duration::from_secs(20));
+        let (row, code, took) = load(tag, port, &TIMING);
+        assert!(took < BOUND, "{tag}: took {took:?}");
+        assert_eq!(code, 1, "{tag}");
+        assert_eq!(row["status"], "error", "{tag}: {row}");
+        assert_eq!(row["error_kind"], kind, "{tag}: {row}");
+    }
+}
