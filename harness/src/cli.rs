@@ -93,12 +93,57 @@ fn percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The highest open-loop rate: far above what one client machine sends (about 100,000
+/// requests/s here), low enough that the arrival schedule stays small.
+const MAX_RATE: f64 = 1e6;
+
 fn rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
-        Ok(_) => Err("a rate must be a positive number of requests per second".into()),
+        Ok(r) if r > 0.0 && r <= MAX_RATE => Ok(r),
+        Ok(_) => Err(format!(
+            "a rate must be a positive number of requests per second, at most {MAX_RATE:e}"
+        )),
         Err(e) => Err(format!("{e}")),
     }
+}
+
+/// A duration above zero (`--max-time`, `--timeout`).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err("must be longer than 0s (examples: 500ms, 3s, 2m)".into()),
+        d => Ok(d),
+    }
+}
+
+/// A tolerance: a finite number, 0 or more.
+fn tolerance(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        Ok(_) => Err("a tolerance must be a finite number, 0 or more".into()),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+/// A cosine similarity a variant must keep: above 0, at most 1.
+fn cosine(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(c) if c > 0.0 && c <= 1.0 => Ok(c),
+        Ok(_) => Err("a cosine similarity to keep is above 0 and at most 1".into()),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+/// Compute threads: at least 1, at most four per logical CPU (more only oversubscribes).
+fn threads(s: &str) -> Result<usize, String> {
+    let n = positive(s)?;
+    let cpus = runtimes::online_cpus();
+    if n > 4 * cpus {
+        return Err(format!(
+            "{n} threads on {cpus} logical CPUs: at most {} (four per CPU) are accepted",
+            4 * cpus
+        ));
+    }
+    Ok(n)
 }
 
 fn positive(s: &str) -> Result<usize, String> {
@@ -149,10 +194,11 @@ pub struct CompareArgs {
     #[arg(long = "variant", value_delimiter = ',', default_value = "fp32", value_parser = variant)]
     pub variants: Vec<runtimes::Variant>,
     /// Cosine against fp32 a lower-precision variant must keep [default: fp16 0.999, bf16 0.99, int8 0.95]
-    #[arg(long)]
+    #[arg(long, value_parser = cosine)]
     pub min_cosine: Option<f64>,
-    /// Compute threads per runtime, comma-separated [default: all logical CPUs]
-    #[arg(long, value_delimiter = ',', value_parser = positive)]
+    /// Compute threads per runtime, comma-separated, at most four per logical CPU [default:
+    /// all logical CPUs]
+    #[arg(long, value_delimiter = ',', value_parser = threads)]
     pub threads: Vec<usize>,
     #[command(flatten)]
     pub traffic: TrafficArgs,
@@ -162,10 +208,10 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Parity: absolute tolerance
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = tolerance)]
     pub atol: f64,
     /// Parity: relative tolerance
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = tolerance)]
     pub rtol: f64,
     /// ONNX Runtime shared library (else ORT_DYLIB_PATH, the onnxruntime Python package, system folders)
     #[arg(long)]
@@ -276,7 +322,7 @@ pub struct TimingArgs {
     #[arg(long, default_value_t = 30)]
     pub min_samples: u64,
     /// ...unless this much time has passed
-    #[arg(long, default_value = "60s", value_parser = duration)]
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
     pub max_time: Duration,
     /// Stop a scenario once the 95% confidence interval of its median is within +-P percent
     /// (after --min-time and the 500 samples p99 needs); else run to --max-time, marked unstable
@@ -332,7 +378,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Compute threads per model instance [default: all logical CPUs / instances]
-    #[arg(long, value_parser = positive)]
+    #[arg(long, value_parser = threads)]
     pub threads: Option<usize>,
     /// Model instances, each running one batch at a time
     #[arg(long, default_value_t = 1, value_parser = positive)]
@@ -353,7 +399,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "16MiB", value_parser = bytes)]
     pub max_body: usize,
     /// A request not answered by then gets 504 (and is dropped if it has not started)
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub request_timeout: Duration,
     /// Address to bind; 127.0.0.1 keeps the server on this machine
     #[arg(long, default_value = "127.0.0.1")]
@@ -424,8 +470,8 @@ pub struct LoadArgs {
     /// Server compute threads, when known (recorded in the threads column)
     #[arg(long, default_value_t = 0)]
     pub server_threads: usize,
-    /// Per-request timeout (counted as a "timeout" error)
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    /// Per-request timeout, for sending and the whole answer (counted as a "timeout" error)
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub timeout: Duration,
     /// Completions: tokens to generate per request
     #[arg(long, default_value_t = 64, value_parser = positive)]

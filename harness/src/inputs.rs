@@ -35,6 +35,62 @@ pub enum InputError {
     UnsupportedDType { name: String, dtype: String },
     #[error("{0} must be at least 1")]
     Zero(String),
+    #[error("the inputs of shape {shape} would need {need} of memory, more than a quarter of this machine's {total}: use a smaller --batch, --seq or --shape")]
+    TooLarge {
+        shape: String,
+        need: String,
+        total: String,
+    },
+}
+
+/// The machine's memory (MemTotal), or 16 GiB when it cannot be read.
+fn memory_total_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(16 << 30, |kb| kb * 1024)
+}
+
+fn gib(bytes: u128) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Refuses inputs that cannot fit before anything is allocated: their bytes, computed without
+/// overflow, against a quarter of the machine's memory (the runtimes need many times the
+/// inputs for activations and outputs).
+fn check_size(info: &ModelInfo, inputs: &[(String, Vec<usize>)]) -> Result<(), InputError> {
+    let total = memory_total_bytes();
+    let mut need: u128 = 0;
+    for (spec, (_, dims)) in info.inputs.iter().zip(inputs) {
+        let elements = dims
+            .iter()
+            .try_fold(1u128, |a, &d| a.checked_mul(d as u128))
+            .unwrap_or(u128::MAX);
+        let size = spec.dtype.size_bytes().unwrap_or(8) as u128;
+        need = need.saturating_add(elements.saturating_mul(size));
+    }
+    if need > (total / 4) as u128 {
+        let shape = inputs
+            .iter()
+            .map(|(n, d)| format!("{n}={}", runtimes::tensor::shape_string(d)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(InputError::TooLarge {
+            shape,
+            need: if need == u128::MAX {
+                "more than 2^128 bytes".into()
+            } else {
+                gib(need)
+            },
+            total: gib(total as u128),
+        });
+    }
+    Ok(())
 }
 
 /// `input_ids=8x128` -> ("input_ids", [8, 128]).
@@ -193,6 +249,7 @@ pub fn resolve_shape(
             return Err(InputError::SeqTooLong { seq: s, max });
         }
     }
+    check_size(info, &inputs)?;
     Ok(ScenarioShape {
         inputs,
         batch: batch_used.unwrap_or(1),

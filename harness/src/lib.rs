@@ -102,11 +102,14 @@ pub fn run_to(cli: Cli, out: &mut dyn Write) -> Result<i32, Error> {
     }
 }
 
-/// Ctrl-C ends a run cleanly: the scenario in flight stops, what finished is saved.
+/// Ctrl-C or SIGTERM ends a run cleanly: the scenario in flight stops, its worker process is
+/// stopped, what finished is saved.
 fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
     let interrupt = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone())
-        .map_err(io("installing the Ctrl-C handler"))?;
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, interrupt.clone())
+            .map_err(io("installing the Ctrl-C and SIGTERM handlers"))?;
+    }
     Ok(interrupt)
 }
 
@@ -139,7 +142,7 @@ fn run_report(a: &ReportArgs) -> Result<i32, Error> {
 }
 
 /// Prints the results (the table, or results.json with `--json`) and returns the exit status:
-/// 130 interrupted, 1 when a row failed or disagreed, else 0.
+/// 130 interrupted, 1 when a row failed or disagreed or every row was skipped, else 0.
 fn finish(
     results: &Results,
     folder: &Path,
@@ -159,7 +162,7 @@ fn finish(
         .map_err(io("writing to stdout"))?;
     Ok(if results.interrupted {
         130
-    } else if results.scenarios.iter().any(|s| s.is_problem()) {
+    } else if results.scenarios.iter().any(|s| s.is_problem()) || results.nothing_measured() {
         1
     } else {
         0

@@ -805,3 +805,78 @@ fn an_unknown_runtime_is_refused_with_the_registered_names() {
     }
     assert!(!out.exists(), "nothing is written for a refused command");
 }
+
+/// Values that cannot be right, and sizes that cannot fit, are refused before anything is
+/// loaded or allocated, with exit status 2 and the reason; nothing is written.
+#[test]
+fn impossible_values_and_sizes_are_refused_before_any_work() {
+    let out = tmp("bounds").join("res");
+    let cases: [(&[&str], &str); 10] = [
+        (&["--batch", "99999999"], "would need"),
+        (&["--batch", "4294967297"], "would need"),
+        (
+            &["--shape", "input_ids=18446744073709551615x2"],
+            "would need",
+        ),
+        (&["--shape", "input_ids=1000000000x16"], "would need"),
+        (&["--threads", "10000"], "four per CPU"),
+        (&["--atol", "nan"], "tolerance"),
+        (&["--rtol", "inf"], "tolerance"),
+        (&["--min-cosine", "2"], "at most 1"),
+        (&["--max-time", "0s"], "longer than 0s"),
+        (&["--rate", "1e308"], "at most"),
+    ];
+    for (extra, says) in cases {
+        let run = compare_in_process(&fixture(), &out, extra);
+        assert_eq!(run.code, 2, "{extra:?}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{extra:?}: {}", run.stderr);
+        assert!(!out.exists(), "{extra:?} wrote results");
+    }
+    let run = in_process(&["load", "--target", "http://127.0.0.1:9", "--timeout", "0s"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("longer than 0s"), "{}", run.stderr);
+}
+
+/// A pipe named like a model is refused at once instead of blocking the first read forever.
+#[test]
+fn a_fifo_named_like_a_model_is_refused() {
+    let d = tmp("fifo");
+    let fifo = d.join("x.onnx");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path in a folder this test owns.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let run = compare_in_process(&fifo, &d.join("res"), &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not a regular file"), "{}", run.stderr);
+}
+
+/// When every scenario is skipped nothing was measured: the run says so and exits 1.
+#[test]
+fn a_run_that_measures_nothing_says_so_and_fails() {
+    let out = tmp("all-skipped").join("res");
+    let run = harness(&[
+        "compare",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seq",
+        "100",
+        "--runtimes",
+        "ort,tract",
+        "--no-overhead",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("nothing was measured: every scenario was skipped"),
+        "{}",
+        run.stdout
+    );
+    let r = results(&out);
+    assert!(r["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["status"] == "skipped"));
+}

@@ -20,6 +20,8 @@ pub enum ModelError {
     EmptyFolder(PathBuf),
     #[error("{path} is not an .onnx file (pass a model folder or a .onnx file)")]
     NotOnnx { path: PathBuf },
+    #[error("{path} is not a regular file (a pipe, socket or device cannot be read as a model): pass the model's file or folder")]
+    NotRegular { path: PathBuf },
     #[error("{path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("cannot tell the model's inputs: {0}")]
@@ -72,6 +74,12 @@ impl ModelFiles {
         } else {
             if path.extension().and_then(|e| e.to_str()) != Some("onnx") {
                 return Err(ModelError::NotOnnx {
+                    path: path.to_path_buf(),
+                });
+            }
+            // A FIFO would block the first read forever.
+            if !path.is_file() {
+                return Err(ModelError::NotRegular {
                     path: path.to_path_buf(),
                 });
             }

@@ -17,6 +17,17 @@ pub enum DType {
 }
 
 impl DType {
+    /// Bytes per element; None for a type the harness does not handle.
+    pub fn size_bytes(&self) -> Option<usize> {
+        Some(match self {
+            DType::Float32 | DType::Int32 => 4,
+            DType::Int64 | DType::Float64 => 8,
+            DType::Bool => 1,
+            DType::Float16 => 2,
+            DType::Other => return None,
+        })
+    }
+
     /// From the ONNX `TensorProto.DataType` enum value.
     pub fn from_onnx(code: i32) -> DType {
         match code {

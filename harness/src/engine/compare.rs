@@ -204,7 +204,8 @@ impl GroupPlan<'_> {
             measure: opts.measure.clone(),
             tolerance: opts.tolerance,
             pinning: opts.pinning.clone(),
-            abort_before: fault_injection(self.runtime.name(), self.threads),
+            abort_before: fault_injection("HARNESS_FAULT_ABORT", self.runtime.name(), self.threads),
+            panic_before: fault_injection("HARNESS_FAULT_PANIC", self.runtime.name(), self.threads),
             device: self.device.label(),
             runtime_options: opts.runtime_options.clone(),
         }
@@ -438,9 +439,10 @@ fn run_one_group(
 }
 
 /// `HARNESS_FAULT_ABORT=RUNTIME:THREADS:INDEX` makes that group's worker abort before
-/// measuring scenario INDEX: how the isolation tests produce a crash on demand.
-fn fault_injection(runtime: &str, threads: usize) -> Option<usize> {
-    let v = std::env::var("HARNESS_FAULT_ABORT").ok()?;
+/// measuring scenario INDEX, `HARNESS_FAULT_PANIC=...` panic there: how the isolation tests
+/// produce a crash on demand.
+fn fault_injection(var: &str, runtime: &str, threads: usize) -> Option<usize> {
+    let v = std::env::var(var).ok()?;
     let mut it = v.split(':');
     let (r, t, i) = (it.next()?, it.next()?, it.next()?);
     (r == runtime && t.parse::<usize>().ok()? == threads)
@@ -460,6 +462,7 @@ fn run_in_thread(
 ) -> GroupEnd {
     let spec = GroupSpec {
         abort_before: None,
+        panic_before: None,
         ..spec.clone()
     };
     let outcome = std::thread::scope(|s| {

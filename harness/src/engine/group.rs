@@ -36,6 +36,9 @@ pub struct GroupSpec {
     /// Fault injection for the isolation tests: abort the process before measuring the
     /// scenario with this index (worker processes only).
     pub abort_before: Option<usize>,
+    /// The same, panicking instead of aborting (as a runtime's bug would).
+    #[serde(default)]
+    pub panic_before: Option<usize>,
     /// `cpu`, `cuda:0`, `tensorrt:0`.
     #[serde(default = "cpu_label")]
     pub device: String,
@@ -372,6 +375,9 @@ fn measure_row(
             spec.runtime, r.id
         )));
         std::process::abort();
+    }
+    if spec.panic_before == Some(index) {
+        panic!("fault injection before {}", r.id);
     }
     progress(Event::Status(&format!(
         "[{}] {}: measuring",

@@ -74,6 +74,7 @@ impl ServedPlan<'_> {
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut cmd = std::process::Command::new(exe);
+        super::worker::die_with_parent(&mut cmd);
         cmd.arg("serve")
             .arg("--model")
             .arg(self.model)

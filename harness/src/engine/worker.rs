@@ -26,8 +26,16 @@ use crate::results::ScenarioResult;
 #[serde(untagged)]
 enum Message {
     Row(Box<Line>),
-    Status { status: String },
-    Warning { warning: String },
+    Status {
+        status: String,
+    },
+    Warning {
+        warning: String,
+    },
+    /// A panic inside the worker, with its message and place, sent before the process ends.
+    Panic {
+        panic: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,6 +83,30 @@ pub enum WorkerError {
 }
 
 pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> Result<(), WorkerError> {
+    // A panic in a runtime ends this process; its message goes to the parent first, so the
+    // row that records the loss says what happened.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let m = Message::Panic {
+            panic: format!("{payload}{at}"),
+        };
+        if let Ok(line) = serde_json::to_string(&m) {
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{line}");
+            let _ = o.flush();
+        }
+        default_hook(info);
+    }));
     let w: WorkerInput = serde_json::from_reader(input).map_err(WorkerError::Spec)?;
     let files = ModelFiles::resolve(&w.spec.model)?;
     let info = ModelInfo::read(&files)?;
@@ -149,6 +181,26 @@ pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> Result<(), Wo
     }
 }
 
+/// The child is killed when the process that started it dies (Linux's parent-death signal),
+/// so a worker or a server never outlives a harness that was killed.
+pub fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child being started.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 fn describe(status: ExitStatus) -> String {
     #[cfg(unix)]
     {
@@ -187,7 +239,9 @@ pub fn run_in_child(
         spec: spec.clone(),
         outputs_dir: outputs_dir.to_path_buf(),
     };
-    let mut child = match Command::new(exe)
+    let mut cmd = Command::new(exe);
+    die_with_parent(&mut cmd);
+    let mut child = match cmd
         .arg("worker")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -219,6 +273,7 @@ pub fn run_in_child(
             }
         }
     });
+    let mut panicked: Option<String> = None;
     let end = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(l) => match serde_json::from_str::<Message>(&l) {
@@ -241,6 +296,7 @@ pub fn run_in_child(
                 }
                 Ok(Message::Status { status }) => progress(Event::Status(&status)),
                 Ok(Message::Warning { warning }) => progress(Event::Warning(&warning)),
+                Ok(Message::Panic { panic }) => panicked = Some(panic),
                 Err(e) => progress(Event::Warning(&format!(
                     "warning: unreadable line from the worker: {e}"
                 ))),
@@ -259,7 +315,10 @@ pub fn run_in_child(
                         let _ = s;
                         GroupEnd::Interrupted
                     }
-                    Ok(s) => GroupEnd::Died(describe(s)),
+                    Ok(s) => GroupEnd::Died(match &panicked {
+                        Some(p) => format!("{} (panicked: {p})", describe(s)),
+                        None => describe(s),
+                    }),
                     Err(e) => GroupEnd::Died(format!("could not wait for the worker: {e}")),
                 };
             }

@@ -31,13 +31,7 @@ pub fn dtype_from_kserve(s: &str) -> Option<DType> {
 
 /// Bytes per element of the data the harness carries.
 pub fn element_size(d: DType) -> Option<usize> {
-    Some(match d {
-        DType::Float32 | DType::Int32 => 4,
-        DType::Int64 | DType::Float64 => 8,
-        DType::Bool => 1,
-        DType::Float16 => 2,
-        DType::Other => return None,
-    })
+    d.size_bytes()
 }
 
 /// Little-endian, row-major bytes (the KServe binary extension and gRPC raw contents).

@@ -111,9 +111,14 @@ pub(super) fn footnotes(r: &Results) -> Vec<String> {
     let mut notes = Vec::new();
     if r.interrupted {
         notes.push(format!(
-            "interrupted (Ctrl-C): the {} scenarios above finished and are saved; the rest did not run",
+            "interrupted (Ctrl-C or SIGTERM): the {} scenarios above finished and are saved; the rest did not run",
             r.scenarios.len()
         ));
+    }
+    if r.nothing_measured() {
+        notes.push(
+            "nothing was measured: every scenario was skipped (the reasons follow)".to_string(),
+        );
     }
     if r.scenarios.iter().any(|s| {
         s.measurement

@@ -178,6 +178,15 @@ pub struct ReadError {
 }
 
 impl Results {
+    /// Rows were planned and every one was skipped: nothing could be measured here.
+    pub fn nothing_measured(&self) -> bool {
+        !self.scenarios.is_empty()
+            && self
+                .scenarios
+                .iter()
+                .all(|s| s.status == ScenarioStatus::Skipped)
+    }
+
     /// Reads a results folder (its `results.json`) or a `results.json` file.
     pub fn read(path: &Path) -> Result<Results, ReadError> {
         let file = if path.is_dir() {
