@@ -139,6 +139,47 @@ fn kserve_grpc_answers_like_pytorch() {
     assert!(harness::net::load::fetch_outputs(&o, &t, &inputs).is_ok());
 }
 
+/// Inputs that disagree on the sequence length are the client's error: 400 over HTTP and
+/// INVALID_ARGUMENT over gRPC, with the reason, never a 500 from the runtime.
+#[test]
+fn inputs_that_disagree_on_a_dimension_are_a_client_error() {
+    let s = Server::start("disagree", &fixture(), &[]);
+    let mut inputs = runtimes::tensor::bert_inputs(1, 4, |_| 7);
+    let mask = inputs
+        .iter_mut()
+        .find(|t| t.name == "attention_mask")
+        .unwrap();
+    *mask = HostTensor::new("attention_mask", vec![1, 2], TensorData::I64(vec![1, 1]));
+    let (status, body) = infer_json(s.http, &inputs);
+    assert_eq!(status, 400, "{body}");
+    // A wrong method is a 405 with a JSON reason too, not the HTTP library's empty answer.
+    let (st, _, b) = http(s.http, "GET", "/v2/models/tiny-bert/infer", &[], &[]);
+    assert_eq!(st, 405);
+    assert!(
+        json_body(&b)["error"]
+            .as_str()
+            .unwrap()
+            .contains("GET is not allowed here"),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    let reason = body["error"].as_str().unwrap();
+    assert!(
+        reason.contains("'attention_mask' dimension 1") && reason.contains("must agree"),
+        "{reason}"
+    );
+    let o = load_opts(
+        &format!("127.0.0.1:{}", s.grpc.unwrap()),
+        harness::net::load::KSERVE_GRPC,
+    );
+    let t = harness::net::client::Target::parse(&o.target, 8001).unwrap();
+    let e = harness::net::load::fetch_outputs(&o, &t, &inputs).unwrap_err();
+    assert!(
+        e.contains("invalid-argument") && e.contains("must agree"),
+        "{e}"
+    );
+}
+
 fn load_opts(
     target: &str,
     protocol: &'static dyn harness::net::load::Protocol,

@@ -346,6 +346,8 @@ pub fn validate(sig: &Signature, raw: Vec<RawInput>) -> Result<Vec<HostTensor>, 
         }
     }
     let mut rows = None;
+    // Each symbolic dim (batch, sequence) must have one value across the inputs.
+    let mut symbols: Vec<(&str, i64, &str)> = Vec::new();
     let mut out = Vec::with_capacity(sig.inputs.len());
     let mut raw = raw;
     for spec in &sig.inputs {
@@ -378,13 +380,24 @@ pub fn validate(sig: &Signature, raw: Vec<RawInput>) -> Result<Vec<HostTensor>, 
             )));
         }
         for (k, (&got, d)) in r.shape.iter().zip(&spec.dims).enumerate() {
-            if let Dim::Fixed(n) = d {
-                if got != *n as i64 {
+            match d {
+                Dim::Fixed(n) if got != *n as i64 => {
                     return Err(ServeError::bad(format!(
                         "input '{}' dimension {k} is {got}, the model fixes it at {n}",
                         r.name
                     )));
                 }
+                Dim::Fixed(_) => {}
+                Dim::Symbolic(sym) => match symbols.iter().find(|(s, _, _)| s == sym) {
+                    Some((_, v, other)) if *v != got => {
+                        return Err(ServeError::bad(format!(
+                            "input '{}' dimension {k} ('{sym}') is {got}, but input '{other}' has {v}: inputs must agree on '{sym}'",
+                            r.name
+                        )));
+                    }
+                    Some(_) => {}
+                    None => symbols.push((sym.as_str(), got, spec.name.as_str())),
+                },
             }
         }
         let shape: Vec<usize> = r.shape.iter().map(|&d| d as usize).collect();

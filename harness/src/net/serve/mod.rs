@@ -292,6 +292,14 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .merge(kserve_http::routes())
         .merge(openai::routes())
         .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            kserve_http::error_response(&ServeError::new(
+                405,
+                format!(
+                    "{method} is not allowed here; KServe v2 reads with GET and infers with POST"
+                ),
+            ))
+        })
         .fallback(|| async {
             kserve_http::error_response(&ServeError::not_found(
                 "no such endpoint; see /v2 (KServe v2), /v1/embeddings, /v1/models, /metrics",
