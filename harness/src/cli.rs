@@ -398,6 +398,10 @@ pub struct ServeArgs {
     /// Largest request body (413 beyond it)
     #[arg(long, default_value = "16MiB", value_parser = bytes)]
     pub max_body: usize,
+    /// A connection that sends no complete request head for this long is closed: idle
+    /// keep-alive connections and slow (slowloris) clients alike
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
     /// A request not answered by then gets 504 (and is dropped if it has not started)
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub request_timeout: Duration,

@@ -196,6 +196,7 @@ pub fn serve(a: ServeArgs) -> net::serve::ServeOptions {
         io_threads: a.io_threads,
         port_file: a.port_file,
         shutdown_after: a.shutdown_after,
+        idle_timeout: a.idle_timeout,
         runtime_options: runtimes::RuntimeOptions {
             ort_lib: a.ort_lib,
             ..Default::default()

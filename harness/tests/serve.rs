@@ -180,6 +180,68 @@ fn inputs_that_disagree_on_a_dimension_are_a_client_error() {
     );
 }
 
+/// Idle connections and a slowloris client are closed after `--idle-timeout`, and
+/// well-behaved clients are served meanwhile.
+#[test]
+fn idle_and_slow_connections_are_closed_after_the_idle_timeout() {
+    use std::io::{Read, Write};
+    let s = Server::start("idle", &fixture(), &["--idle-timeout", "1s"]);
+    let addr = format!("127.0.0.1:{}", s.http);
+    let idle: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    // A kept-alive connection that answered once, then sits idle.
+    let mut kept = std::net::TcpStream::connect(&addr).unwrap();
+    kept.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let t = Instant::now();
+    let head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let mut i = 0;
+    let mut slow_closed = false;
+    while t.elapsed() < Duration::from_secs(4) {
+        // One byte every 100 ms, never finishing the head.
+        if slow.write_all(&[head[i % head.len()]]).is_err() {
+            slow_closed = true;
+            break;
+        }
+        i += 1;
+        // Well-behaved clients are still served.
+        let (st, _, _) = http(s.http, "GET", "/v2/health/live", &[], &[]);
+        assert_eq!(st, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let closed = |mut c: &std::net::TcpStream| {
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => return true,
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+                // The one answer the kept-alive connection got.
+                Ok(_) => continue,
+            }
+        }
+    };
+    assert!(
+        slow_closed || closed(&slow),
+        "the slowloris connection is still open"
+    );
+    assert!(t.elapsed() < Duration::from_secs(6));
+    assert!(
+        closed(&kept),
+        "the idle kept-alive connection is still open"
+    );
+    for c in &idle {
+        assert!(closed(c), "an idle connection is still open");
+    }
+}
+
 fn load_opts(
     target: &str,
     protocol: &'static dyn harness::net::load::Protocol,

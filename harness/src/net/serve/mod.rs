@@ -49,6 +49,9 @@ pub struct ServeOptions {
     /// Where to write `{"http": PORT, "grpc": PORT}` once listening (ports may be 0 = any).
     pub port_file: Option<PathBuf>,
     pub shutdown_after: Option<Duration>,
+    /// Connections that send no complete request head for this long are closed (idle
+    /// keep-alive and slow clients alike).
+    pub idle_timeout: Duration,
     /// What particular runtimes take (ONNX Runtime's library).
     pub runtime_options: runtimes::RuntimeOptions,
 }
@@ -232,14 +235,7 @@ async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = router(state.clone(), opts.max_body);
-    let mut http_rx = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_rx.changed().await;
-            })
-            .await
-    });
+    let http_task = tokio::spawn(serve_http(http, app, opts.idle_timeout, stop_rx.clone()));
     let grpc_task = grpc.map(|listener| {
         let svc =
             pb::grpc_inference_service_server::GrpcInferenceServiceServer::new(grpc::Service {
@@ -271,6 +267,61 @@ async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<
         state.metrics.request_failure.load(Relaxed)
     );
     Ok(0)
+}
+
+/// The HTTP listener: each connection served by hyper with `idle_timeout` for reading a
+/// request's headers, which also bounds how long a kept-alive connection may sit idle, so
+/// idle sockets and slowloris clients are closed instead of holding file descriptors. On
+/// `stop`, listening ends and the connections finish what is in flight.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    idle_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle_timeout)
+        .keep_alive_timeout(idle_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                // Out of file descriptors and the like: wait a little, keep serving.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (builder, app) = (builder.clone(), app.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // The first byte within the idle timeout, before hyper reads the protocol
+            // preface (it would wait forever on a silent socket).
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(idle_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Accepted TCP connections as the stream tonic serves (with TCP_NODELAY).
