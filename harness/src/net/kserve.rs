@@ -387,17 +387,7 @@ pub fn validate(sig: &Signature, raw: Vec<RawInput>) -> Result<Vec<HostTensor>, 
                         r.name
                     )));
                 }
-                Dim::Fixed(_) => {}
-                Dim::Symbolic(sym) => match symbols.iter().find(|(s, _, _)| s == sym) {
-                    Some((_, v, other)) if *v != got => {
-                        return Err(ServeError::bad(format!(
-                            "input '{}' dimension {k} ('{sym}') is {got}, but input '{other}' has {v}: inputs must agree on '{sym}'",
-                            r.name
-                        )));
-                    }
-                    Some(_) => {}
-                    None => symbols.push((sym.as_str(), got, spec.name.as_str())),
-                },
+                _ => {}
             }
         }
         let shape: Vec<usize> = r.shape.iter().map(|&d| d as usize).collect();
@@ -416,6 +406,20 @@ pub fn validate(sig: &Signature, raw: Vec<RawInput>) -> Result<Vec<HostTensor>, 
                 )))
             }
             _ => {}
+        }
+        // Each symbolic dim after the batch (the sequence) must agree across the inputs.
+        for (k, (&got, d)) in r.shape.iter().zip(&spec.dims).enumerate().skip(1) {
+            let Dim::Symbolic(sym) = d else { continue };
+            match symbols.iter().find(|(s, _, _)| s == sym) {
+                Some((_, v, other)) if *v != got => {
+                    return Err(ServeError::bad(format!(
+                        "input '{}' dimension {k} ('{sym}') is {got}, but input '{other}' has {v}: inputs must agree on '{sym}'",
+                        r.name
+                    )));
+                }
+                Some(_) => {}
+                None => symbols.push((sym.as_str(), got, spec.name.as_str())),
+            }
         }
         if let (Some(max), Some(&len)) = (sig.max_positions, shape.get(1)) {
             if matches!(spec.dims.get(1), Some(Dim::Symbolic(_))) && len > max {

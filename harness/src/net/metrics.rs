@@ -9,22 +9,28 @@ use std::sync::Mutex;
 /// Batch-size buckets of the executed batches (rows).
 const BATCH_BUCKETS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256];
 
+/// Triton's execution count (batches) and inference count (rows), with the histogram.
+#[derive(Default, Clone, Copy)]
+struct BatchCounts {
+    exec: u64,
+    rows: u64,
+    hist: [u64; 10],
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub model: String,
     pub request_success: AtomicU64,
     pub request_failure: AtomicU64,
-    /// Rows inferred (Triton: inference count).
-    pub inference_count: AtomicU64,
-    /// Batches executed (Triton: execution count).
-    pub exec_count: AtomicU64,
+    /// Batches executed, rows inferred and the batch-size histogram, updated and read
+    /// together: a scrape never sees a batch counted in one and not the other.
+    batches: Mutex<BatchCounts>,
     pub request_duration_us: AtomicU64,
     pub queue_duration_us: AtomicU64,
     pub compute_infer_duration_us: AtomicU64,
     pub pending: AtomicU64,
     pub rejected_queue_full: AtomicU64,
     pub timed_out: AtomicU64,
-    batch_hist: [AtomicU64; 10],
     /// Answers by protocol and status code.
     responses: Mutex<std::collections::BTreeMap<(String, u16), u64>>,
 }
@@ -38,13 +44,14 @@ impl Metrics {
     }
 
     pub fn batch_executed(&self, rows: usize) {
-        self.exec_count.fetch_add(1, Relaxed);
-        self.inference_count.fetch_add(rows as u64, Relaxed);
         let i = BATCH_BUCKETS
             .iter()
             .position(|&b| rows as u64 <= b)
             .unwrap_or(BATCH_BUCKETS.len());
-        self.batch_hist[i].fetch_add(1, Relaxed);
+        let mut b = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        b.exec += 1;
+        b.rows += rows as u64;
+        b.hist[i] += 1;
     }
 
     pub fn response(&self, protocol: &str, code: u16) {
@@ -55,6 +62,7 @@ impl Metrics {
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         let m = escape(&self.model);
+        let batches = *self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -73,12 +81,12 @@ impl Metrics {
         counter(
             "nv_inference_count",
             "Inferences (rows) performed",
-            self.inference_count.load(Relaxed),
+            batches.rows,
         );
         counter(
             "nv_inference_exec_count",
             "Model executions (batches) performed",
-            self.exec_count.load(Relaxed),
+            batches.exec,
         );
         counter(
             "nv_inference_request_duration_us",
@@ -116,13 +124,13 @@ impl Metrics {
         );
         let mut cum = 0;
         for (i, b) in BATCH_BUCKETS.iter().enumerate() {
-            cum += self.batch_hist[i].load(Relaxed);
+            cum += batches.hist[i];
             let _ = writeln!(
                 s,
                 "harness_batch_rows_bucket{{model=\"{m}\",le=\"{b}\"}} {cum}"
             );
         }
-        cum += self.batch_hist[BATCH_BUCKETS.len()].load(Relaxed);
+        cum += batches.hist[BATCH_BUCKETS.len()];
         let _ = writeln!(
             s,
             "harness_batch_rows_bucket{{model=\"{m}\",le=\"+Inf\"}} {cum}"
@@ -130,7 +138,7 @@ impl Metrics {
         let _ = writeln!(
             s,
             "harness_batch_rows_sum{{model=\"{m}\"}} {}",
-            self.inference_count.load(Relaxed)
+            batches.rows
         );
         let _ = writeln!(s, "harness_batch_rows_count{{model=\"{m}\"}} {cum}");
         let _ = writeln!(
