@@ -28,6 +28,17 @@ fn read(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// The machine's memory (MemTotal in /proc/meminfo), when it can be read.
+pub fn memory_total_bytes() -> Option<u64> {
+    read("/proc/meminfo").and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    })
+}
+
 /// The environment of this process, now.
 pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
     let nvml = crate::monitor::gpu_inventory();
@@ -48,13 +59,7 @@ pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
                 .collect()
         })
         .unwrap_or_default();
-    let memory_total_bytes = read("/proc/meminfo").and_then(|m| {
-        m.lines()
-            .find(|l| l.starts_with("MemTotal:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    });
+    let memory_total_bytes = memory_total_bytes();
     let os = read("/etc/os-release")
         .and_then(|s| {
             s.lines()

@@ -43,19 +43,6 @@ pub enum InputError {
     },
 }
 
-/// The machine's memory (MemTotal), or 16 GiB when it cannot be read.
-fn memory_total_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(16 << 30, |kb| kb * 1024)
-}
-
 fn gib(bytes: u128) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -64,7 +51,8 @@ fn gib(bytes: u128) -> String {
 /// overflow, against a quarter of the machine's memory (the runtimes need many times the
 /// inputs for activations and outputs).
 fn check_size(info: &ModelInfo, inputs: &[(String, Vec<usize>)]) -> Result<(), InputError> {
-    let total = memory_total_bytes();
+    // 16 GiB when the machine's memory cannot be read.
+    let total = crate::environment::memory_total_bytes().unwrap_or(16 << 30);
     let mut need: u128 = 0;
     for (spec, (_, dims)) in info.inputs.iter().zip(inputs) {
         let elements = dims

@@ -378,7 +378,6 @@ struct Record {
 struct WorkerOut {
     records: Vec<Record>,
     failures: BTreeMap<String, u64>,
-    gave_up: bool,
 }
 
 const WARM: u8 = 0;
@@ -508,7 +507,6 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
     let mut out = WorkerOut {
         records: Vec::new(),
         failures: BTreeMap::new(),
-        gave_up: false,
     };
     let mut consecutive = 0u64;
     loop {
@@ -553,7 +551,6 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
                 consecutive += 1;
                 *out.failures.entry(W::error_kind(&e)).or_default() += 1;
                 if consecutive >= sh.cfg.max_consecutive_failures {
-                    out.gave_up = true;
                     sh.gave_up.fetch_add(1, Ordering::Relaxed);
                     break;
                 }

@@ -291,16 +291,12 @@ pub fn run_group(
     };
     let computes = rt.capabilities().computes;
     let mut index = 0usize;
+    // Every shape runs every mode, in plan order.
     for (i, s) in shapes.iter().enumerate() {
-        let modes: Vec<&LoadMode> = plan
-            .iter()
-            .filter(|(k, _)| *k == i)
-            .map(|(_, m)| m)
-            .collect();
         let outputs = match prepare_shape(spec, &mut loaded, s, computes, progress) {
             Ok(o) => o,
             Err((message, kind, skip)) => {
-                for mode in modes {
+                for mode in &spec.modes {
                     let mut r = loaded.row(spec, &s.shape, mode);
                     Row::fail(&mut r, message.clone(), kind, skip);
                     emit(r, None, i);
@@ -309,13 +305,12 @@ pub fn run_group(
                 continue;
             }
         };
-        for mode in modes {
+        for mode in &spec.modes {
             if interrupt.load(Ordering::Relaxed) {
                 return;
             }
-            let r = measure_row(spec, &mut loaded, s, mode, index, interrupt, progress);
+            let mut r = measure_row(spec, &mut loaded, s, mode, index, interrupt, progress);
             let measured = r.measurement.is_some();
-            let mut r = r;
             if !computes {
                 r.parity = Parity::skipped(spec.tolerance, "the null runtime computes nothing");
             }

@@ -29,11 +29,6 @@ pub fn dtype_from_kserve(s: &str) -> Option<DType> {
     })
 }
 
-/// Bytes per element of the data the harness carries.
-pub fn element_size(d: DType) -> Option<usize> {
-    d.size_bytes()
-}
-
 /// Little-endian, row-major bytes (the KServe binary extension and gRPC raw contents).
 pub fn to_le_bytes(d: &TensorData) -> Vec<u8> {
     match d {
@@ -46,7 +41,7 @@ pub fn to_le_bytes(d: &TensorData) -> Vec<u8> {
 
 /// Parses little-endian bytes as `dtype`; the byte count must match `elements` exactly.
 pub fn from_le_bytes(dtype: DType, bytes: &[u8], elements: usize) -> Result<TensorData, String> {
-    let size = element_size(dtype).ok_or("unsupported datatype")?;
+    let size = dtype.size_bytes().ok_or("unsupported datatype")?;
     let want = elements.checked_mul(size).ok_or("the shape is too large")?;
     if bytes.len() != want {
         return Err(format!(

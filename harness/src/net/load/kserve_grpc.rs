@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use runtimes::{HostTensor, ModelInfo};
 
-use super::kserve_http::{inputs_hint, kserve_inputs, model_info};
+use super::kserve_http::{inputs_hint, kserve_scenario, model_info};
 use super::protocol::{LoadError, LoadOptions, NetWorker, Protocol, Request, Scenario};
 use crate::measure::StepInfo;
 use crate::net::client::{NetError, Target};
@@ -135,11 +135,11 @@ impl Protocol for KserveGrpc {
         seq: usize,
     ) -> Result<Scenario, LoadError> {
         let model = o.model_name()?;
-        let (inputs, mut sc) = kserve_inputs(o, info, batch, seq)?;
-        let req = grpc_request(model, &inputs);
-        sc.request_bytes = prost::Message::encoded_len(&req);
-        sc.request = Box::new(GrpcRequest(Arc::new(req)));
-        Ok(sc)
+        kserve_scenario(o, info, batch, seq, |inputs| {
+            let req = grpc_request(model, inputs);
+            let n = prost::Message::encoded_len(&req);
+            (Box::new(GrpcRequest(Arc::new(req))) as Box<dyn Request>, n)
+        })
     }
 
     fn fetch_outputs(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use runtimes::{Dim, HostTensor, ModelInfo, TensorSpec};
 use serde_json::Value;
 
-use super::protocol::{HttpRequest, LoadError, LoadOptions, Protocol, Scenario};
+use super::protocol::{HttpRequest, LoadError, LoadOptions, Protocol, Request, Scenario};
 use crate::inputs::{generate, resolve_shape};
 use crate::net::client::{get, request_bytes, Http1, Target};
 use crate::net::kserve;
@@ -70,15 +70,15 @@ impl Protocol for KserveHttp {
         seq: usize,
     ) -> Result<Scenario, LoadError> {
         let model = o.model_name()?;
-        let (inputs, mut sc) = kserve_inputs(o, info, batch, seq)?;
-        let (req, n) = http_infer_request(target, &model, &inputs, o.binary);
-        sc.request = Box::new(HttpRequest {
-            bytes: Arc::new(req),
-            expect_binary: o.binary,
-            expect_body: true,
-        });
-        sc.request_bytes = n;
-        Ok(sc)
+        kserve_scenario(o, info, batch, seq, |inputs| {
+            let (req, n) = http_infer_request(target, &model, inputs, o.binary);
+            let request = HttpRequest {
+                bytes: Arc::new(req),
+                expect_binary: o.binary,
+                expect_body: true,
+            };
+            (Box::new(request) as Box<dyn Request>, n)
+        })
     }
 
     fn fetch_outputs(
@@ -123,29 +123,26 @@ pub(super) fn inputs_hint(o: &LoadOptions) -> Option<String> {
     })
 }
 
-/// The inputs of one KServe scenario, generated from the model as in-process runs make
-/// them, and the scenario without its request yet.
-pub(super) fn kserve_inputs(
+/// One KServe scenario: its inputs generated from the model as in-process runs make them,
+/// and the request `build` makes of them (with the size it reports).
+pub(super) fn kserve_scenario(
     o: &LoadOptions,
     info: &ModelInfo,
     batch: usize,
     seq: usize,
-) -> Result<(Vec<HostTensor>, Scenario), LoadError> {
+    build: impl FnOnce(&[HostTensor]) -> (Box<dyn Request>, usize),
+) -> Result<Scenario, LoadError> {
     let setup = |e: String| LoadError::Setup(e);
     let shape = resolve_shape(info, batch, seq, &o.overrides).map_err(|e| setup(e.to_string()))?;
     let inputs = generate(info, &shape, o.seed).map_err(|e| setup(e.to_string()))?;
-    let sc = Scenario {
-        request: Box::new(HttpRequest {
-            bytes: Arc::new(Vec::new()),
-            expect_binary: false,
-            expect_body: false,
-        }),
-        request_bytes: 0,
+    let (request, request_bytes) = build(&inputs);
+    Ok(Scenario {
+        request,
+        request_bytes,
         shapes: shape.inputs.iter().cloned().collect(),
         batch: shape.batch,
         seq: shape.seq,
-    };
-    Ok((inputs, sc))
+    })
 }
 
 /// The model's inputs as the server declares them (KServe metadata: name, datatype, shape
