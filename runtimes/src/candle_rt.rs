@@ -1,9 +1,12 @@
-//! candle (`candle-core`, `candle-transformers`), CPU, f32 / f16 / bf16.
+//! candle-native: candle's hand-written models (`candle-transformers`), CPU or CUDA, f32 /
+//! f16 / bf16 — the second candle engine, beside the ONNX graph engine (`candle_graph`).
 //!
-//! candle does not read ONNX: it runs native architectures from the same checkpoint's
+//! It does not read ONNX: it runs native architectures from the same checkpoint's
 //! `model.safetensors` + `config.json` that the exporter writes beside `model.onnx`. BERT
 //! encoders (`model_type: bert`) run through `candle_transformers::models::bert::BertModel`;
-//! anything else is "unsupported by candle", not an error for the whole run.
+//! anything else is "unsupported by candle-native", not an error for the whole run. Measured
+//! next to the graph engine on the same model, it shows what a hand-written model gains over
+//! interpreting the graph.
 //!
 //! f16 and bf16: candle-transformers 0.11.1's `BertModel` builds its attention mask as
 //! `(1 - mask) * f32::MIN` in the model's dtype; f32::MIN is -inf in f16 and bf16, so every
@@ -27,7 +30,7 @@ use crate::model::{ModelFiles, ModelInfo};
 use crate::tensor::{HostTensor, TensorData};
 use crate::{Availability, LoadOptions, Loaded, Runtime, RuntimeError};
 
-const NAME: &str = "candle";
+const NAME: &str = "candle-native";
 const SUPPORTED: &[&str] = &["bert"];
 
 pub struct CandleRuntime;
@@ -42,7 +45,7 @@ impl Runtime for CandleRuntime {
     }
 
     fn about(&self) -> &'static str {
-        "candle (candle-transformers BERT from safetensors + config.json), CPU or CUDA"
+        "candle's hand-written BERT (candle-transformers, from safetensors + config.json), CPU or CUDA"
     }
 
     fn check(&self, opts: &LoadOptions) -> Availability {
@@ -79,19 +82,19 @@ impl Runtime for CandleRuntime {
             runtime: NAME,
             what: "the checkpoint's config.json",
             path: model.folder.join("config.json"),
-            fix: "candle runs from the checkpoint, not the ONNX graph: export with models/export.py, which writes it beside model.onnx",
+            fix: "candle-native runs the checkpoint, not the ONNX graph (the candle runtime runs model.onnx): export with models/export.py, which writes it beside model.onnx",
         })?;
         let weights = model.safetensors.as_ref().ok_or_else(|| RuntimeError::MissingFile {
             runtime: NAME,
             what: "the checkpoint's weights model.safetensors",
             path: model.folder.join("model.safetensors"),
-            fix: "candle runs from the checkpoint, not the ONNX graph: export with models/export.py, which writes it beside model.onnx",
+            fix: "candle-native runs the checkpoint, not the ONNX graph (the candle runtime runs model.onnx): export with models/export.py, which writes it beside model.onnx",
         })?;
         match info.model_type.as_deref() {
             Some(t) if SUPPORTED.contains(&t) => {}
             Some(t) => {
                 return Err(unsupported(format!(
-                    "model_type '{t}' in {} (candle runs: {})",
+                    "model_type '{t}' in {} (candle-native runs: {}; the candle runtime runs any model's ONNX graph)",
                     config_path.display(),
                     SUPPORTED.join(", ")
                 )))
@@ -330,6 +333,7 @@ impl Loaded for CandleLoaded {
             None => "inline on the measuring thread".into(),
         };
         vec![
+            ("engine".into(), "native".into()),
             ("threads".into(), self.threads.to_string()),
             ("pool".into(), pool),
             ("RAYON_NUM_THREADS".into(), self.threads.to_string()),

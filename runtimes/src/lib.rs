@@ -6,6 +6,7 @@
 //! conversion), and run ([`Loaded::run`]). [`Loaded::infer`] runs once more and reads the
 //! outputs back for the parity check; it is never timed.
 
+pub mod candle_graph;
 pub mod candle_rt;
 pub mod gpu;
 pub mod model;
@@ -312,6 +313,7 @@ pub fn all() -> Vec<Box<dyn Runtime>> {
     vec![
         Box::new(ort_rt::OrtRuntime),
         Box::new(tract_rt::TractRuntime),
+        Box::new(candle_graph::CandleGraphRuntime),
         Box::new(candle_rt::CandleRuntime),
         Box::new(null::NullRuntime),
     ]

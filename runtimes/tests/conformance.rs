@@ -153,7 +153,8 @@ fn variants_keep_accuracy() {
         ("ort", Variant::Fp16, 0.999),
         ("tract", Variant::Fp16, 0.999),
         ("candle", Variant::Fp16, 0.999),
-        ("candle", Variant::Bf16, 0.99),
+        ("candle-native", Variant::Fp16, 0.999),
+        ("candle-native", Variant::Bf16, 0.99),
         ("ort", Variant::Int8, 0.95),
         ("tract", Variant::Int8, 0.95),
     ] {
@@ -162,39 +163,39 @@ fn variants_keep_accuracy() {
 }
 
 macro_rules! conformance {
-    ($($rt:ident),*) => {$(
+    ($($rt:ident => $name:literal),*) => {$(
         mod $rt {
             #[test]
             fn matches_pytorch_reference_1_thread() {
-                super::matches_pytorch_reference(stringify!($rt), 1);
+                super::matches_pytorch_reference($name, 1);
             }
             #[test]
             fn matches_pytorch_reference_2_threads() {
-                super::matches_pytorch_reference(stringify!($rt), 2);
+                super::matches_pytorch_reference($name, 2);
             }
             #[test]
             fn runs_at_several_shapes() {
-                super::runs_at_several_shapes(stringify!($rt));
+                super::runs_at_several_shapes($name);
             }
             #[test]
             fn is_deterministic_and_batch_consistent() {
-                super::is_deterministic_and_batch_consistent(stringify!($rt));
+                super::is_deterministic_and_batch_consistent($name);
             }
             #[test]
             fn rejects_a_missing_input() {
-                super::rejects_a_missing_input(stringify!($rt));
+                super::rejects_a_missing_input($name);
             }
         }
     )*};
 }
 
-conformance!(ort, tract, candle);
+conformance!(ort => "ort", tract => "tract", candle => "candle", candle_native => "candle-native");
 
 /// A runtime added to the registry (`runtimes::all`) must join the suite above: the macro's
 /// list is the one place a new runtime adds its name to the tests.
 #[test]
 fn every_registered_runtime_that_computes_is_in_the_suite() {
-    let suite = ["ort", "tract", "candle"];
+    let suite = ["ort", "tract", "candle", "candle-native"];
     for rt in runtimes::all() {
         if rt.capabilities().computes {
             assert!(
@@ -209,7 +210,12 @@ fn every_registered_runtime_that_computes_is_in_the_suite() {
 /// Handles that share weights compute what the original does, from two threads at once.
 #[test]
 fn shared_handles_agree_and_run_concurrently() {
-    for (rt, shareable) in [("ort", false), ("tract", true), ("candle", true)] {
+    for (rt, shareable) in [
+        ("ort", false),
+        ("tract", true),
+        ("candle", true),
+        ("candle-native", true),
+    ] {
         let (mut a, _) = load(rt, 1);
         let Some(b) = a.share() else {
             assert!(!shareable, "{rt} should share its weights");
