@@ -166,8 +166,9 @@ pub struct CompareArgs {
     /// Batch sizes (the symbolic batch dim), comma-separated
     #[arg(long, value_delimiter = ',', default_value = "1", value_parser = positive)]
     pub batch: Vec<usize>,
-    /// Sequence lengths (the symbolic sequence dim), comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = positive)]
+    /// Sequence lengths (the symbolic sequence dim), comma-separated [default: 128, or the
+    /// model's own limit (max_position_embeddings) when it is smaller]
+    #[arg(long, value_delimiter = ',', value_parser = positive)]
     pub seq: Vec<usize>,
     /// Exact shape of one input, NAME=D0xD1... (repeatable); overrides --batch/--seq for it
     #[arg(long = "shape", value_name = "NAME=DIMS")]

@@ -102,6 +102,15 @@ pub fn parse_shape_arg(arg: &str) -> Result<(String, Vec<usize>), InputError> {
     Ok((name.to_string(), dims))
 }
 
+/// The sequence length when `--seq` is not given: 128, or the model's own limit
+/// (max_position_embeddings) when that is smaller.
+pub fn default_seq(info: &ModelInfo) -> usize {
+    const DEFAULT: usize = 128;
+    info.max_positions
+        .filter(|&m| m > 0)
+        .map_or(DEFAULT, |m| m.min(DEFAULT))
+}
+
 /// The concrete shapes of one scenario.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScenarioShape {

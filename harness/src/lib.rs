@@ -244,10 +244,10 @@ fn run_list(a: ListArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
             let d = d.label();
             match av {
                 Availability::Ready { detail, .. } => {
-                    writeln!(stdout, "{n:<7} {d:<10} ready        {detail}")?
+                    writeln!(stdout, "{n:<13} {d:<10} ready        {detail}")?
                 }
                 Availability::Unavailable { reason } => {
-                    writeln!(stdout, "{n:<7} {d:<10} unavailable  {reason}")?
+                    writeln!(stdout, "{n:<13} {d:<10} unavailable  {reason}")?
                 }
             }
         }

@@ -84,8 +84,8 @@ fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
     let scenarios = r["scenarios"].as_array().unwrap();
     assert_eq!(
         scenarios.len(),
-        3 * 2 * 2,
-        "3 runtimes x 2 batches x 2 thread counts"
+        4 * 2 * 2,
+        "4 runtimes x 2 batches x 2 thread counts"
     );
     for s in scenarios {
         let parity = s["parity"]["status"].as_str().unwrap();
@@ -128,20 +128,27 @@ fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
     let mut lines = csv.lines();
     assert!(lines.next().unwrap().starts_with(DOCUMENTED_COLUMNS));
     let body: Vec<&str> = lines.collect();
-    assert_eq!(body.len(), 12);
+    // ort, tract, candle, candle-native x batch 1, 2 x threads 1, 2.
+    assert_eq!(body.len(), 16);
     assert!(body
         .iter()
         .all(|l| l.ends_with(",") || !l.contains("ERROR")));
     assert!(body
         .iter()
         .any(|l| l.starts_with("candle,cpu,fp32,2,8,2,1,")));
+    assert!(body
+        .iter()
+        .any(|l| l.starts_with("candle-native,cpu,fp32,2,8,2,1,")));
+    // Each candle row says which engine ran.
+    assert_eq!(rows(&r, "candle")[0]["applied"]["engine"], "onnx-graph");
+    assert_eq!(rows(&r, "candle-native")[0]["applied"]["engine"], "native");
 
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.contains("| runtime | variant | batch | seq |"), "{md}");
     assert!(md.contains("| tract | fp32 | 2 | 8 | 2 |"), "{md}");
 
     assert!(
-        run.stdout.starts_with("runtime  variant  batch"),
+        run.stdout.starts_with("runtime        variant  batch"),
         "{}",
         run.stdout
     );
@@ -211,7 +218,7 @@ fn missing_model_is_a_clear_error() {
 fn assert_onnx_runtimes_fail_and_candle_measures(run: &Run, out: &Path, what: &str) {
     assert_eq!(run.code, 1, "{}", run.stderr);
     let r = results(out);
-    for rt in ["ort", "tract"] {
+    for rt in ["ort", "tract", "candle"] {
         let row = rows(&r, rt)[0];
         assert_eq!(row["status"], "error");
         let e = row["error"].as_str().unwrap();
@@ -220,7 +227,7 @@ fn assert_onnx_runtimes_fail_and_candle_measures(run: &Run, out: &Path, what: &s
             "{rt} ({what}): {e}"
         );
     }
-    let candle = rows(&r, "candle")[0];
+    let candle = rows(&r, "candle-native")[0];
     assert_eq!(candle["status"], "ok", "{what}");
     assert_eq!(candle["parity"]["status"], "reference");
     assert!(run.stdout.contains("ERROR"));
@@ -367,28 +374,29 @@ fn onnx_runtime_library_not_found_leaves_the_others_measured() {
     assert_eq!(run.code, 0);
     assert!(
         run.stdout
-            .contains("ort     cpu        unavailable  ONNX Runtime library not found"),
+            .contains(&format!("{:<13} {:<10} unavailable  ONNX Runtime library not found", "ort", "cpu")),
         "{}",
         run.stdout
     );
     assert!(
-        run.stdout.contains("tract   cpu        ready"),
+        run.stdout
+            .contains(&format!("{:<13} {:<10} ready", "tract", "cpu")),
         "{}",
         run.stdout
     );
 }
 
 #[test]
-fn candle_weights_missing_is_reported_by_candle_alone() {
+fn candle_weights_missing_skips_candle_native_alone() {
     let model = fixture_copy("noweights", |d| {
         std::fs::remove_file(d.join("model.safetensors")).unwrap()
     });
     let out = model.parent().unwrap().join("res");
     let run = compare(&model, &out, &[]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     let r = results(&out);
-    let c = rows(&r, "candle")[0];
-    assert_eq!(c["status"], "error");
+    let c = rows(&r, "candle-native")[0];
+    assert_eq!(c["status"], "skipped");
     let e = c["error"].as_str().unwrap();
     assert!(
         e.contains("model.safetensors") && e.contains("models/export.py"),
@@ -396,21 +404,85 @@ fn candle_weights_missing_is_reported_by_candle_alone() {
     );
     assert_eq!(rows(&r, "ort")[0]["status"], "ok");
     assert_eq!(rows(&r, "tract")[0]["parity"]["status"], "pass");
+    assert_eq!(rows(&r, "candle")[0]["parity"]["status"], "pass");
 }
 
+/// A bare .onnx with no companion files: every runtime that reads ONNX measures it in
+/// parity, the checkpoint engine is skipped with its reason, and the run exits 0.
 #[test]
-fn a_plain_onnx_file_runs_and_candle_says_what_it_misses() {
+fn a_plain_onnx_file_is_measured_by_every_onnx_runtime_and_exits_0() {
     let d = tmp("plain");
     let onnx = d.join("encoder.onnx");
     std::fs::copy(fixture().join("model.onnx"), &onnx).unwrap();
     let out = d.join("res");
     let run = compare(&onnx, &out, &[]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let r = results(&out);
     assert_eq!(r["model"]["name"], "encoder");
+    assert_eq!(rows(&r, "ort")[0]["parity"]["status"], "reference");
     assert_eq!(rows(&r, "tract")[0]["parity"]["status"], "pass");
-    let e = rows(&r, "candle")[0]["error"].as_str().unwrap().to_string();
+    assert_eq!(rows(&r, "candle")[0]["parity"]["status"], "pass");
+    let native = rows(&r, "candle-native")[0];
+    assert_eq!(native["status"], "skipped");
+    let e = native["error"].as_str().unwrap().to_string();
     assert!(e.contains("config.json"), "{e}");
+    assert!(
+        run.stdout
+            .contains("skipped: candle-native cannot run this model here"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// An operator candle has no implementation of (the int8 graph's integer matmuls): the
+/// candle rows are skipped naming the operators, the run still exits 0.
+#[test]
+fn an_operator_candle_lacks_skips_its_rows_naming_it() {
+    let out = tmp("int8-ops").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--variant", "int8", "--runtimes", "ort,candle"],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = results(&out);
+    let c = rows(&r, "candle")[0];
+    assert_eq!(c["status"], "skipped");
+    let e = c["error"].as_str().unwrap();
+    assert!(
+        e.contains("candle has no ONNX operator DequantizeLinear, DynamicQuantizeLinear, MatMulInteger"),
+        "{e}"
+    );
+    assert_eq!(rows(&r, "ort")[0]["status"], "ok");
+}
+
+/// With no --seq, the sequence is the model's own limit when it is under 128 (the tiny
+/// fixture's max_position_embeddings is 64): rows are measured, not skipped.
+#[test]
+fn the_fixture_with_no_flags_is_measured() {
+    let out = tmp("noflags").join("res");
+    let run = harness(&[
+        "compare",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--warmup-time",
+        "10ms",
+        "--min-time",
+        "50ms",
+        "--min-samples",
+        "10",
+        "--no-overhead",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = results(&out);
+    let all = r["scenarios"].as_array().unwrap();
+    assert_eq!(all.len(), 4, "{}", run.stdout);
+    for s in all {
+        assert_eq!(s["status"], "ok", "{s}");
+        assert_eq!(s["seq"], 64, "{s}");
+    }
 }
 
 #[test]
@@ -422,18 +494,23 @@ fn an_unsupported_architecture_is_unsupported_by_candle_not_an_error_for_the_run
     let out = model.parent().unwrap().join("res");
     let run = compare(&model, &out, &[]);
     let r = results(&out);
-    let e = rows(&r, "candle")[0]["error"].as_str().unwrap().to_string();
+    let e = rows(&r, "candle-native")[0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
-        e.starts_with("unsupported by candle: model_type 'gpt2'"),
+        e.starts_with("unsupported by candle-native: model_type 'gpt2'"),
         "{e}"
     );
-    assert_eq!(rows(&r, "candle")[0]["status"], "skipped");
+    assert_eq!(rows(&r, "candle-native")[0]["status"], "skipped");
     assert_eq!(rows(&r, "tract")[0]["parity"]["status"], "pass");
+    // The graph engine does not read config.json: it runs the graph.
+    assert_eq!(rows(&r, "candle")[0]["parity"]["status"], "pass");
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(run
         .stdout
         .lines()
-        .any(|l| l.starts_with("candle") && l.ends_with("SKIP")));
+        .any(|l| l.starts_with("candle-native") && l.ends_with("SKIP")));
 }
 
 #[test]
@@ -447,7 +524,7 @@ fn list_shows_every_runtime_ready() {
         .iter()
         .map(|r| r["runtime"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["ort", "tract", "candle", "null"]);
+    assert_eq!(names, ["ort", "tract", "candle", "candle-native", "null"]);
     for r in v["runtimes"].as_array().unwrap() {
         assert_eq!(r["status"], "ready", "{r}");
         assert_eq!(r["device"], "cpu");
@@ -479,12 +556,13 @@ fn list_says_why_each_runtime_cannot_use_a_gpu_here() {
     );
     assert!(reason("ort", "tensorrt:0").contains("has no TensorRT execution provider"));
     assert!(reason("tract", "cuda:0").contains("CPU only"));
-    let candle = reason("candle", "cuda:0");
+    let native = reason("candle-native", "cuda:0");
     assert!(
-        candle.contains("no CUDA support") && candle.contains("--features candle-cuda"),
-        "{candle}"
+        native.contains("no CUDA support") && native.contains("--features candle-cuda"),
+        "{native}"
     );
-    assert!(reason("candle", "tensorrt:0").contains("candle runs on cuda"));
+    assert!(reason("candle-native", "tensorrt:0").contains("candle runs on cuda"));
+    assert!(reason("candle", "cuda:0").contains("graph engine runs on the CPU"));
     assert!(
         v["gpus"]["unavailable"]
             .as_str()
@@ -521,7 +599,9 @@ fn gpu_devices_give_skipped_rows_with_reasons_and_the_cpu_rows_still_run() {
                 assert!(r["id"].as_str().unwrap().contains("/cuda:0/"));
                 let e = r["error"].as_str().unwrap();
                 assert!(
-                    e.contains("CUDA execution provider") || e.contains("no CUDA support"),
+                    e.contains("CUDA execution provider")
+                        || e.contains("no CUDA support")
+                        || e.contains("graph engine runs on the CPU"),
                     "{e}"
                 );
             }
@@ -613,7 +693,8 @@ fn precision_variants_show_accuracy_against_fp32_and_skip_what_cannot_run() {
         ("ort", "fp16"),
         ("tract", "fp16"),
         ("candle", "fp16"),
-        ("candle", "bf16"),
+        ("candle-native", "fp16"),
+        ("candle-native", "bf16"),
         ("ort", "int8"),
         ("tract", "int8"),
     ] {
@@ -632,11 +713,13 @@ fn precision_variants_show_accuracy_against_fp32_and_skip_what_cannot_run() {
         .as_str()
         .unwrap()
         .ends_with("model.int8.onnx"));
-    assert_eq!(get("candle", "bf16")["applied"]["dtype"], "bf16");
+    assert_eq!(get("candle-native", "bf16")["applied"]["dtype"], "bf16");
     for (rt, v, why) in [
         ("ort", "bf16", "no model.bf16.onnx"),
         ("tract", "bf16", "no model.bf16.onnx"),
-        ("candle", "int8", "unsupported by candle: int8"),
+        ("candle", "bf16", "no model.bf16.onnx"),
+        ("candle", "int8", "candle has no ONNX operator"),
+        ("candle-native", "int8", "unsupported by candle-native: int8"),
     ] {
         let s = get(rt, v);
         assert_eq!(s["status"], "skipped", "{rt} {v}");
@@ -649,7 +732,7 @@ fn precision_variants_show_accuracy_against_fp32_and_skip_what_cannot_run() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(csv
         .lines()
-        .any(|l| l.starts_with("candle,cpu,bf16,1,8,1,1,")));
+        .any(|l| l.starts_with("candle-native,cpu,bf16,1,8,1,1,")));
 }
 
 #[test]

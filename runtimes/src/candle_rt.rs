@@ -78,18 +78,22 @@ impl Runtime for CandleRuntime {
         info: &ModelInfo,
         opts: &LoadOptions,
     ) -> Result<Box<dyn Loaded>, RuntimeError> {
-        let config_path = model.config.as_ref().ok_or_else(|| RuntimeError::MissingFile {
-            runtime: NAME,
-            what: "the checkpoint's config.json",
-            path: model.folder.join("config.json"),
-            fix: "candle-native runs the checkpoint, not the ONNX graph (the candle runtime runs model.onnx): export with models/export.py, which writes it beside model.onnx",
-        })?;
-        let weights = model.safetensors.as_ref().ok_or_else(|| RuntimeError::MissingFile {
-            runtime: NAME,
-            what: "the checkpoint's weights model.safetensors",
-            path: model.folder.join("model.safetensors"),
-            fix: "candle-native runs the checkpoint, not the ONNX graph (the candle runtime runs model.onnx): export with models/export.py, which writes it beside model.onnx",
-        })?;
+        // Without the checkpoint this engine cannot run the model at all: a skip, not a
+        // failure (the candle runtime runs the ONNX graph).
+        let missing = |what: &str, file: &str| {
+            unsupported(format!(
+                "it runs the checkpoint, not the ONNX graph, and {} is missing ({what}; models/export.py writes it beside model.onnx; the candle runtime runs model.onnx)",
+                model.folder.join(file).display()
+            ))
+        };
+        let config_path = model
+            .config
+            .as_ref()
+            .ok_or_else(|| missing("the checkpoint's config", "config.json"))?;
+        let weights = model
+            .safetensors
+            .as_ref()
+            .ok_or_else(|| missing("the checkpoint's weights", "model.safetensors"))?;
         match info.model_type.as_deref() {
             Some(t) if SUPPORTED.contains(&t) => {}
             Some(t) => {

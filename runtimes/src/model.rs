@@ -203,6 +203,9 @@ struct ManifestReference {
 struct ManifestTensor {
     shape: Vec<usize>,
     data: Vec<f64>,
+    /// The element type ("int64", "float32", ...); older manifests have none (their inputs
+    /// are token ids, their outputs float32).
+    dtype: Option<DType>,
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
@@ -375,10 +378,17 @@ fn manifest_tensors(
         .into_iter()
         .map(|n| {
             let t = &map[n];
-            let data = if integer {
-                TensorData::I64(t.data.iter().map(|&x| x as i64).collect())
+            let declared = specs.iter().find(|s| &s.name == n).map(|s| s.dtype);
+            let dtype = t.dtype.or(declared).unwrap_or(if integer {
+                DType::Int64
             } else {
-                TensorData::F32(t.data.iter().map(|&x| x as f32).collect())
+                DType::Float32
+            });
+            let data = match dtype {
+                DType::Int64 => TensorData::I64(t.data.iter().map(|&x| x as i64).collect()),
+                DType::Int32 => TensorData::I32(t.data.iter().map(|&x| x as i32).collect()),
+                DType::Bool => TensorData::Bool(t.data.iter().map(|&x| x != 0.0).collect()),
+                _ => TensorData::F32(t.data.iter().map(|&x| x as f32).collect()),
             };
             HostTensor::new(n.clone(), t.shape.clone(), data)
         })

@@ -66,6 +66,32 @@ impl Runtime for TractRuntime {
                     "{e:#} (is it a complete ONNX model? re-export it with models/export.py)"
                 ),
             })?;
+        // Operators tract does not know load as placeholders and fail only when the plan is
+        // built: name them now, as "cannot run this model".
+        let unknown: std::collections::BTreeSet<String> = graph
+            .nodes()
+            .iter()
+            .filter_map(|n| {
+                n.op_as::<tract_onnx::tract_core::ops::unimpl::UnimplementedOp>()
+                    .map(|op| {
+                        let name = op.name();
+                        name.strip_prefix("Unimplemented(")
+                            .and_then(|s| s.strip_suffix(')'))
+                            .unwrap_or(&name)
+                            .to_string()
+                    })
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(RuntimeError::Unsupported {
+                runtime: NAME,
+                why: format!(
+                    "tract has no ONNX operator {} (in {})",
+                    unknown.into_iter().collect::<Vec<_>>().join(", "),
+                    onnx.display()
+                ),
+            });
+        }
         let input_names = graph
             .input_outlets()
             .map_err(|e| RuntimeError::Load {

@@ -120,6 +120,13 @@ pub(super) fn footnotes(r: &Results) -> Vec<String> {
             "nothing was measured: every scenario was skipped (the reasons follow)".to_string(),
         );
     }
+    let skipped = r.runtimes_skipped();
+    if !skipped.is_empty() && !r.nothing_measured() {
+        notes.push(format!(
+            "skipped: {} cannot run this model here (every row skipped; the reasons follow)",
+            skipped.join(", ")
+        ));
+    }
     if r.scenarios.iter().any(|s| {
         s.measurement
             .as_ref()

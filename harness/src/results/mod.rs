@@ -187,6 +187,27 @@ impl Results {
                 .all(|s| s.status == ScenarioStatus::Skipped)
     }
 
+    /// The runtimes every row of which was skipped (they cannot run this model here), in
+    /// the order they were measured.
+    pub fn runtimes_skipped(&self) -> Vec<String> {
+        let mut names: Vec<&str> = Vec::new();
+        for s in &self.scenarios {
+            if !names.contains(&s.runtime.as_str()) {
+                names.push(&s.runtime);
+            }
+        }
+        names
+            .into_iter()
+            .filter(|n| {
+                self.scenarios
+                    .iter()
+                    .filter(|s| s.runtime == *n)
+                    .all(|s| s.status == ScenarioStatus::Skipped)
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Reads a results folder (its `results.json`) or a `results.json` file.
     pub fn read(path: &Path) -> Result<Results, ReadError> {
         let file = if path.is_dir() {
