@@ -373,8 +373,10 @@ fn onnx_runtime_library_not_found_leaves_the_others_measured() {
     let run = harness(&["list", "--ort-lib", "/nonexistent/libonnxruntime.so"]);
     assert_eq!(run.code, 0);
     assert!(
-        run.stdout
-            .contains(&format!("{:<13} {:<10} unavailable  ONNX Runtime library not found", "ort", "cpu")),
+        run.stdout.contains(&format!(
+            "{:<13} {:<10} unavailable  ONNX Runtime library not found",
+            "ort", "cpu"
+        )),
         "{}",
         run.stdout
     );
@@ -450,7 +452,9 @@ fn an_operator_candle_lacks_skips_its_rows_naming_it() {
     assert_eq!(c["status"], "skipped");
     let e = c["error"].as_str().unwrap();
     assert!(
-        e.contains("candle has no ONNX operator DequantizeLinear, DynamicQuantizeLinear, MatMulInteger"),
+        e.contains(
+            "candle has no ONNX operator DequantizeLinear, DynamicQuantizeLinear, MatMulInteger"
+        ),
         "{e}"
     );
     assert_eq!(rows(&r, "ort")[0]["status"], "ok");
@@ -719,7 +723,11 @@ fn precision_variants_show_accuracy_against_fp32_and_skip_what_cannot_run() {
         ("tract", "bf16", "no model.bf16.onnx"),
         ("candle", "bf16", "no model.bf16.onnx"),
         ("candle", "int8", "candle has no ONNX operator"),
-        ("candle-native", "int8", "unsupported by candle-native: int8"),
+        (
+            "candle-native",
+            "int8",
+            "unsupported by candle-native: int8",
+        ),
     ] {
         let s = get(rt, v);
         assert_eq!(s["status"], "skipped", "{rt} {v}");

@@ -189,6 +189,9 @@ struct Manifest {
     vocab_size: Option<usize>,
     type_vocab_size: Option<usize>,
     max_position_embeddings: Option<usize>,
+    /// The longest sequence the model takes, where it differs from its position table
+    /// (RoBERTa numbers positions after the padding index: 514 positions, 512 tokens).
+    max_sequence_length: Option<usize>,
     reference: Option<ManifestReference>,
 }
 
@@ -356,7 +359,7 @@ impl ModelInfo {
                 .or_else(|| cfg_usize("type_vocab_size")),
             max_positions: manifest
                 .as_ref()
-                .and_then(|m| m.max_position_embeddings)
+                .and_then(|m| m.max_sequence_length.or(m.max_position_embeddings))
                 .or_else(|| cfg_usize("max_position_embeddings")),
             reference,
         })

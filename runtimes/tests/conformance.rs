@@ -1,7 +1,9 @@
-//! The conformance suite every runtime passes on the committed tiny BERT fixture: it loads,
-//! reproduces PyTorch's reference outputs (from the exporter's manifest, including a padded
-//! row), runs at several batch/sequence shapes and thread counts, and is deterministic and
-//! batch-consistent. One macro generates the same tests for each runtime.
+//! The conformance suite every runtime and engine passes. On the committed tiny BERT fixture:
+//! it loads, reproduces PyTorch's reference outputs (from the exporter's manifest, including a
+//! padded row), runs at several batch/sequence shapes and thread counts, and is deterministic
+//! and batch-consistent (one macro generates the same tests for each runtime). On every
+//! committed fixture (BERT, a ResNet-style CNN, a ViT): PyTorch's outputs reproduced by each
+//! runtime and engine, or a skip where an engine cannot run that model.
 
 use std::path::{Path, PathBuf};
 
@@ -239,4 +241,95 @@ fn shared_handles_agree_and_run_concurrently() {
         });
         assert_eq!(f32s(&oa[0]), f32s(&ob[0]), "{rt}");
     }
+}
+
+/// Every committed fixture (a BERT, a CNN, a ViT) on every runtime and engine: its PyTorch
+/// reference outputs (recorded by the exporter) reproduced, each row of the reference batch
+/// equal to the same row run alone. An engine that cannot run a fixture must say so as a
+/// skip (unsupported), never fail: which ones may is listed here.
+fn fixture_matches_pytorch(fixture: &str, runtime: &str, threads: usize) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/fixtures")
+        .join(fixture);
+    let files = ModelFiles::resolve(&dir).expect("fixture files");
+    let info = ModelInfo::read(&files).expect("fixture info");
+    let rt = runtimes::by_name(runtime).expect("runtime compiled in");
+    let opts = LoadOptions {
+        threads,
+        ..LoadOptions::default()
+    };
+    let may_skip = runtime == "candle-native" && fixture != "tiny-bert";
+    let mut m = match rt.load(&files, &info, &opts) {
+        Ok(m) => m,
+        Err(e) if may_skip && e.is_skip() => return,
+        Err(e) => panic!("{runtime} could not load {fixture}: {e}"),
+    };
+    assert!(
+        !may_skip,
+        "{runtime} loaded {fixture}: update the expected skips"
+    );
+    let r = info
+        .reference
+        .expect("the fixture's manifest has reference outputs");
+    m.prepare(&r.inputs).unwrap();
+    let out = m.infer().unwrap();
+    for want in &r.outputs {
+        let got = out
+            .iter()
+            .find(|o| o.name == want.name)
+            .unwrap_or_else(|| panic!("{runtime} produced no '{}' for {fixture}", want.name));
+        assert_eq!(got.shape, want.shape, "{runtime} {fixture}");
+        let d = max_abs(f32s(got), f32s(want));
+        assert!(
+            d < 1e-4,
+            "{runtime} ({threads} threads) differs from PyTorch by {d} on {fixture}"
+        );
+    }
+    // Row 0 of the reference batch, alone.
+    let row: Vec<HostTensor> = r
+        .inputs
+        .iter()
+        .map(|t| {
+            let per = t.data.len() / t.shape[0];
+            let data = match &t.data {
+                TensorData::F32(v) => TensorData::F32(v[..per].to_vec()),
+                TensorData::I64(v) => TensorData::I64(v[..per].to_vec()),
+                TensorData::I32(v) => TensorData::I32(v[..per].to_vec()),
+                TensorData::Bool(v) => TensorData::Bool(v[..per].to_vec()),
+            };
+            let mut shape = t.shape.clone();
+            shape[0] = 1;
+            HostTensor::new(t.name.clone(), shape, data)
+        })
+        .collect();
+    m.prepare(&row).unwrap();
+    let alone = m.infer().unwrap();
+    let per = f32s(&alone[0]).len();
+    let d = max_abs(f32s(&alone[0]), &f32s(&out[0])[..per]);
+    assert!(d < 1e-5, "{runtime} {fixture}: row 0 alone differs by {d}");
+}
+
+macro_rules! fixture_conformance {
+    ($($test:ident => $fixture:literal, $runtime:literal;)*) => {$(
+        #[test]
+        fn $test() {
+            fixture_matches_pytorch($fixture, $runtime, 1);
+            fixture_matches_pytorch($fixture, $runtime, 2);
+        }
+    )*};
+}
+
+fixture_conformance! {
+    tiny_cnn_ort => "tiny-cnn", "ort";
+    tiny_cnn_tract => "tiny-cnn", "tract";
+    tiny_cnn_candle => "tiny-cnn", "candle";
+    tiny_cnn_candle_native => "tiny-cnn", "candle-native";
+    tiny_vit_ort => "tiny-vit", "ort";
+    tiny_vit_tract => "tiny-vit", "tract";
+    tiny_vit_candle => "tiny-vit", "candle";
+    tiny_vit_candle_native => "tiny-vit", "candle-native";
+    tiny_bert_all_ort => "tiny-bert", "ort";
+    tiny_bert_all_tract => "tiny-bert", "tract";
+    tiny_bert_all_candle => "tiny-bert", "candle";
+    tiny_bert_all_candle_native => "tiny-bert", "candle-native";
 }

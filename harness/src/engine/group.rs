@@ -69,7 +69,11 @@ pub fn build_shapes(
 ) -> Result<Vec<Shape>, InputError> {
     let mut shapes = Vec::new();
     let from_model = [inputs::default_seq(info)];
-    let seqs = if seqs.is_empty() { &from_model[..] } else { seqs };
+    let seqs = if seqs.is_empty() {
+        &from_model[..]
+    } else {
+        seqs
+    };
     for &seq in seqs {
         for &batch in batches {
             match inputs::resolve_shape(info, batch, seq, overrides) {
