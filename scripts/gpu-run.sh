@@ -40,7 +40,7 @@ for M in "${MODELS[@]}"; do
   NAME=$(basename "$M")
   # Sequence 128, or the model's longest when shorter (the fixture takes 64).
   SEQ=$(python3 -c "import json,sys; print(min(128, json.load(open(sys.argv[1])).get('max_position_embeddings', 128)))" "$M/config.json")
-  "$H" compare --model "$M" --runtimes ort,candle --device cpu,cuda --variant fp32,fp16 \
+  "$H" compare --model "$M" --runtimes ort,candle,candle-native --device cpu,cuda --variant fp32,fp16 \
     --batch 1,8,32 --seq "$SEQ" --min-time "$MIN_TIME" --min-samples 30 --no-overhead \
     "${ORT[@]}" --out "$OUT/$NAME" | tee "$OUT/$NAME.txt" || true
   "$H" compare --model "$M" --runtimes ort --device cuda --variant fp32 --batch 1,8,32 --seq "$SEQ" \

@@ -300,6 +300,13 @@ pub fn generate(
                 DType::Float32 => {
                     TensorData::F32((0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect())
                 }
+                // Float values exactly representable in half precision: every runtime
+                // converts them to float16 without rounding, so all see the same inputs.
+                DType::Float16 => TensorData::F32(
+                    (0..n)
+                        .map(|_| half::f16::from_f32(rng.random_range(-1.0f32..1.0)).to_f32())
+                        .collect(),
+                ),
                 DType::Bool => TensorData::Bool(vec![true; n]),
                 other => {
                     return Err(InputError::UnsupportedDType {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
+#[path = "common/onnx.rs"]
+mod onnx_models;
 use common::{fixture, harness, in_process, results, tmp, Run};
 
 const DOCUMENTED_COLUMNS: &str = "runtime,device,variant,batch,seq,threads,concurrency,samples,mean_ms,p50_ms,p90_ms,p99_ms,p999_ms,throughput_per_s,parity";
@@ -434,6 +436,35 @@ fn a_plain_onnx_file_is_measured_by_every_onnx_runtime_and_exits_0() {
         "{}",
         run.stdout
     );
+}
+
+/// A bare .onnx the project has never seen, with int32, bool, float32 and float16 inputs and
+/// a float and an integer output: ort, tract and candle measure it in parity, inputs of every
+/// type generated, and the run exits 0.
+#[test]
+fn a_model_with_four_input_types_and_two_outputs_runs_everywhere() {
+    let d = tmp("mixed");
+    let onnx = d.join("mixed.onnx");
+    onnx_models::write_mixed_model(&onnx);
+    let out = d.join("res");
+    let run = compare(&onnx, &out, &["--batch", "3"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = results(&out);
+    assert_eq!(r["model"]["inputs"].as_array().unwrap().len(), 4);
+    assert_eq!(rows(&r, "ort")[0]["parity"]["status"], "reference");
+    for rt in ["tract", "candle"] {
+        let row = rows(&r, rt)[0];
+        assert_eq!(row["status"], "ok", "{rt}: {row}");
+        assert_eq!(row["parity"]["status"], "pass", "{rt}: {row}");
+        assert_eq!(row["shapes"]["h"], serde_json::json!([3, 4]), "{rt}");
+        // Both outputs compared.
+        assert_eq!(
+            row["parity"]["outputs"].as_array().unwrap().len(),
+            2,
+            "{rt}: {row}"
+        );
+    }
+    assert_eq!(rows(&r, "candle-native")[0]["status"], "skipped");
 }
 
 /// An operator candle has no implementation of (the int8 graph's integer matmuls): the

@@ -570,9 +570,15 @@ pub fn intra_op_affinities(threads: usize, cpus: &[usize]) -> String {
         .join(";")
 }
 
-fn to_value(t: &HostTensor) -> Result<DynValue, ort::Error> {
+/// A host tensor as the session's input; float values for a float16 input are converted to
+/// half precision (the harness generates them exactly representable).
+fn to_value(t: &HostTensor, ty: Option<&TensorElementType>) -> Result<DynValue, ort::Error> {
     let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
     Ok(match &t.data {
+        TensorData::F32(v) if ty == Some(&TensorElementType::Float16) => {
+            let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+            Tensor::from_array((shape, h))?.into_dyn()
+        }
         TensorData::F32(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
         TensorData::I64(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
         TensorData::I32(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
@@ -584,6 +590,7 @@ fn element_matches(ty: &TensorElementType, data: &TensorData) -> bool {
     matches!(
         (ty, data),
         (TensorElementType::Float32, TensorData::F32(_))
+            | (TensorElementType::Float16, TensorData::F32(_))
             | (TensorElementType::Int64, TensorData::I64(_))
             | (TensorElementType::Int32, TensorData::I32(_))
             | (TensorElementType::Bool, TensorData::Bool(_))
@@ -656,6 +663,10 @@ impl Loaded for OrtLoaded {
             let t = inputs.iter().find(|t| &t.name == name).ok_or_else(|| {
                 RuntimeError::input(NAME, format!("the model's input '{name}' was not given"))
             })?;
+            let element = match ty {
+                ValueType::Tensor { ty, .. } => Some(ty),
+                _ => None,
+            };
             if let ValueType::Tensor { ty, .. } = ty {
                 if !element_matches(ty, &t.data) {
                     return Err(RuntimeError::input(
@@ -667,7 +678,7 @@ impl Loaded for OrtLoaded {
                     ));
                 }
             }
-            let v = to_value(t)
+            let v = to_value(t, element)
                 .map_err(|e| RuntimeError::input(NAME, format!("input '{name}': {e}")))?;
             prepared.push((name.clone(), v));
         }
@@ -717,6 +728,13 @@ impl Loaded for OrtLoaded {
                 (s.to_vec(), TensorData::I64(d.to_vec()))
             } else if let Ok((s, d)) = value.try_extract_tensor::<i32>() {
                 (s.to_vec(), TensorData::I32(d.to_vec()))
+            } else if let Ok((s, d)) = value.try_extract_tensor::<bool>() {
+                (s.to_vec(), TensorData::Bool(d.to_vec()))
+            } else if let Ok((s, d)) = value.try_extract_tensor::<half::f16>() {
+                (
+                    s.to_vec(),
+                    TensorData::F32(d.iter().map(|x| x.to_f32()).collect()),
+                )
             } else {
                 return Err(RuntimeError::inference(
                     NAME,

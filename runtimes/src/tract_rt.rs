@@ -162,8 +162,21 @@ struct TractLoaded {
     cpus: Option<Vec<usize>>,
 }
 
-fn to_tensor(t: &HostTensor) -> TractResult<Tensor> {
+/// Whether the graph declares input `i` as float16 (the harness generates float values; they
+/// are converted to half precision for it).
+fn declares_f16(graph: &InferenceModel, i: usize) -> bool {
+    graph
+        .input_fact(i)
+        .ok()
+        .and_then(|f| tract_onnx::tract_hir::infer::Factoid::concretize(&f.datum_type))
+        == Some(DatumType::F16)
+}
+
+fn to_tensor(t: &HostTensor, f16: bool) -> TractResult<Tensor> {
     Ok(match &t.data {
+        TensorData::F32(v) if f16 => Tensor::from_shape(&t.shape, v)?
+            .cast_to::<half::f16>()?
+            .into_owned(),
         TensorData::F32(v) => Tensor::from_shape(&t.shape, v)?,
         TensorData::I64(v) => Tensor::from_shape(&t.shape, v)?,
         TensorData::I32(v) => Tensor::from_shape(&t.shape, v)?,
@@ -206,6 +219,7 @@ impl TractLoaded {
         let mut model = (*self.graph).clone();
         for (i, t) in ordered.iter().enumerate() {
             let dt = match t.data {
+                TensorData::F32(_) if declares_f16(&self.graph, i) => DatumType::F16,
                 TensorData::F32(_) => f32::datum_type(),
                 TensorData::I64(_) => i64::datum_type(),
                 TensorData::I32(_) => i32::datum_type(),
@@ -277,8 +291,9 @@ impl Loaded for TractLoaded {
         let plan = self.plan_for(&ordered)?;
         let values = ordered
             .iter()
-            .map(|t| {
-                to_tensor(t)
+            .enumerate()
+            .map(|(i, t)| {
+                to_tensor(t, declares_f16(&self.graph, i))
                     .map(|t| t.into_tvalue())
                     .map_err(|e| RuntimeError::input(NAME, format!("input '{}': {e:#}", t.name)))
             })
