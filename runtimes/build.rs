@@ -3,7 +3,10 @@
 use std::{fs, path::Path};
 
 fn main() {
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    // Read when the script runs, not baked in when it was compiled: a build script compiled
+    // for one checkout can be reused for another that shares the target folder.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let lock = Path::new(&manifest).join("../Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());
     let text = fs::read_to_string(&lock).unwrap_or_default();
     for (krate, var) in [
