@@ -83,7 +83,6 @@ const CANDLE_ONNX_OPS: &[&str] = &[
     "PRelu",
     "Ceil",
     "Floor",
-    "CumSum",
     "Identity",
     "If",
     "Pad",
@@ -464,8 +463,10 @@ fn evaluate(node: &Node, args: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>,
             let mut map = HashMap::with_capacity(args.len());
             for (name, t) in node.proto.input.iter().zip(args) {
                 match t {
+                    // Several candle-onnx operators (GatherElements, ...) need contiguous
+                    // inputs; Expand and Transpose leave views. A no-op when contiguous.
                     Some(t) => {
-                        map.insert(name.clone(), t.clone());
+                        map.insert(name.clone(), t.contiguous().map_err(ops::e)?);
                     }
                     None if name.is_empty() => {}
                     None => return Err(format!("input '{name}' has no value")),
@@ -478,7 +479,7 @@ fn evaluate(node: &Node, args: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>,
             }));
             let mut out = match result {
                 Ok(Ok(out)) => out,
-                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Err(e)) => return Err(ops::e(e)),
                 Err(p) => {
                     let msg = p
                         .downcast_ref::<String>()

@@ -39,6 +39,9 @@ pub(super) const OWN: &[&str] = &[
     "Gather",
     // candle-onnx: a negative axis wraps.
     "Flatten",
+    // candle-onnx: integers fail (candle's cumsum is a matmul), exclusive/reverse refused.
+    // RoBERTa numbers its positions with a CumSum over the int64 mask.
+    "CumSum",
 ];
 
 fn attr<'a>(node: &'a onnx::NodeProto, name: &str) -> Option<&'a onnx::AttributeProto> {
@@ -67,8 +70,10 @@ fn opt_arg(args: &[Option<Tensor>], i: usize) -> Option<&Tensor> {
     args.get(i).and_then(|a| a.as_ref())
 }
 
-fn e(err: candle_core::Error) -> String {
-    err.to_string()
+/// candle's error without the backtrace it carries when RUST_BACKTRACE is set.
+pub(super) fn e(err: candle_core::Error) -> String {
+    let text = err.to_string();
+    text.lines().next().unwrap_or_default().trim().to_string()
 }
 
 /// The values of a small integer tensor (axes, shapes, indices).
@@ -256,6 +261,7 @@ pub(super) fn evaluate(
             one(y)
         }
         "Gather" => one(gather(node, args)?),
+        "CumSum" => one(cumsum(node, args)?),
         "Flatten" => {
             let x = arg(args, 0, "input")?;
             let r = x.rank();
@@ -487,6 +493,46 @@ fn reduce(node: &onnx::NodeProto, args: &[Option<Tensor>]) -> Result<Tensor, Str
     Ok(y)
 }
 
+fn cumsum(node: &onnx::NodeProto, args: &[Option<Tensor>]) -> Result<Tensor, String> {
+    let x = arg(args, 0, "x")?;
+    let axis = ints(arg(args, 1, "axis")?)?;
+    let axis = norm_axis(*axis.first().ok_or("an empty axis")?, x.rank())?;
+    let (exclusive, reverse) = (
+        attr_i(node, "exclusive", 0) != 0,
+        attr_i(node, "reverse", 0) != 0,
+    );
+    let dtype = x.dtype();
+    // Integers summed in f64 (exact below 2^53), floats in their own type.
+    let work = match dtype {
+        DType::I64 | DType::U8 | DType::U32 | DType::I32 | DType::I16 => {
+            x.to_dtype(DType::F64).map_err(e)?
+        }
+        _ => x.clone(),
+    };
+    let n = x.dims()[axis];
+    let work = if reverse {
+        work.flip(&[axis]).map_err(e)?
+    } else {
+        work
+    };
+    let mut y = work.cumsum(axis).map_err(e)?;
+    if exclusive {
+        // Shift by one along the axis: [0, s0, s1, ...].
+        let zero = y
+            .narrow(axis, 0, 1)
+            .and_then(|z| z.zeros_like())
+            .map_err(e)?;
+        let head = y.narrow(axis, 0, n.saturating_sub(1)).map_err(e)?;
+        y = Tensor::cat(&[&zero, &head], axis).map_err(e)?;
+    }
+    let y = if reverse {
+        y.flip(&[axis]).map_err(e)?
+    } else {
+        y
+    };
+    y.to_dtype(dtype).map_err(e)
+}
+
 fn gather(node: &onnx::NodeProto, args: &[Option<Tensor>]) -> Result<Tensor, String> {
     let x = arg(args, 0, "data")?;
     let idx = arg(args, 1, "indices")?;
@@ -679,6 +725,28 @@ mod tests {
         let i = cast(&x, 6).unwrap();
         assert_eq!(i.to_vec1::<i64>().unwrap(), vec![0, 0, -2]);
         assert!(cast(&x, 8).unwrap_err().contains("string"));
+    }
+
+    #[test]
+    fn cumsum_of_integers_exclusive_and_reverse() {
+        let x = Tensor::new(&[[1i64, 0, 1, 1], [0, 1, 1, 0]], &Device::Cpu).unwrap();
+        let axis = Tensor::new(&[1i64], &Device::Cpu).unwrap();
+        let y = run(&node("CumSum", vec![], 1), vec![x.clone(), axis.clone()]);
+        assert_eq!(y.dtype(), DType::I64);
+        assert_eq!(
+            y.to_vec2::<i64>().unwrap(),
+            vec![vec![1, 1, 2, 3], vec![0, 1, 2, 2]]
+        );
+        let n = node(
+            "CumSum",
+            vec![int_attr("exclusive", 1), int_attr("reverse", 1)],
+            1,
+        );
+        let y = run(&n, vec![x, axis]);
+        assert_eq!(
+            y.to_vec2::<i64>().unwrap(),
+            vec![vec![2, 2, 1, 0], vec![2, 1, 0, 0]]
+        );
     }
 
     #[test]
