@@ -45,7 +45,7 @@ fn an_aborting_worker_loses_only_its_unfinished_rows() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let r = results(&out);
     let rows: Vec<&Value> = r["scenarios"].as_array().unwrap().iter().collect();
-    assert_eq!(rows.len(), 6, "{stdout}");
+    assert_eq!(rows.len(), 8, "{stdout}");
     let get = |rt: &str, batch: u64| {
         rows.iter()
             .find(|s| s["runtime"] == rt && s["batch"] == batch)
