@@ -457,6 +457,22 @@ fn single_node_model(node: &onnx::NodeProto) -> onnx::ModelProto {
 /// One node on `args` (None for omitted optional inputs): its outputs, None for those it
 /// does not produce.
 fn evaluate(node: &Node, args: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>, String> {
+    // candle-onnx has `todo!()`s and unchecked indexing, and candle asserts in places: a panic
+    // while evaluating a node is that node's failure, not the process's.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        evaluate_unguarded(node, args)
+    }));
+    result.unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "no message".into());
+        Err(format!("panicked: {msg}"))
+    })
+}
+
+fn evaluate_unguarded(node: &Node, args: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>, String> {
     match &node.eval {
         Eval::Own => ops::evaluate(&node.proto, args),
         Eval::CandleOnnx(model) => {
@@ -472,23 +488,7 @@ fn evaluate(node: &Node, args: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>,
                     None => return Err(format!("input '{name}' has no value")),
                 }
             }
-            // candle-onnx has `todo!()`s and unchecked indexing: a panic there is this
-            // node's failure, not the process's.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                candle_onnx::simple_eval(model, map)
-            }));
-            let mut out = match result {
-                Ok(Ok(out)) => out,
-                Ok(Err(e)) => return Err(ops::e(e)),
-                Err(p) => {
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "no message".into());
-                    return Err(format!("candle-onnx panicked: {msg}"));
-                }
-            };
+            let mut out = candle_onnx::simple_eval(model, map).map_err(ops::e)?;
             Ok(node.proto.output.iter().map(|n| out.remove(n)).collect())
         }
     }

@@ -87,7 +87,7 @@ fn ints(t: &Tensor) -> Result<Vec<i64>, String> {
 /// `axis` in -rank..rank as an index.
 fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
     let r = rank as i64;
-    if axis < -r || axis >= r.max(1) {
+    if axis < -r || axis >= r {
         return Err(format!("axis {axis} is out of range for rank {rank}"));
     }
     Ok(if axis < 0 { axis + r } else { axis } as usize)
@@ -747,6 +747,26 @@ mod tests {
             y.to_vec2::<i64>().unwrap(),
             vec![vec![2, 2, 1, 0], vec![2, 1, 0, 0]]
         );
+    }
+
+    #[test]
+    fn axes_out_of_range_and_scalars_are_errors_not_panics() {
+        let scalar = Tensor::new(2f32, &Device::Cpu).unwrap();
+        let idx = Tensor::new(0i64, &Device::Cpu).unwrap();
+        let e = evaluate(
+            &node("Gather", vec![], 1),
+            &[Some(scalar.clone()), Some(idx)],
+        );
+        assert!(e.unwrap_err().contains("out of range for rank 0"));
+        let x = t(&[1., 2.], &[2]);
+        let n = node("ReduceSum", vec![ints_attr("axes", &[3])], 1);
+        assert!(evaluate(&n, &[Some(x.clone())])
+            .unwrap_err()
+            .contains("axis 3"));
+        let n = node("Squeeze", vec![ints_attr("axes", &[0])], 1);
+        assert!(evaluate(&n, &[Some(x)]).unwrap_err().contains("not 1"));
+        let e = evaluate(&node("LayerNormalization", vec![], 1), &[Some(scalar)]);
+        assert!(e.is_err());
     }
 
     #[test]
