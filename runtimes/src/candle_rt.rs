@@ -16,7 +16,8 @@
 //!
 //! Threads: candle's matmul splits work into `RAYON_NUM_THREADS` parts (read on every call)
 //! and runs them on the current rayon pool; inference runs inside a pool of N threads, with
-//! that variable set to N for the duration of the scenario.
+//! that variable set to N for the duration of the scenario ([`CandleThreads`], which the
+//! graph engine uses too).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -139,8 +140,7 @@ impl Runtime for CandleRuntime {
                 weights.display()
             ))
         })?;
-        let threads = opts.threads.max(1);
-        let pool = crate::rayon_pool(NAME, threads, opts.cpus.as_deref())?;
+        let threads = CandleThreads::new(NAME, opts.threads, opts.cpus.clone())?;
         let output_name = info
             .outputs
             .first()
@@ -148,11 +148,9 @@ impl Runtime for CandleRuntime {
             .unwrap_or_else(|| "last_hidden_state".into());
         Ok(Box::new(CandleLoaded {
             bert: Arc::new(bert),
-            pool,
             threads,
             output_name,
             dtype,
-            cpus: opts.cpus.clone(),
             device,
             prepared: None,
         }))
@@ -299,16 +297,75 @@ struct Prepared {
     attention_mask: Tensor,
 }
 
+/// How both candle engines use threads: inference runs inside a rayon pool of N threads
+/// (inline on the caller for one), with `RAYON_NUM_THREADS` set to N while a scenario runs,
+/// since candle's matmul reads it on every call to split its work.
+pub(crate) struct CandleThreads {
+    runtime: &'static str,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    threads: usize,
+    cpus: Option<Vec<usize>>,
+}
+
+impl CandleThreads {
+    pub(crate) fn new(
+        runtime: &'static str,
+        threads: usize,
+        cpus: Option<Vec<usize>>,
+    ) -> Result<CandleThreads, RuntimeError> {
+        let threads = threads.max(1);
+        Ok(CandleThreads {
+            runtime,
+            pool: crate::rayon_pool(runtime, threads, cpus.as_deref())?,
+            threads,
+            cpus,
+        })
+    }
+
+    /// The same settings with a pool of its own, for another worker.
+    pub(crate) fn again(&self) -> Result<CandleThreads, RuntimeError> {
+        CandleThreads::new(self.runtime, self.threads, self.cpus.clone())
+    }
+
+    /// Called when a scenario is prepared: the split must match the pool it runs in.
+    pub(crate) fn enter(&self) {
+        std::env::set_var("RAYON_NUM_THREADS", self.threads.to_string());
+    }
+
+    /// Runs `f` on the pool (inline for one thread).
+    pub(crate) fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
+    /// What was applied: threads, pool, RAYON_NUM_THREADS, worker pinning.
+    pub(crate) fn applied(&self) -> Vec<(String, String)> {
+        let pool = match self.pool {
+            Some(_) => format!("rayon pool of {} threads", self.threads),
+            None => "inline on the measuring thread".into(),
+        };
+        vec![
+            ("threads".into(), self.threads.to_string()),
+            ("pool".into(), pool),
+            ("RAYON_NUM_THREADS".into(), self.threads.to_string()),
+            (
+                "worker_cpus".into(),
+                crate::cpus_label(self.threads, self.cpus.as_deref()),
+            ),
+        ]
+    }
+}
+
 struct CandleLoaded {
     /// Shared between workers: candle's forward takes the model by shared reference.
     bert: Arc<Bert>,
     /// Where the weights and the prepared inputs live.
     device: Device,
-    pool: Option<Arc<rayon::ThreadPool>>,
-    threads: usize,
+    threads: CandleThreads,
     output_name: String,
     dtype: DType,
-    cpus: Option<Vec<usize>>,
     prepared: Option<Prepared>,
 }
 
@@ -322,25 +379,16 @@ impl CandleLoaded {
             self.bert
                 .forward(&p.input_ids, &p.token_type_ids, &p.attention_mask)
         };
-        match &self.pool {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
-        .map_err(|e| RuntimeError::inference(NAME, e))
+        self.threads
+            .install(f)
+            .map_err(|e| RuntimeError::inference(NAME, e))
     }
 }
 
 impl Loaded for CandleLoaded {
     fn applied(&self) -> Vec<(String, String)> {
-        let pool = match self.pool {
-            Some(_) => format!("rayon pool of {} threads", self.threads),
-            None => "inline on the measuring thread".into(),
-        };
-        vec![
+        let mut applied = vec![
             ("engine".into(), "native".into()),
-            ("threads".into(), self.threads.to_string()),
-            ("pool".into(), pool),
-            ("RAYON_NUM_THREADS".into(), self.threads.to_string()),
             ("dtype".into(), format!("{:?}", self.dtype).to_lowercase()),
             (
                 "device".into(),
@@ -351,16 +399,13 @@ impl Loaded for CandleLoaded {
                 },
             ),
             ("architecture".into(), self.bert.describe().into()),
-            (
-                "worker_cpus".into(),
-                crate::cpus_label(self.threads, self.cpus.as_deref()),
-            ),
-        ]
+        ];
+        applied.extend(self.threads.applied());
+        applied
     }
 
     fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
-        // Read on every matmul: the split must match the pool this scenario runs in.
-        std::env::set_var("RAYON_NUM_THREADS", self.threads.to_string());
+        self.threads.enter();
         for t in inputs {
             if !["input_ids", "token_type_ids", "attention_mask"].contains(&t.name.as_str()) {
                 return Err(unsupported(format!(
@@ -423,20 +468,16 @@ impl Loaded for CandleLoaded {
     }
 
     fn share(&self) -> Option<Result<Box<dyn Loaded>, RuntimeError>> {
-        Some(
-            crate::rayon_pool(NAME, self.threads, self.cpus.as_deref()).map(|pool| {
-                Box::new(CandleLoaded {
-                    bert: self.bert.clone(),
-                    pool,
-                    threads: self.threads,
-                    output_name: self.output_name.clone(),
-                    dtype: self.dtype,
-                    cpus: self.cpus.clone(),
-                    device: self.device.clone(),
-                    prepared: None,
-                }) as Box<dyn Loaded>
-            }),
-        )
+        Some(self.threads.again().map(|threads| {
+            Box::new(CandleLoaded {
+                bert: self.bert.clone(),
+                threads,
+                output_name: self.output_name.clone(),
+                dtype: self.dtype,
+                device: self.device.clone(),
+                prepared: None,
+            }) as Box<dyn Loaded>
+        }))
     }
 
     fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError> {

@@ -18,8 +18,7 @@
 //! intermediate after its last use.
 //!
 //! Integers are computed as i64 (int8/16/32 and uint16/32 widened, as candle-onnx does for
-//! int32), booleans as u8. Threads: as the native engine, inference runs inside a rayon pool
-//! of N threads with `RAYON_NUM_THREADS` set to N.
+//! int32), booleans as u8. Threads: as the native engine's ([`CandleThreads`]).
 
 mod ops;
 mod proto;
@@ -31,6 +30,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_onnx::onnx;
 
+use crate::candle_rt::CandleThreads;
 use crate::model::{ModelFiles, ModelInfo};
 use crate::tensor::{DType as HostDType, HostTensor, TensorData};
 use crate::{Availability, LoadOptions, Loaded, Runtime, RuntimeError};
@@ -145,13 +145,9 @@ impl Runtime for CandleGraphRuntime {
         device_problem(opts.device).map_err(unsupported)?;
         let path = crate::onnx_file(NAME, model, opts.variant)?;
         let graph = Graph::load(&path)?;
-        let threads = opts.threads.max(1);
-        let pool = crate::rayon_pool(NAME, threads, opts.cpus.as_deref())?;
         Ok(Box::new(GraphLoaded {
             graph: Arc::new(graph),
-            pool,
-            threads,
-            cpus: opts.cpus.clone(),
+            threads: CandleThreads::new(NAME, opts.threads, opts.cpus.clone())?,
             variant: opts.variant,
             prepared: None,
         }))
@@ -500,9 +496,7 @@ struct Prepared {
 
 struct GraphLoaded {
     graph: Arc<Graph>,
-    pool: Option<Arc<rayon::ThreadPool>>,
-    threads: usize,
-    cpus: Option<Vec<usize>>,
+    threads: CandleThreads,
     variant: crate::Variant,
     prepared: Option<Prepared>,
 }
@@ -513,11 +507,7 @@ impl GraphLoaded {
             .prepared
             .as_ref()
             .ok_or_else(|| RuntimeError::input(NAME, "run before prepare"))?;
-        let f = || self.graph.run(&p.inputs);
-        match &self.pool {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
+        self.threads.install(|| self.graph.run(&p.inputs))
     }
 }
 
@@ -582,11 +572,7 @@ fn to_host(name: &str, t: &Tensor, declared: HostDType) -> Result<HostTensor, Ru
 impl Loaded for GraphLoaded {
     fn applied(&self) -> Vec<(String, String)> {
         let g = &self.graph;
-        let pool = match self.pool {
-            Some(_) => format!("rayon pool of {} threads", self.threads),
-            None => "inline on the measuring thread".into(),
-        };
-        vec![
+        let mut applied = vec![
             ("engine".into(), "onnx-graph".into()),
             (
                 "graph".into(),
@@ -601,20 +587,14 @@ impl Loaded for GraphLoaded {
                 ),
             ),
             ("variant".into(), self.variant.as_str().into()),
-            ("threads".into(), self.threads.to_string()),
-            ("pool".into(), pool),
-            ("RAYON_NUM_THREADS".into(), self.threads.to_string()),
             ("device".into(), "cpu".into()),
-            (
-                "worker_cpus".into(),
-                crate::cpus_label(self.threads, self.cpus.as_deref()),
-            ),
-        ]
+        ];
+        applied.extend(self.threads.applied());
+        applied
     }
 
     fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
-        // Read on every matmul: the split must match the pool this scenario runs in.
-        std::env::set_var("RAYON_NUM_THREADS", self.threads.to_string());
+        self.threads.enter();
         let mut tensors = Vec::with_capacity(self.graph.inputs.len());
         for gi in &self.graph.inputs {
             let t = inputs.iter().find(|t| t.name == gi.name).ok_or_else(|| {
@@ -679,17 +659,13 @@ impl Loaded for GraphLoaded {
     }
 
     fn share(&self) -> Option<Result<Box<dyn Loaded>, RuntimeError>> {
-        Some(
-            crate::rayon_pool(NAME, self.threads, self.cpus.as_deref()).map(|pool| {
-                Box::new(GraphLoaded {
-                    graph: self.graph.clone(),
-                    pool,
-                    threads: self.threads,
-                    cpus: self.cpus.clone(),
-                    variant: self.variant,
-                    prepared: None,
-                }) as Box<dyn Loaded>
-            }),
-        )
+        Some(self.threads.again().map(|threads| {
+            Box::new(GraphLoaded {
+                graph: self.graph.clone(),
+                threads,
+                variant: self.variant,
+                prepared: None,
+            }) as Box<dyn Loaded>
+        }))
     }
 }
