@@ -56,23 +56,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn matches_pytorch_reference(runtime: &str, threads: usize) {
-    let (mut m, info) = load(runtime, threads);
-    let r = info
-        .reference
-        .expect("the fixture's manifest has reference outputs");
-    m.prepare(&r.inputs).unwrap();
-    let out = m.infer().unwrap();
-    let want = &r.outputs[0];
-    let got = out
-        .iter()
-        .find(|o| o.name == want.name)
-        .unwrap_or_else(|| panic!("{runtime} produced no '{}'", want.name));
-    assert_eq!(got.shape, want.shape);
-    let d = max_abs(f32s(got), f32s(want));
-    assert!(
-        d < 1e-4,
-        "{runtime} ({threads} threads) differs from PyTorch by {d}"
-    );
+    fixture_matches_pytorch("tiny-bert", runtime, threads);
 }
 
 fn runs_at_several_shapes(runtime: &str) {
@@ -243,7 +227,8 @@ fn shared_handles_agree_and_run_concurrently() {
     }
 }
 
-/// Every committed fixture (a BERT, a CNN, a ViT) on every runtime and engine: its PyTorch
+/// Every committed fixture (a BERT, a CNN, a ViT) on every runtime and engine (tiny-bert's
+/// through the suite above, the others through `fixture_conformance!`): its PyTorch
 /// reference outputs (recorded by the exporter) reproduced, each row of the reference batch
 /// equal to the same row run alone. An engine that cannot run a fixture must say so as a
 /// skip (unsupported), never fail: which ones may is listed here.
@@ -328,8 +313,4 @@ fixture_conformance! {
     tiny_vit_tract => "tiny-vit", "tract";
     tiny_vit_candle => "tiny-vit", "candle";
     tiny_vit_candle_native => "tiny-vit", "candle-native";
-    tiny_bert_all_ort => "tiny-bert", "ort";
-    tiny_bert_all_tract => "tiny-bert", "tract";
-    tiny_bert_all_candle => "tiny-bert", "candle";
-    tiny_bert_all_candle_native => "tiny-bert", "candle-native";
 }
