@@ -667,7 +667,7 @@ impl Loaded for OrtLoaded {
                 ValueType::Tensor { ty, .. } => Some(ty),
                 _ => None,
             };
-            if let ValueType::Tensor { ty, .. } = ty {
+            if let Some(ty) = element {
                 if !element_matches(ty, &t.data) {
                     return Err(RuntimeError::input(
                         NAME,
