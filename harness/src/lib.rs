@@ -240,14 +240,16 @@ fn run_list(a: ListArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
         serde_json::to_writer_pretty(&mut *stdout, &doc)?;
         writeln!(stdout)?;
     } else {
+        // The runtime column as wide as the longest registered name.
+        let w = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
         for (n, d, av) in &rows {
             let d = d.label();
             match av {
                 Availability::Ready { detail, .. } => {
-                    writeln!(stdout, "{n:<13} {d:<10} ready        {detail}")?
+                    writeln!(stdout, "{n:<w$} {d:<10} ready        {detail}")?
                 }
                 Availability::Unavailable { reason } => {
-                    writeln!(stdout, "{n:<13} {d:<10} unavailable  {reason}")?
+                    writeln!(stdout, "{n:<w$} {d:<10} unavailable  {reason}")?
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use runtimes::{HostTensor, ModelInfo};
 
-use super::protocol::{untyped_model, HttpRequest, LoadError, LoadOptions, Protocol, Scenario};
+use super::protocol::{HttpRequest, LoadError, LoadOptions, Protocol, Scenario};
 use crate::net::client::{request_bytes, Target};
 
 #[derive(Debug)]
@@ -27,10 +27,6 @@ impl Protocol for HttpGet {
 
     fn shaped(&self) -> bool {
         false
-    }
-
-    fn discover(&self, o: &LoadOptions, _target: &Target) -> Result<ModelInfo, LoadError> {
-        Ok(untyped_model(o))
     }
 
     fn prepare(

@@ -10,8 +10,8 @@ use runtimes::{HostTensor, ModelInfo};
 use serde_json::{json, Value};
 
 use super::protocol::{
-    json_post, status_error, untyped_model, Finished, LoadError, LoadOptions, NetWorker, Protocol,
-    Request, Scenario,
+    json_post, status_error, Finished, LoadError, LoadOptions, NetWorker, Protocol, Request,
+    Scenario,
 };
 use super::streaming::streaming_stats;
 use super::words;
@@ -33,10 +33,6 @@ impl Protocol for OpenaiCompletions {
 
     fn default_port(&self) -> u16 {
         8000
-    }
-
-    fn discover(&self, o: &LoadOptions, _target: &Target) -> Result<ModelInfo, LoadError> {
-        Ok(untyped_model(o))
     }
 
     fn prepare(

@@ -8,7 +8,7 @@ use runtimes::{HostTensor, ModelInfo};
 use serde_json::{json, Value};
 
 use super::protocol::{
-    json_post, untyped_model, Finished, HttpRequest, LoadError, LoadOptions, Protocol, Scenario,
+    json_post, Finished, HttpRequest, LoadError, LoadOptions, Protocol, Scenario,
 };
 use super::words;
 use crate::net::client::{Http1, Target};
@@ -46,10 +46,6 @@ impl Protocol for OpenaiEmbeddings {
 
     fn default_port(&self) -> u16 {
         8000
-    }
-
-    fn discover(&self, o: &LoadOptions, _target: &Target) -> Result<ModelInfo, LoadError> {
-        Ok(untyped_model(o))
     }
 
     fn prepare(

@@ -25,8 +25,11 @@ pub trait Protocol: Sync + std::fmt::Debug {
     fn shaped(&self) -> bool {
         true
     }
-    /// The model's tensors, from the server's metadata where the protocol has it.
-    fn discover(&self, o: &LoadOptions, target: &Target) -> Result<ModelInfo, LoadError>;
+    /// The model's tensors, from the server's metadata where the protocol has it; by default
+    /// (no metadata) a model with the `--model` name and no declared tensors.
+    fn discover(&self, o: &LoadOptions, _target: &Target) -> Result<ModelInfo, LoadError> {
+        Ok(untyped_model(o))
+    }
     /// What every worker of one scenario sends.
     fn prepare(
         &self,
