@@ -234,6 +234,12 @@ pub struct CompareArgs {
     /// Where each runtime runs
     #[arg(long, value_enum, default_value = "process")]
     pub isolate: IsolateMode,
+    /// How long a runtime may spend loading, preparing a shape (with its first inference)
+    /// or finishing, and how much longer than --warmup-time plus --max-time measuring: past
+    /// it the runtime's worker is stopped and its row says so (with --isolate none the run
+    /// ends there, rows kept: a thread cannot be stopped)
+    #[arg(long, default_value = "10m", value_parser = positive_duration)]
+    pub phase_timeout: Duration,
     /// Print results.json on stdout, and nothing else there
     #[arg(long)]
     pub json: bool,

@@ -113,6 +113,7 @@ pub fn compare(a: &CompareArgs, interrupt: Arc<AtomicBool>) -> Result<CompareOpt
         out,
         pinning,
         overhead: !a.no_overhead,
+        phase_timeout: a.phase_timeout,
         isolation: match a.isolate {
             cli::IsolateMode::Process => Isolation::Process {
                 exe: std::env::current_exe().map_err(|e| {

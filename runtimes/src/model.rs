@@ -425,46 +425,56 @@ fn read_onnx_signature(path: &Path) -> Result<GraphSignature, String> {
     })?;
     let init: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let spec = |vi: &tract_onnx::pb::ValueInfoProto| -> TensorSpec {
+    // An input's declared dim is a size (1 or more), a name, or unknown (absent, or -1 as
+    // some exporters write it); 0 or another negative number cannot be a scenario's shape.
+    // Outputs are only read, so theirs are taken as they come.
+    let spec = |vi: &tract_onnx::pb::ValueInfoProto, input: bool| -> Result<TensorSpec, String> {
         let (dtype, dims) = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(Value::TensorType(t)) => {
-                let dims = t
-                    .shape
-                    .as_ref()
-                    .map(|s| {
-                        s.dim
-                            .iter()
-                            .enumerate()
-                            .map(|(i, d)| match &d.value {
-                                Some(DimValue::DimValue(n)) if *n > 0 => Dim::Fixed(*n as usize),
-                                Some(DimValue::DimParam(p)) if !p.is_empty() => {
-                                    Dim::Symbolic(p.clone())
+                let mut dims = Vec::new();
+                for (i, d) in t.shape.iter().flat_map(|s| s.dim.iter()).enumerate() {
+                    dims.push(match &d.value {
+                        Some(DimValue::DimValue(n)) if *n > 0 => Dim::Fixed(*n as usize),
+                        Some(DimValue::DimValue(n)) if input && *n != -1 => {
+                            return Err(format!(
+                                "{}: input '{}' declares dim {i} as {n}{}; a dim is a size of at least 1 or a name such as 'batch': fix the export (models/export.py names the dynamic ones)",
+                                path.display(),
+                                vi.name,
+                                if *n == 0 {
+                                    " (no elements: nothing to measure)"
+                                } else {
+                                    ", which is not a size"
                                 }
-                                _ => Dim::Symbolic(format!("{}_dim{i}", vi.name)),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                            ))
+                        }
+                        Some(DimValue::DimParam(p)) if !p.is_empty() => Dim::Symbolic(p.clone()),
+                        _ => Dim::Symbolic(format!("{}_dim{i}", vi.name)),
+                    });
+                }
                 (DType::from_onnx(t.elem_type), dims)
             }
             _ => (DType::Other, vec![]),
         };
-        TensorSpec {
+        Ok(TensorSpec {
             name: vi.name.clone(),
             dtype,
             dims,
-        }
+        })
     };
     let inputs: Vec<TensorSpec> = graph
         .input
         .iter()
         .filter(|i| !init.contains(i.name.as_str()))
-        .map(spec)
-        .collect();
+        .map(|i| spec(i, true))
+        .collect::<Result<_, _>>()?;
     if inputs.is_empty() {
         return Err(format!("{} declares no inputs", path.display()));
     }
-    let outputs = graph.output.iter().map(spec).collect();
+    let outputs = graph
+        .output
+        .iter()
+        .map(|o| spec(o, false))
+        .collect::<Result<_, _>>()?;
     let input_names: std::collections::HashSet<&str> =
         inputs.iter().map(|i| i.name.as_str()).collect();
     let embedding_rows = graph

@@ -16,7 +16,7 @@ use super::reference::References;
 use super::runlog::RunLog;
 use super::served::ServedPlan;
 use super::worker::{self, GroupEnd};
-use super::{Event, Pinning, Progress, Row};
+use super::{Event, Overrun, Pinning, Progress, Row, Watch};
 use crate::inputs;
 use crate::measure::{LoadMode, MeasureConfig};
 use crate::results::{
@@ -58,6 +58,8 @@ pub struct CompareOptions {
     pub pinning: Pinning,
     /// Measure the harness's own per-iteration cost with the null runtime.
     pub overhead: bool,
+    /// How long each phase of a group may take (see `GroupSpec::phase_timeout`).
+    pub phase_timeout: std::time::Duration,
     pub isolation: Isolation,
     /// Set (by a SIGINT handler) to end the run early, keeping what was measured.
     pub interrupt: Arc<AtomicBool>,
@@ -206,6 +208,8 @@ impl GroupPlan<'_> {
             pinning: opts.pinning.clone(),
             abort_before: fault_injection("HARNESS_FAULT_ABORT", self.runtime.name(), self.threads),
             panic_before: fault_injection("HARNESS_FAULT_PANIC", self.runtime.name(), self.threads),
+            hang_in: fault_phase(self.runtime.name(), self.threads),
+            phase_timeout: opts.phase_timeout,
             device: self.device.label(),
             runtime_options: opts.runtime_options.clone(),
         }
@@ -394,17 +398,65 @@ fn run_one_group(
         }
         return Ok(GroupEnd::Finished);
     }
-    let mut emitted = 0usize;
-    let mut write_error = None;
+    // The log is shared with the in-process watchdog, which writes the rows of a group
+    // that passed its deadline before the run ends.
+    let saved = std::sync::Mutex::new(Saved {
+        log,
+        emitted: 0,
+        write_error: None,
+    });
+    let name = g.runtime.name();
+    let lost_rows = |end: &GroupEnd| -> Result<(), super::runlog::WriteError> {
+        // What happened, and the words for the row it happened in and for those after it.
+        let (how, first, later, kind) = match end {
+            GroupEnd::Died(how) => {
+                let how = format!("the {name} worker {how}");
+                (
+                    how.clone(),
+                    format!("{how} during this scenario; the rows before it are kept"),
+                    format!("not run: {how} earlier in this group"),
+                    "worker-died",
+                )
+            }
+            GroupEnd::TimedOut(late) => {
+                let stopped = match opts.isolation {
+                    Isolation::Process { .. } => "its worker was stopped",
+                    Isolation::None => "the run ended here (a thread cannot be stopped)",
+                };
+                let how = format!("{name} {late}");
+                (
+                    format!("{how}; {stopped}"),
+                    format!("{how}; {stopped}; the rows before this one are kept"),
+                    format!("not run: {name} passed a phase deadline earlier in this group"),
+                    "timeout",
+                )
+            }
+            GroupEnd::Finished | GroupEnd::Interrupted => return Ok(()),
+        };
+        progress(Event::Warning(&format!("[{name}] {how}")));
+        let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, (i, mode)) in plan.iter().enumerate().skip(saved.emitted) {
+            let mut r = group::blank_row(&spec, &shapes[*i].shape, mode);
+            let message = if k == saved.emitted {
+                first.clone()
+            } else {
+                later.clone()
+            };
+            Row::fail(&mut r, message, kind, false);
+            saved.log.push(r)?;
+        }
+        Ok(())
+    };
     let mut handle = |mut row: ScenarioResult, outputs: Option<Vec<HostTensor>>, index: usize| {
-        emitted += 1;
         if let Some(out) = outputs {
             row.parity = references.judge(&row.runtime, g.variant, index, out);
         }
         report(&row, progress);
+        let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
+        saved.emitted += 1;
         // On disk as soon as it is measured.
-        if let Err(e) = log.push(row) {
-            write_error.get_or_insert(e);
+        if let Err(e) = saved.log.push(row) {
+            saved.write_error.get_or_insert(e);
         }
     };
     let end = match &opts.isolation {
@@ -416,26 +468,55 @@ fn run_one_group(
             progress,
             &mut handle,
         ),
-        Isolation::None => run_in_thread(&spec, files, info, shapes, opts, progress, &mut handle),
+        Isolation::None => {
+            // A thread cannot be stopped: a runtime in this process that passes its
+            // deadline ends the run, with its rows written first.
+            let stuck = |late: Overrun| {
+                let end = GroupEnd::TimedOut(late);
+                let written = lost_rows(&end).and_then(|()| {
+                    let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
+                    saved.log.results.interrupted = true;
+                    saved.log.write()
+                });
+                if let Err(e) = written {
+                    eprintln!("harness: {e}");
+                }
+                eprintln!(
+                    "harness: {name} cannot be stopped inside this process (--isolate none), so the run ends here with the rows so far in {}; with --isolate process (the default) only that runtime's worker is stopped",
+                    opts.out.display()
+                );
+                std::process::exit(1)
+            };
+            run_in_thread(
+                &spec,
+                files,
+                info,
+                shapes,
+                opts,
+                progress,
+                &mut handle,
+                &stuck,
+            )
+        }
     };
+    let write_error = saved
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .write_error
+        .take();
     if let Some(e) = write_error {
         return Err(e.into());
     }
-    if let GroupEnd::Died(how) = &end {
-        let name = g.runtime.name();
-        progress(Event::Warning(&format!("[{name}] worker {how}")));
-        for (k, (i, mode)) in plan.iter().enumerate().skip(emitted) {
-            let mut r = group::blank_row(&spec, &shapes[*i].shape, mode);
-            let message = if k == emitted {
-                format!("the {name} worker {how} during this scenario; the rows before it are kept")
-            } else {
-                format!("not run: the {name} worker {how} earlier in this group")
-            };
-            Row::fail(&mut r, message, "worker-died", false);
-            log.push(r)?;
-        }
-    }
+    lost_rows(&end)?;
     Ok(end)
+}
+
+/// A group's rows on their way to disk.
+struct Saved<'a> {
+    log: &'a mut RunLog,
+    /// Rows of the plan already written.
+    emitted: usize,
+    write_error: Option<super::runlog::WriteError>,
 }
 
 /// `HARNESS_FAULT_ABORT=RUNTIME:THREADS:INDEX` makes that group's worker abort before
@@ -450,7 +531,18 @@ fn fault_injection(var: &str, runtime: &str, threads: usize) -> Option<usize> {
         .flatten()
 }
 
-/// A group on a thread of this process: a panic inside a runtime becomes error rows.
+/// `HARNESS_FAULT_HANG=RUNTIME:THREADS:PHASE` makes that group hang forever in PHASE
+/// (`load`, `prepare`, `measure`, `finish`): how the deadline tests make a runtime hang.
+fn fault_phase(runtime: &str, threads: usize) -> Option<String> {
+    let v = std::env::var("HARNESS_FAULT_HANG").ok()?;
+    let mut it = v.split(':');
+    let (r, t, p) = (it.next()?, it.next()?, it.next()?);
+    (r == runtime && t.parse::<usize>().ok()? == threads).then(|| p.to_string())
+}
+
+/// A group on a thread of this process: a panic inside a runtime becomes error rows; a
+/// phase past its deadline calls `stuck`, which ends the process.
+#[allow(clippy::too_many_arguments)]
 fn run_in_thread(
     spec: &GroupSpec,
     files: &ModelFiles,
@@ -459,25 +551,41 @@ fn run_in_thread(
     opts: &CompareOptions,
     progress: Progress,
     handle: &mut (dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>, usize) + Send),
+    stuck: &(dyn Fn(Overrun) + Sync),
 ) -> GroupEnd {
     let spec = GroupSpec {
         abort_before: None,
         panic_before: None,
         ..spec.clone()
     };
+    let watch = std::sync::Mutex::new(Watch::start(spec.phase_timeout));
+    let watched = |e: Event| match e {
+        Event::Phase(phase, within) => watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .enter(phase, within),
+        e => progress(e),
+    };
     let outcome = std::thread::scope(|s| {
-        s.spawn(|| {
+        let group = s.spawn(|| {
             group::run_group(
                 &spec,
                 files,
                 info,
                 shapes,
                 &opts.interrupt,
-                progress,
+                &watched,
                 handle,
             )
-        })
-        .join()
+        });
+        while !group.is_finished() {
+            let late = watch.lock().unwrap_or_else(|p| p.into_inner()).overrun();
+            if let Some(late) = late {
+                stuck(late);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        group.join()
     });
     match outcome {
         Ok(()) if opts.interrupt.load(Ordering::Relaxed) => GroupEnd::Interrupted,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, Runtime, Variant};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,15 @@ pub struct GroupSpec {
     /// The same, panicking instead of aborting (as a runtime's bug would).
     #[serde(default)]
     pub panic_before: Option<usize>,
+    /// The same, hanging forever in this phase (`load`, `prepare`, `measure`), as a runtime
+    /// spinning on a malformed graph would: how the deadline tests make a runtime hang.
+    #[serde(default)]
+    pub hang_in: Option<String>,
+    /// How long loading, preparing a shape (with its first inference), or finishing may
+    /// take, and how much longer than the warm-up and `--max-time` measuring may: past it
+    /// the group's worker is stopped and the row says so.
+    #[serde(default = "default_phase_timeout")]
+    pub phase_timeout: Duration,
     /// `cpu`, `cuda:0`, `tensorrt:0`.
     #[serde(default = "cpu_label")]
     pub device: String,
@@ -49,6 +58,27 @@ pub struct GroupSpec {
 
 fn cpu_label() -> String {
     "cpu".into()
+}
+
+/// `--phase-timeout`'s default: long enough for a large model to load and optimise.
+pub const DEFAULT_PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn default_phase_timeout() -> Duration {
+    DEFAULT_PHASE_TIMEOUT
+}
+
+/// Announces a phase and its deadline; hangs here when fault injection asks for it.
+fn enter_phase(spec: &GroupSpec, progress: Progress, fault: &str, what: &str, within: Duration) {
+    progress(Event::Phase(what, within));
+    if spec.hang_in.as_deref() == Some(fault) {
+        progress(Event::Warning(&format!(
+            "[{}] hanging in {fault} on purpose (fault injection)",
+            spec.runtime
+        )));
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
 }
 
 /// One scenario shape and its inputs.
@@ -236,11 +266,28 @@ pub fn load_or_share(
                 shared = true;
                 handle
             }
-            _ => rt.load(files, info, opts),
+            _ => guarded(|| rt.load(files, info, opts)).map_err(|panic| {
+                runtimes::RuntimeError::Load {
+                    runtime: rt.name(),
+                    path: files.path.clone(),
+                    message: format!("panicked while loading: {panic}"),
+                }
+            })?,
         };
         models.push(next?);
     }
     Ok((models, shared))
+}
+
+/// A runtime's call with a panic inside it (tract's asserts on a malformed graph) caught and
+/// handed back as its message, so the row names it and the group goes on.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
 }
 
 /// The most workers any of the modes needs (at least one).
@@ -283,6 +330,14 @@ pub fn run_group(
             return;
         }
     };
+    let instances = max_concurrency(&spec.modes) as u32;
+    enter_phase(
+        spec,
+        progress,
+        "load",
+        "loading",
+        spec.phase_timeout.saturating_mul(instances),
+    );
     let mut loaded = match Instances::load(rt.as_ref(), spec, files, info, progress) {
         Ok(l) => l,
         Err(e) => {
@@ -299,7 +354,7 @@ pub fn run_group(
     let mut index = 0usize;
     // Every shape runs every mode, in plan order.
     for (i, s) in shapes.iter().enumerate() {
-        let outputs = match prepare_shape(spec, &mut loaded, s, computes, progress) {
+        let outputs = match prepare_shape(rt.name(), spec, &mut loaded, s, computes, progress) {
             Ok(o) => o,
             Err((message, kind, skip)) => {
                 for mode in &spec.modes {
@@ -324,11 +379,14 @@ pub fn run_group(
             index += 1;
         }
     }
+    // Dropping the instances (a runtime's threads and memory) is bounded too.
+    enter_phase(spec, progress, "finish", "finishing", spec.phase_timeout);
 }
 
 /// Prepares every instance for one shape and reads the outputs once (instance 0) for the
 /// parity check; Err gives the message, its kind, and whether the rows are skipped.
 fn prepare_shape(
+    runtime: &'static str,
     spec: &GroupSpec,
     loaded: &mut Instances,
     s: &Shape,
@@ -344,14 +402,35 @@ fn prepare_shape(
         "[{}] {id}: preparing",
         spec.runtime
     )));
+    enter_phase(
+        spec,
+        progress,
+        "prepare",
+        &format!("preparing {id} (with its first inference)"),
+        spec.phase_timeout
+            .saturating_mul(loaded.models.len() as u32),
+    );
     let t = Instant::now();
-    let prepared = loaded.models.iter_mut().try_for_each(|m| m.prepare(inputs));
+    let panicked = |what: &'static str| {
+        move |panic: String| runtimes::RuntimeError::Inference {
+            runtime,
+            message: format!("panicked while {what}: {panic}"),
+        }
+    };
+    let prepared = loaded.models.iter_mut().try_for_each(|m| {
+        guarded(|| m.prepare(inputs)).map_err(panicked("preparing the shape"))?
+    });
     let prepare_ms = ms(t.elapsed()) / loaded.models.len() as f64;
     let err = |e: runtimes::RuntimeError| (e.to_string(), e.kind(), e.is_skip());
     prepared.map_err(err)?;
     loaded.prepare_ms = Some(prepare_ms);
     if computes {
-        loaded.models[0].infer().map(Some).map_err(err)
+        let first = &mut loaded.models[0];
+        guarded(|| first.infer())
+            .map_err(panicked("running the first inference"))
+            .and_then(|r| r)
+            .map(Some)
+            .map_err(err)
     } else {
         Ok(None)
     }
@@ -384,6 +463,16 @@ fn measure_row(
         "[{}] {}: measuring",
         spec.runtime, r.id
     )));
+    enter_phase(
+        spec,
+        progress,
+        "measure",
+        &format!("measuring {}", r.id),
+        spec.measure
+            .warmup_time
+            .saturating_add(spec.measure.max_time)
+            .saturating_add(spec.phase_timeout),
+    );
     let device = runtimes::Device::parse(&spec.device).unwrap_or(runtimes::Device::Cpu);
     let mut hooks = MonitorHooks::new(interrupt).with_gpu(device.gpu_index());
     let c = mode.concurrency().min(loaded.models.len());

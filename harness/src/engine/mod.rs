@@ -36,9 +36,65 @@ pub enum Event<'a> {
     Finished(&'a str),
     /// Something the user should read.
     Warning(&'a str),
+    /// A phase of a group begins (loading, preparing a shape, measuring it, finishing) and
+    /// must end within the duration: the watchdog that stops a runtime that hangs reads it.
+    Phase(&'a str, Duration),
 }
 
 pub type Progress<'a> = &'a (dyn Fn(Event) + Sync);
+
+/// The phase a group is in and how long it may last: a runtime that hangs (tract on a
+/// mutated graph spins for minutes) is stopped when its phase passes the deadline.
+#[derive(Debug)]
+pub struct Watch {
+    phase: String,
+    within: Duration,
+    started: std::time::Instant,
+}
+
+/// A phase that passed its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overrun {
+    pub phase: String,
+    pub within: Duration,
+}
+
+impl std::fmt::Display for Overrun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "did not finish {} within its deadline of {} (--phase-timeout bounds each phase)",
+            self.phase,
+            humantime::format_duration(Duration::from_millis(self.within.as_millis() as u64))
+        )
+    }
+}
+
+impl Watch {
+    /// The first phase: a group (or its worker process) starting.
+    pub fn start(within: Duration) -> Watch {
+        Watch {
+            phase: "starting".into(),
+            within,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// A new phase begins now.
+    pub fn enter(&mut self, phase: &str, within: Duration) {
+        self.phase = phase.to_string();
+        self.within = within;
+        self.started = std::time::Instant::now();
+    }
+
+    /// The phase, when it has passed its deadline.
+    pub fn overrun(&self) -> Option<Overrun> {
+        (self.started.elapsed() > self.within).then(|| Overrun {
+            phase: self.phase.clone(),
+            within: self.within,
+        })
+    }
+}
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

@@ -18,7 +18,7 @@ use runtimes::{HostTensor, ModelFiles, ModelInfo};
 use serde::{Deserialize, Serialize};
 
 use super::group::{self, GroupSpec};
-use super::{Event, Progress};
+use super::{Event, Overrun, Progress, Watch};
 use crate::results::ScenarioResult;
 
 /// What a worker writes on stdout, one JSON object a line.
@@ -35,6 +35,11 @@ enum Message {
     /// A panic inside the worker, with its message and place, sent before the process ends.
     Panic {
         panic: String,
+    },
+    /// A phase begins and must end within `within_s` seconds, else the worker is stopped.
+    Phase {
+        phase: String,
+        within_s: f64,
     },
 }
 
@@ -60,6 +65,9 @@ pub enum GroupEnd {
     Finished,
     /// The worker died; the words say how (signal, exit code).
     Died(String),
+    /// A phase passed its deadline and the worker was stopped (or, in this process, the run
+    /// ends: a thread cannot be stopped).
+    TimedOut(Overrun),
     Interrupted,
 }
 
@@ -131,6 +139,10 @@ pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> Result<(), Wo
         let m = match e {
             Event::Status(s) => Message::Status { status: s.into() },
             Event::Warning(s) | Event::Finished(s) => Message::Warning { warning: s.into() },
+            Event::Phase(p, d) => Message::Phase {
+                phase: p.into(),
+                within_s: d.as_secs_f64(),
+            },
             Event::Plan(_) => return,
         };
         let _ = send(&m);
@@ -226,7 +238,8 @@ fn describe(status: ExitStatus) -> String {
 }
 
 /// Runs `spec` in a child `exe worker`, handing each row (with its outputs) to `handle` as
-/// it arrives. Polls `interrupt`; when it is set the child is killed.
+/// it arrives. Polls `interrupt`, and the deadline of the phase the worker announced last;
+/// when either says so the child is killed.
 pub fn run_in_child(
     exe: &Path,
     spec: &GroupSpec,
@@ -274,7 +287,13 @@ pub fn run_in_child(
         }
     });
     let mut panicked: Option<String> = None;
+    let mut watch = Watch::start(spec.phase_timeout);
     let end = loop {
+        if let Some(late) = watch.overrun() {
+            let _ = child.kill();
+            let _ = child.wait();
+            break GroupEnd::TimedOut(late);
+        }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(l) => match serde_json::from_str::<Message>(&l) {
                 Ok(Message::Row(line)) => {
@@ -297,6 +316,10 @@ pub fn run_in_child(
                 Ok(Message::Status { status }) => progress(Event::Status(&status)),
                 Ok(Message::Warning { warning }) => progress(Event::Warning(&warning)),
                 Ok(Message::Panic { panic }) => panicked = Some(panic),
+                Ok(Message::Phase { phase, within_s }) => watch.enter(
+                    &phase,
+                    Duration::try_from_secs_f64(within_s).unwrap_or(Duration::MAX),
+                ),
                 Err(e) => progress(Event::Warning(&format!(
                     "warning: unreadable line from the worker: {e}"
                 ))),

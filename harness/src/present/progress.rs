@@ -21,6 +21,7 @@ impl Display {
     pub fn show(&self, e: Event) {
         let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
         match (e, self.terminal) {
+            (Event::Phase(..), _) => {}
             (Event::Plan(n), true) => {
                 let b = indicatif::ProgressBar::new(n as u64);
                 b.set_style(

@@ -234,3 +234,62 @@ pub fn server_successes(row: &Value) -> f64 {
         .map(|(_, v)| v.as_f64().unwrap())
         .sum()
 }
+
+/// How a bounded run of the binary ended.
+pub struct Bounded {
+    /// The exit status, None when killed by a signal (or by the bound).
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Killed because it ran past the bound.
+    pub hung: bool,
+    pub elapsed: std::time::Duration,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `harness ARGS` with extra environment, killed when it runs past `limit`: a test
+/// that must not hang uses this rather than [`harness`].
+pub fn harness_within(args: &[&str], env: &[(&str, &str)], limit: std::time::Duration) -> Bounded {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let t = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run harness");
+    // Drained on threads, so a full pipe cannot stall the child.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut hung = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > limit {
+            hung = true;
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let elapsed = t.elapsed();
+    Bounded {
+        code: status.code(),
+        signal: status.signal(),
+        hung,
+        elapsed,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}

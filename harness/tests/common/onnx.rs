@@ -1,4 +1,5 @@
 //! Small ONNX models written in the tests themselves, for signatures no exporter makes.
+#![allow(dead_code)]
 
 use std::path::Path;
 
@@ -130,4 +131,14 @@ pub fn write_mixed_model(path: &Path) {
         ..Default::default()
     };
     std::fs::write(path, model.encode_to_vec()).expect("writing the test model");
+}
+
+/// A model file decoded for a test to change.
+pub fn read_model(path: &Path) -> onnx::ModelProto {
+    onnx::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
+}
+
+/// Writes a (possibly changed) model.
+pub fn write_model(m: &onnx::ModelProto, path: &Path) {
+    std::fs::write(path, m.encode_to_vec()).unwrap();
 }
