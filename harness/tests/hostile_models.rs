@@ -522,6 +522,11 @@ fn judge(run: &Bounded, out: &Path, runtimes: &[&str]) -> Result<Vec<String>, St
                     }
                 }
                 outcomes.push(format!("{rt}: {status} ({kind})"));
+                if kind == "worker-died" || kind == "timeout" {
+                    // Worth a look by hand: the model is kept and the cause printed.
+                    let short: String = error.chars().take(240).collect();
+                    outcomes.push(format!("NOTABLE {rt}: {short}"));
+                }
             }
             // A row in error makes the run fail; a clean exit means no row did.
             let errors = outcomes.iter().any(|o| o.contains(": error"));
@@ -554,6 +559,7 @@ fn fuzz_mutated_models_never_panic_abort_or_hang() {
     let mut by_mutation: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_outcome: BTreeMap<String, usize> = BTreeMap::new();
     let mut broken = Vec::new();
+    let mut notable = Vec::new();
     let mut slowest = Duration::ZERO;
     let t = std::time::Instant::now();
     for i in 0..n {
@@ -573,10 +579,21 @@ fn fuzz_mutated_models_never_panic_abort_or_hang() {
         slowest = slowest.max(run.elapsed);
         match judge(&run, &out, &runtimes) {
             Ok(outcomes) => {
+                let mut keep = false;
                 for o in outcomes {
-                    *by_outcome.entry(o).or_default() += 1;
+                    if let Some(note) = o.strip_prefix("NOTABLE ") {
+                        keep = true;
+                        notable.push(format!(
+                            "mutant {i} of {base_name} ({what}), {}: {note}",
+                            model.display()
+                        ));
+                    } else {
+                        *by_outcome.entry(o).or_default() += 1;
+                    }
                 }
-                let _ = std::fs::remove_file(&model);
+                if !keep {
+                    let _ = std::fs::remove_file(&model);
+                }
                 let _ = std::fs::remove_dir_all(&out);
             }
             Err(why) => {
@@ -600,6 +617,12 @@ fn fuzz_mutated_models_never_panic_abort_or_hang() {
     eprintln!("outcomes (per runtime row, or per model when refused):");
     for (k, v) in &by_outcome {
         eprintln!("  {v:6}  {k}");
+    }
+    if !notable.is_empty() {
+        eprintln!("workers that died or were stopped (the models are kept):");
+        for n in &notable {
+            eprintln!("  {n}");
+        }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }

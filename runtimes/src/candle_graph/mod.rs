@@ -472,6 +472,9 @@ fn evaluate_unguarded(node: &Node, args: &[Option<Tensor>]) -> Result<Vec<Option
     match &node.eval {
         Eval::Own => ops::evaluate(&node.proto, args),
         Eval::CandleOnnx(model) => {
+            if node.proto.op_type == "Conv" {
+                ops::check_conv(&node.proto, args)?;
+            }
             let mut map = HashMap::with_capacity(args.len());
             for (name, t) in node.proto.input.iter().zip(args) {
                 match t {

@@ -278,6 +278,54 @@ pub(super) fn evaluate(
     }
 }
 
+/// Checks a Conv's shapes before candle-onnx runs it: candle's tiled CPU convolution reads
+/// out of bounds (a segfault, which no guard catches) when the padded input is smaller than
+/// the dilated kernel or the channels disagree with the weight's.
+pub(super) fn check_conv(node: &onnx::NodeProto, args: &[Option<Tensor>]) -> Result<(), String> {
+    let x = arg(args, 0, "X")?.dims().to_vec();
+    let w = arg(args, 1, "W")?.dims().to_vec();
+    if x.len() < 3 || x.len() != w.len() {
+        return Err(format!(
+            "Conv needs an input and a weight of the same rank, 3 or more (got {x:?} and {w:?})"
+        ));
+    }
+    let spatial = x.len() - 2;
+    let group = attr_i(node, "group", 1);
+    if group < 1 || x[1] as i64 != w[1] as i64 * group {
+        return Err(format!(
+            "Conv: input channels {} differ from the weight's {} x group {group}",
+            x[1], w[1]
+        ));
+    }
+    let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 2 * spatial]);
+    let dilations = attr_ints(node, "dilations").unwrap_or_else(|| vec![1; spatial]);
+    let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1; spatial]);
+    if pads.len() != 2 * spatial || dilations.len() != spatial || strides.len() != spatial {
+        return Err(format!(
+            "Conv: pads {pads:?}, dilations {dilations:?} or strides {strides:?} do not fit {spatial} spatial dims"
+        ));
+    }
+    for i in 0..spatial {
+        let (pad, d, s) = (
+            pads[i].checked_add(pads[i + spatial]),
+            dilations[i],
+            strides[i],
+        );
+        let kernel = (d.checked_mul(w[i + 2] as i64 - 1)).and_then(|k| k.checked_add(1));
+        let padded = pad.and_then(|p| p.checked_add(x[i + 2] as i64));
+        match (padded, kernel) {
+            (Some(p), Some(k)) if d >= 1 && s >= 1 && pads[i] >= 0 && pads[i + spatial] >= 0 && p >= k => {}
+            _ => {
+                return Err(format!(
+                    "Conv: spatial dim {i} of the input ({}, pads {} + {}) is smaller than the kernel ({}, dilation {d}), or a stride/dilation/pad is out of range",
+                    x[i + 2], pads[i], pads[i + spatial], w[i + 2]
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 fn constant(node: &onnx::NodeProto) -> Result<Tensor, String> {
     let a = node
         .attribute
@@ -779,5 +827,32 @@ mod tests {
         let y = run(&node("GlobalAveragePool", vec![], 1), vec![x]);
         assert_eq!(y.dims(), &[1, 2, 1, 1]);
         assert_eq!(flat(&y), vec![2.5, 6.5]);
+    }
+
+    /// Shapes candle's convolution would read out of bounds on are refused before it runs.
+    #[test]
+    fn conv_shapes_candle_cannot_take_are_refused() {
+        let zeros = |dims: &[usize]| Some(Tensor::zeros(dims, DType::F32, &Device::Cpu).unwrap());
+        let conv = |attrs| node("Conv", attrs, 1);
+        let ok = conv(vec![]);
+        assert!(check_conv(&ok, &[zeros(&[1, 3, 8, 8]), zeros(&[4, 3, 3, 3])]).is_ok());
+        // Width 1 under a 3-wide kernel: candle segfaults on it.
+        let e = check_conv(&ok, &[zeros(&[1, 3, 8, 1]), zeros(&[4, 3, 3, 3])]).unwrap_err();
+        assert!(
+            e.contains("spatial dim 1 of the input (1, pads 0 + 0) is smaller than the kernel (3"),
+            "{e}"
+        );
+        // Padding makes room.
+        let padded = conv(vec![ints_attr("pads", &[0, 1, 0, 1])]);
+        assert!(check_conv(&padded, &[zeros(&[1, 3, 8, 1]), zeros(&[4, 3, 3, 3])]).is_ok());
+        // Channels that the groups do not explain, and attributes of the wrong length.
+        let e = check_conv(&ok, &[zeros(&[1, 2, 8, 8]), zeros(&[4, 3, 3, 3])]).unwrap_err();
+        assert!(e.contains("input channels 2"), "{e}");
+        let grouped = conv(vec![int_attr("group", 3)]);
+        assert!(check_conv(&grouped, &[zeros(&[1, 3, 8, 8]), zeros(&[3, 1, 3, 3])]).is_ok());
+        let bad = conv(vec![ints_attr("strides", &[1])]);
+        assert!(check_conv(&bad, &[zeros(&[1, 3, 8, 8]), zeros(&[4, 3, 3, 3])]).is_err());
+        let bad = conv(vec![ints_attr("dilations", &[i64::MAX, 1])]);
+        assert!(check_conv(&bad, &[zeros(&[1, 3, 8, 8]), zeros(&[4, 3, 3, 3])]).is_err());
     }
 }
