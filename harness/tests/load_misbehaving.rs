@@ -31,6 +31,11 @@ enum Behaviour {
     Garbage,
     /// Closes each connection as soon as the request arrives.
     Close,
+    /// Resets each connection (RST, SO_LINGER 0) as soon as the request arrives.
+    Reset,
+    /// Answers at once, until the server dies (its `life` ends: connections closed, the port
+    /// refusing).
+    Healthy,
 }
 
 /// A server on a free loopback port that stops accepting after `life`.
@@ -109,6 +114,27 @@ fn serve(mut s: TcpStream, b: Behaviour, count: &AtomicU64, end: Instant) {
                 false
             }
             Behaviour::Close => false,
+            Behaviour::Reset => {
+                use std::os::fd::AsRawFd;
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: a valid socket and a linger struct of the size given.
+                unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &linger as *const libc::linger as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    );
+                }
+                false
+            }
+            Behaviour::Healthy => s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_ok(),
         };
         if !ok {
             return;
@@ -245,6 +271,7 @@ fn garbage_and_closed_connections_are_errors_with_their_kind() {
     for (tag, b, kind) in [
         ("garbage", Behaviour::Garbage, "bad-response"),
         ("close", Behaviour::Close, "io"),
+        ("reset", Behaviour::Reset, "io"),
     ] {
         let port = server(b, Duration::from_secs(20));
         let (row, code, took) = load(tag, port, &TIMING);
@@ -253,4 +280,81 @@ fn garbage_and_closed_connections_are_errors_with_their_kind() {
         assert_eq!(row["status"], "error", "{tag}: {row}");
         assert_eq!(row["error_kind"], kind, "{tag}: {row}");
     }
+}
+
+/// A server that dies a second into the window: the requests before count, the failures
+/// after are counted by kind, and the row is not "ok".
+#[test]
+fn a_server_that_dies_mid_run_fails_the_row() {
+    let port = server(Behaviour::Healthy, Duration::from_millis(1200));
+    let (row, code, took) = load(
+        "death",
+        port,
+        &[
+            "--min-time",
+            "2s",
+            "--max-time",
+            "3s",
+            "--timeout",
+            "1s",
+            "--concurrency",
+            "2",
+        ],
+    );
+    assert!(took < BOUND, "took {took:?}");
+    assert_eq!(code, 1, "{row}");
+    assert_ne!(row["status"], "ok", "{row}");
+    let m = &row["measurement"];
+    assert!(m["latency"]["samples"].as_u64().unwrap() > 10, "{m}");
+    assert!(m["failures"].as_u64().unwrap() >= 1, "{m}");
+}
+
+/// Ctrl-C ends a run against a server that trickles its answers at once, with the results
+/// written and the run marked interrupted.
+#[test]
+fn ctrl_c_ends_a_run_against_a_trickling_server() {
+    let port = server(Behaviour::Trickle, Duration::from_secs(30));
+    let out = tmp("trickle-sigint");
+    let target = format!("http://127.0.0.1:{port}/");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "load",
+            "--target",
+            &target,
+            "--protocol",
+            "http-get",
+            "--warmup",
+            "0",
+            "--warmup-time",
+            "0s",
+            "--min-time",
+            "20s",
+            "--max-time",
+            "25s",
+            "--timeout",
+            "20s",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling a child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("harness load still running 5 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let r = results(&out);
+    assert_eq!(r["interrupted"], true);
 }
