@@ -322,6 +322,11 @@ pub struct TimingArgs {
     pub warmup: u64,
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub warmup_time: Duration,
+    /// The same for the p90 and p99 verdicts: separate runs of one build moved the tail by up
+    /// to 7.7% (tiny BERT, 39,000 samples a run, same 2-vCPU VM), where each run's own
+    /// interval is under 4% wide
+    #[arg(long, value_name = "PCT", default_value = "10", value_parser = percent)]
+    pub tail_min_change: f64,
     /// A scenario runs at least this long...
     #[arg(long, default_value = "3s", value_parser = duration)]
     pub min_time: Duration,

@@ -171,7 +171,13 @@ fn finish(
 
 fn run_diff(a: DiffArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
     let (base, new) = (Results::read(&a.base)?, Results::read(&a.new)?);
-    let rows = diff::diff(&base.scenarios, &new.scenarios, a.min_change, &a.ignore);
+    let rows = diff::diff_with(
+        &base.scenarios,
+        &new.scenarios,
+        a.min_change,
+        a.tail_min_change,
+        &a.ignore,
+    );
     if a.json {
         serde_json::to_writer_pretty(&mut *stdout, &rows)?;
         writeln!(stdout)?;

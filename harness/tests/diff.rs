@@ -176,3 +176,134 @@ fn a_results_folder_from_an_earlier_version_still_diffs_and_reports() {
         assert!(out.join(f).is_file(), "{f}");
     }
 }
+
+/// The tail verdicts on the earlier version's folder (from its histograms): every p90 and
+/// every p99 with enough samples is the same as itself, and a p99 from fewer than 368
+/// samples is `too few samples`, with the count.
+#[test]
+fn tail_verdicts_on_an_earlier_results_folder() {
+    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/results-v1");
+    let old = old.to_str().unwrap();
+    let run = in_process(&["diff", old, old, "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: Value = serde_json::from_str(&run.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let measured: Vec<&Value> = rows.iter().filter(|r| r["verdict"] == "same").collect();
+    assert_eq!(measured.len(), 32);
+    for r in &measured {
+        assert_eq!(r["p90"]["verdict"], "same", "{r}");
+        let p99 = &r["p99"];
+        let n = p99["base_samples"].as_u64().unwrap();
+        if n >= 368 {
+            assert_eq!(p99["verdict"], "same", "{r}");
+            assert!(p99["base_ci95_low_ms"].as_f64().unwrap() <= p99["base_ms"].as_f64().unwrap());
+            assert!(p99.get("samples_needed").is_none());
+        } else {
+            assert_eq!(p99["verdict"], "too few samples", "{r}");
+            assert_eq!(p99["samples_needed"], 368);
+            let note = format!(
+                "p99 needs at least 368 samples per run for a 95% interval; base has {n}, new has {n}"
+            );
+            assert_eq!(p99["note"], note.as_str());
+        }
+    }
+    // tract/cpu/int8/b2/s16/t1 has 129 samples.
+    assert!(
+        measured
+            .iter()
+            .any(|r| r["id"] == "tract/cpu/int8/b2/s16/t1"
+                && r["p99"]["verdict"] == "too few samples")
+    );
+    // Rows not measured in both runs (the 4 candle int8 rows) have no tail verdicts.
+    let unmatched: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["verdict"] == "unmatched")
+        .collect();
+    assert_eq!(unmatched.len(), 4);
+    assert!(unmatched
+        .iter()
+        .all(|r| r["p90"].is_null() && r["p99"].is_null()));
+    let table = in_process(&["diff", old, old]).stdout;
+    let head = table.lines().next().unwrap();
+    let head: Vec<&str> = head.split_whitespace().collect();
+    assert!(
+        head.ends_with(&["verdict", "p90", "verdict", "p99", "verdict"]),
+        "{head:?}"
+    );
+    assert!(table.contains("too few samples (needs 368/run; base has 129, new has 129)"));
+}
+
+/// A results folder whose histograms are a synthetic distribution and a copy with only its
+/// top 5% 10% longer: `harness diff` calls p99 slower, the median the same, and does not fail
+/// the `--fail-above` gate, which judges the median.
+#[test]
+fn a_slower_tail_alone_is_reported_and_does_not_fail_the_gate() {
+    use harness::results::LatencyStats;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/results-v1");
+    let mut r = results(&fixture);
+    // Keep one measured scenario; drop the rest.
+    r["scenarios"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| s["id"] == "ort/cpu/fp32/b1/s16/t1");
+    // A +-5% sawtooth around 2 ms, 5,000 samples.
+    let base: Vec<u64> = (0..5000)
+        .map(|i| (2e6 * (1.0 + 0.05 * ((i % 101) as f64 / 50.0 - 1.0))) as u64)
+        .collect();
+    let mut sorted = base.clone();
+    sorted.sort_unstable();
+    let p95 = sorted[4749];
+    let slow: Vec<u64> = base
+        .iter()
+        .map(|&x| if x > p95 { x * 11 / 10 } else { x })
+        .collect();
+    let d = tmp("diff-tail");
+    let write = |name: &str, samples: &[u64]| {
+        let mut r = r.clone();
+        r["scenarios"][0]["measurement"]["latency"] =
+            serde_json::to_value(LatencyStats::from_samples(samples)).unwrap();
+        let dir = d.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("results.json"), r.to_string()).unwrap();
+        dir.to_str().unwrap().to_string()
+    };
+    let (a, b) = (write("base", &base), write("slow", &slow));
+
+    // By default a tail moves 10% before it counts (separate runs of one build move it by
+    // up to 7.7%): this 10% shift is just short of it.
+    let run = in_process(&["diff", &a, &b, "--json"]);
+    let rows: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(rows[0]["p99"]["verdict"], "same", "{}", rows[0]);
+
+    let run = in_process(&[
+        "diff",
+        &a,
+        &b,
+        "--json",
+        "--fail-above",
+        "1",
+        "--tail-min-change",
+        "5",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: Value = serde_json::from_str(&run.stdout).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["verdict"], "same");
+    assert_eq!(row["p90"]["verdict"], "same");
+    let p99 = &row["p99"];
+    assert_eq!(p99["verdict"], "slower", "{row}");
+    assert!(
+        (p99["change_pct"].as_f64().unwrap() - 10.0).abs() < 0.5,
+        "{row}"
+    );
+    assert!(p99["new_ci95_low_ms"].as_f64().unwrap() > p99["base_ci95_high_ms"].as_f64().unwrap());
+
+    let run = in_process(&["diff", &b, &a, "--markdown", "--tail-min-change", "5"]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout
+            .contains("| same (within noise) | same | faster (-9.1%) |"),
+        "{}",
+        run.stdout
+    );
+}

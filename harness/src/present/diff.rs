@@ -8,12 +8,20 @@
 //! correspond to a difference significant well beyond the 5% level within the runs; the
 //! minimum change covers what the intervals cannot see, the variation between separate runs
 //! (processes, memory layout, neighbours on a shared machine).
+//!
+//! The tail gets the same treatment: p90 and p99 are judged from each run's HdrHistogram
+//! (so results written by earlier versions diff too) with distribution-free 95% intervals
+//! of the quantile, the order statistics at binomial ranks ([`stats::quantile_ci_ranks`]).
+//! A run with too few samples for both ends of an interval (36 for p90, 368 for p99) gets
+//! `too few samples` and the count needed. `--fail-above` gates on the median only; the
+//! tail verdicts are reported, never a failure.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::results::ScenarioResult;
+use crate::results::{LatencyStats, ScenarioResult};
+use crate::stats;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +44,84 @@ impl Verdict {
     }
 }
 
+/// The verdict on one tail percentile (p90, p99).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TailVerdict {
+    #[serde(rename = "faster")]
+    Faster,
+    #[serde(rename = "slower")]
+    Slower,
+    #[serde(rename = "same")]
+    Same,
+    /// A run has too few samples for a 95% interval of the percentile.
+    #[serde(rename = "too few samples")]
+    TooFewSamples,
+}
+
+/// One tail percentile of a scenario pair, from the two runs' histograms: the values at
+/// the nearest rank, their 95% intervals (order statistics; `None` when the run has too few
+/// samples) and the verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct TailDiff {
+    /// Samples in each run's histogram.
+    pub base_samples: u64,
+    pub new_samples: u64,
+    pub base_ms: f64,
+    pub new_ms: f64,
+    pub base_ci95_low_ms: Option<f64>,
+    pub base_ci95_high_ms: Option<f64>,
+    pub new_ci95_low_ms: Option<f64>,
+    pub new_ci95_high_ms: Option<f64>,
+    /// (NEW / BASE - 1) in percent: above 0 is slower.
+    pub change_pct: f64,
+    pub verdict: TailVerdict,
+    /// With `too few samples`: the samples each run needs for the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples_needed: Option<u64>,
+    /// With `too few samples`: "p99 needs at least 368 samples per run for a 95% interval;
+    /// base has 120".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl TailDiff {
+    /// "base has 120", "base has 120, new has 80": the runs without an interval.
+    fn short_runs(&self) -> String {
+        let short =
+            |run: &str, n: u64, low: Option<f64>| low.is_none().then(|| format!("{run} has {n}"));
+        [
+            short("base", self.base_samples, self.base_ci95_low_ms),
+            short("new", self.new_samples, self.new_ci95_low_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    /// The table cell: "slower (+10.2%)", "same", "too few samples (needs 368/run; base has
+    /// 120)".
+    fn label(&self) -> String {
+        match self.verdict {
+            TailVerdict::Faster | TailVerdict::Slower => format!(
+                "{} ({:+.1}%)",
+                if self.verdict == TailVerdict::Faster {
+                    "faster"
+                } else {
+                    "slower"
+                },
+                self.change_pct
+            ),
+            TailVerdict::Same => "same".into(),
+            TailVerdict::TooFewSamples => format!(
+                "too few samples (needs {}/run; {})",
+                self.samples_needed.unwrap_or_default(),
+                self.short_runs()
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffRow {
     pub id: String,
@@ -48,6 +134,10 @@ pub struct DiffRow {
     pub p99_ratio: Option<f64>,
     pub verdict: Verdict,
     pub note: Option<String>,
+    /// The p90 and p99 verdicts; `None` (null) when the pair is not comparable or a run's
+    /// histogram is missing.
+    pub p90: Option<TailDiff>,
+    pub p99: Option<TailDiff>,
 }
 
 /// What pairs a BASE scenario with a NEW one: every setting but those ignored.
@@ -86,6 +176,18 @@ pub fn diff(
     min_change: f64,
     ignore: &[String],
 ) -> Vec<DiffRow> {
+    diff_with(base, new, min_change, min_change, ignore)
+}
+
+/// [`diff`] with a smallest change of its own for the tails (p90, p99): the tail moves
+/// more than the median between separate runs of one build.
+pub fn diff_with(
+    base: &[ScenarioResult],
+    new: &[ScenarioResult],
+    min_change: f64,
+    tail_min_change: f64,
+    ignore: &[String],
+) -> Vec<DiffRow> {
     let mut rows = Vec::new();
     let label = |b: &ScenarioResult, n: &ScenarioResult| {
         if b.id == n.id {
@@ -97,13 +199,13 @@ pub fn diff(
     for b in base {
         let n = new.iter().find(|n| key(n, ignore) == key(b, ignore));
         let id = n.map(|n| label(b, n)).unwrap_or_else(|| b.id.clone());
-        rows.push(judge(&id, Some(b), n, min_change));
+        rows.push(judge(&id, Some(b), n, min_change, tail_min_change));
     }
     for n in new
         .iter()
         .filter(|n| !base.iter().any(|b| key(b, ignore) == key(n, ignore)))
     {
-        rows.push(judge(&n.id, None, Some(n), min_change));
+        rows.push(judge(&n.id, None, Some(n), min_change, tail_min_change));
     }
     rows
 }
@@ -113,6 +215,7 @@ fn judge(
     base: Option<&ScenarioResult>,
     new: Option<&ScenarioResult>,
     min_change: f64,
+    tail_min_change: f64,
 ) -> DiffRow {
     let lat = |s: Option<&ScenarioResult>| {
         s.and_then(|s| s.measurement.as_ref())
@@ -134,6 +237,8 @@ fn judge(
         p99_ratio: ratio(lb.as_ref().map(|l| l.p99_ms), ln.as_ref().map(|l| l.p99_ms)),
         verdict: Verdict::Unmatched,
         note: None,
+        p90: None,
+        p99: None,
     };
     let (Some(b), Some(n)) = (lb, ln) else {
         row.note = Some(match (base, new) {
@@ -155,7 +260,75 @@ fn judge(
     if b.is_low("p99") || n.is_low("p99") {
         row.note = Some("p99 has too few samples in one run".into());
     }
+    row.p90 = tail("p90", 90.0, &b, &n, tail_min_change);
+    row.p99 = tail("p99", 99.0, &b, &n, tail_min_change);
     row
+}
+
+/// Judges the percentile `p` like the median: NEW's 95% interval wholly above BASE's and the
+/// change beyond `min_change` is `slower`, the mirror `faster`, else `same`. From the
+/// histograms, so that value and intervals are at the same (3-digit) precision; `None` when
+/// a histogram does not decode or is empty.
+fn tail(
+    name: &str,
+    p: f64,
+    base: &LatencyStats,
+    new: &LatencyStats,
+    min_change: f64,
+) -> Option<TailDiff> {
+    let hist = |l: &LatencyStats| stats::decode_histogram(&l.histogram).filter(|h| !h.is_empty());
+    let (hb, hn) = (hist(base)?, hist(new)?);
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let point =
+        |h: &hdrhistogram::Histogram<u64>| ms(stats::value_at_rank(h, stats::rank(h.len(), p)));
+    let ci = |h: &hdrhistogram::Histogram<u64>| {
+        stats::quantile_ci_ranks(h.len(), p / 100.0).map(|(lo, hi)| {
+            (
+                ms(stats::value_at_rank(h, lo)),
+                ms(stats::value_at_rank(h, hi)),
+            )
+        })
+    };
+    let (base_ms, new_ms) = (point(&hb), point(&hn));
+    if base_ms <= 0.0 {
+        return None;
+    }
+    let change = new_ms / base_ms - 1.0;
+    let (cb, cn) = (ci(&hb), ci(&hn));
+    let mut t = TailDiff {
+        base_samples: hb.len(),
+        new_samples: hn.len(),
+        base_ms,
+        new_ms,
+        base_ci95_low_ms: cb.map(|c| c.0),
+        base_ci95_high_ms: cb.map(|c| c.1),
+        new_ci95_low_ms: cn.map(|c| c.0),
+        new_ci95_high_ms: cn.map(|c| c.1),
+        change_pct: change * 100.0,
+        verdict: TailVerdict::Same,
+        samples_needed: None,
+        note: None,
+    };
+    let big_enough = change.abs() > min_change;
+    match (cb, cn) {
+        (Some((_, b_hi)), Some((n_lo, _))) if n_lo > b_hi && big_enough => {
+            t.verdict = TailVerdict::Slower
+        }
+        (Some((b_lo, _)), Some((_, n_hi))) if n_hi < b_lo && big_enough => {
+            t.verdict = TailVerdict::Faster
+        }
+        (Some(_), Some(_)) => {}
+        _ => {
+            let needed = stats::quantile_ci_samples_needed(p / 100.0);
+            t.verdict = TailVerdict::TooFewSamples;
+            t.samples_needed = Some(needed);
+            t.note = Some(format!(
+                "{name} needs at least {needed} samples per run for a 95% interval; {}",
+                t.short_runs()
+            ));
+        }
+    }
+    Some(t)
 }
 
 fn cell(x: Option<f64>) -> String {
@@ -166,7 +339,7 @@ fn ratio_cell(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.3}x")).unwrap_or_else(|| "-".into())
 }
 
-const HEAD: [&str; 8] = [
+const HEAD: [&str; 10] = [
     "scenario",
     "base p50 ms",
     "new p50 ms",
@@ -175,7 +348,20 @@ const HEAD: [&str; 8] = [
     "new p99 ms",
     "p99 ratio",
     "verdict",
+    "p90 verdict",
+    "p99 verdict",
 ];
+
+/// The columns left-aligned (text); the others are numbers.
+fn text_column(i: usize) -> bool {
+    i == 0 || i >= 7
+}
+
+fn tail_cell(t: &Option<TailDiff>) -> String {
+    t.as_ref()
+        .map(TailDiff::label)
+        .unwrap_or_else(|| "-".into())
+}
 
 fn cells(r: &DiffRow) -> Vec<String> {
     vec![
@@ -190,6 +376,8 @@ fn cells(r: &DiffRow) -> Vec<String> {
             Some(n) => format!("{} ({n})", r.verdict.label()),
             None => r.verdict.label().to_string(),
         },
+        tail_cell(&r.p90),
+        tail_cell(&r.p99),
     ]
 }
 
@@ -198,7 +386,7 @@ pub fn to_markdown(rows: &[DiffRow], base: &str, new: &str) -> String {
     let mut out =
         format!("Comparing `{new}` (NEW) against `{base}` (BASE); ratio = NEW / BASE.\n\n");
     let _ = writeln!(out, "| {} |", HEAD.join(" | "));
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|---|---|");
     for r in rows {
         let _ = writeln!(out, "| {} |", cells(r).join(" | "));
     }
@@ -223,7 +411,7 @@ pub fn to_table(rows: &[DiffRow]) -> String {
             .enumerate()
             .map(|(i, c)| {
                 let w = widths[i];
-                if i == 0 || i == HEAD.len() - 1 {
+                if text_column(i) {
                     format!("{c:<w$}")
                 } else {
                     format!("{c:>w$}")
@@ -360,5 +548,130 @@ mod tests {
         let md = to_markdown(&rows, "a", "b");
         assert!(md.contains("| x | 0.999 | - | - |"), "{md}");
         assert!(md.contains("not comparable (only in BASE)"), "{md}");
+        // Nothing to judge in the tail either.
+        assert!(rows.iter().all(|r| r.p90.is_none() && r.p99.is_none()));
+        assert!(
+            md.contains("not comparable (only in BASE) | - | - |"),
+            "{md}"
+        );
+    }
+
+    /// `base` with every sample above its 95th percentile `factor` times longer: the median
+    /// and p90 untouched, p99 moved by `factor`.
+    fn tail_scaled(base: &[u64], factor: f64) -> Vec<u64> {
+        let mut sorted = base.to_vec();
+        sorted.sort_unstable();
+        let p95 = crate::stats::nearest_rank(&sorted, 95.0);
+        base.iter()
+            .map(|&x| {
+                if x > p95 {
+                    (x as f64 * factor) as u64
+                } else {
+                    x
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identical_runs_have_the_same_tails() {
+        let a = spread(1e6, 0.05, 5000);
+        let rows = diff(&[scenario("x", &a)], &[scenario("x", &a)], 0.01, &[]);
+        for t in [&rows[0].p90, &rows[0].p99] {
+            let t = t.as_ref().unwrap();
+            assert_eq!(t.verdict, TailVerdict::Same);
+            assert_eq!(t.change_pct, 0.0);
+            assert_eq!(t.samples_needed, None);
+            let (lo, hi) = (t.base_ci95_low_ms.unwrap(), t.base_ci95_high_ms.unwrap());
+            assert!(lo <= t.base_ms && t.base_ms <= hi, "{t:?}");
+        }
+        // p99 of a +-5% sawtooth around 1 ms: about 1.049 ms.
+        assert!((rows[0].p99.as_ref().unwrap().base_ms - 1.049).abs() < 0.002);
+        let table = to_table(&rows);
+        let line: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+        assert!(
+            line.ends_with(&["same", "(within", "noise)", "same", "same"]),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_ten_percent_shift_of_the_tail_alone_is_slower_at_p99_only() {
+        let base = spread(1e6, 0.05, 5000);
+        let slow = tail_scaled(&base, 1.1);
+        let rows = diff(&[scenario("x", &base)], &[scenario("x", &slow)], 0.03, &[]);
+        let r = &rows[0];
+        // The median: unchanged, and judged so.
+        assert_eq!(r.verdict, Verdict::Same);
+        assert_eq!(r.p50_ratio, Some(1.0));
+        assert_eq!(r.p90.as_ref().unwrap().verdict, TailVerdict::Same);
+        let p99 = r.p99.as_ref().unwrap();
+        assert_eq!(p99.verdict, TailVerdict::Slower, "{p99:?}");
+        assert!((p99.change_pct - 10.0).abs() < 0.5, "{p99:?}");
+        assert!(p99.new_ci95_low_ms.unwrap() > p99.base_ci95_high_ms.unwrap());
+        assert!(to_markdown(&rows, "a", "b").contains("| same | slower (+10.0%) |"));
+        // The tail is not a gate: --fail-above judges the median.
+        assert!(regressions(&rows, 0.0).is_empty());
+        // The mirror is faster; the same shift below --min-change is the same.
+        let rows = diff(&[scenario("x", &slow)], &[scenario("x", &base)], 0.03, &[]);
+        assert_eq!(rows[0].p99.as_ref().unwrap().verdict, TailVerdict::Faster);
+        let rows = diff(&[scenario("x", &base)], &[scenario("x", &slow)], 0.2, &[]);
+        assert_eq!(rows[0].p99.as_ref().unwrap().verdict, TailVerdict::Same);
+    }
+
+    #[test]
+    fn a_heavy_tail_needs_more_samples_to_show_the_same_shift() {
+        // Pareto (alpha = 2) quantiles from 1 ms: p99 = 10 ms, and the tail so sparse that
+        // 400 samples put p99 anywhere between about 5 and 30 ms.
+        let pareto = |n: usize| -> Vec<u64> {
+            (0..n)
+                .map(|i| (1e6 / (1.0 - (i as f64 + 0.5) / n as f64).sqrt()) as u64)
+                .collect()
+        };
+        let verdict = |n| {
+            let base = pareto(n);
+            let slow = tail_scaled(&base, 1.1);
+            let rows = diff(&[scenario("x", &base)], &[scenario("x", &slow)], 0.03, &[]);
+            assert_eq!(rows[0].verdict, Verdict::Same);
+            let p99 = rows[0].p99.clone().unwrap();
+            assert!((p99.change_pct - 10.0).abs() < 0.5, "{p99:?}");
+            p99.verdict
+        };
+        assert_eq!(verdict(400), TailVerdict::Same);
+        assert_eq!(verdict(100_000), TailVerdict::Slower);
+    }
+
+    #[test]
+    fn too_few_samples_for_the_p99_interval_names_the_count_needed() {
+        let a = spread(1e6, 0.05, 50);
+        let b = spread(1e6, 0.05, 1000);
+        let rows = diff(&[scenario("x", &a)], &[scenario("x", &b)], 0.01, &[]);
+        let p99 = rows[0].p99.as_ref().unwrap();
+        assert_eq!(p99.verdict, TailVerdict::TooFewSamples);
+        assert_eq!(p99.samples_needed, Some(368));
+        assert_eq!(p99.base_ci95_low_ms, None);
+        assert!(p99.new_ci95_low_ms.is_some());
+        assert_eq!(
+            p99.note.as_deref(),
+            Some("p99 needs at least 368 samples per run for a 95% interval; base has 50")
+        );
+        // 50 samples are enough for p90's interval (36).
+        let p90 = rows[0].p90.as_ref().unwrap();
+        assert_ne!(p90.verdict, TailVerdict::TooFewSamples);
+        assert_eq!(p90.samples_needed, None);
+        let table = to_table(&rows);
+        assert!(
+            table.contains("too few samples (needs 368/run; base has 50)"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&rows).unwrap();
+        assert_eq!(json[0]["p99"]["verdict"], "too few samples");
+        assert_eq!(json[0]["p99"]["samples_needed"], 368);
+        assert_eq!(json[0]["p99"]["base_ci95_low_ms"], serde_json::Value::Null);
+        assert!(json[0]["p90"].get("samples_needed").is_none());
+        // Both runs short: both named.
+        let rows = diff(&[scenario("x", &a)], &[scenario("x", &a)], 0.01, &[]);
+        let note = rows[0].p99.as_ref().unwrap().note.clone().unwrap();
+        assert!(note.ends_with("base has 50, new has 50"), "{note}");
     }
 }
