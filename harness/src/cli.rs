@@ -30,6 +30,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Measure a server (ours, Triton, vLLM) under closed- or open-loop load
     Load(Box<LoadArgs>),
+    /// Time each runtime as the harness measures it beside the loop a user writes from the
+    /// runtime's own documentation, alternating in one process: the ratio and its interval
+    Selfcheck(SelfcheckArgs),
     /// Run one group of scenarios for `compare` (reads its spec on stdin)
     #[command(hide = true)]
     Worker,
@@ -250,6 +253,55 @@ pub struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SelfcheckArgs {
+    /// Model folder (model.onnx; model.safetensors + config.json for candle-native)
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Runtimes to check, comma-separated [default: those with a documented loop: ort,
+    /// tract, candle-native]
+    #[arg(long, value_delimiter = ',', value_parser = runtime_names())]
+    pub runtimes: Vec<String>,
+    #[arg(long, default_value = "1", value_parser = positive)]
+    pub batch: usize,
+    /// Sequence length [default: 128, or the model's own limit when it is smaller]
+    #[arg(long, value_parser = positive)]
+    pub seq: Option<usize>,
+    /// Compute threads (one count: candle's documented control, RAYON_NUM_THREADS, is
+    /// process-wide) [default: all logical CPUs]
+    #[arg(long, value_parser = threads)]
+    pub threads: Option<usize>,
+    /// Alternations: each runs a block of the harness's loop and a block of the user's
+    /// (their order swapped every round)
+    #[arg(long, default_value = "12", value_parser = positive)]
+    pub rounds: usize,
+    /// Length of one block
+    #[arg(long, default_value = "400ms", value_parser = positive_duration)]
+    pub block: Duration,
+    /// Warm-up of each loop before the first round
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub warmup_time: Duration,
+    /// How far from 1 a ratio may be and still agree, in percent
+    #[arg(long, default_value = "3", value_parser = percent)]
+    pub agree_within: f64,
+    /// Time the harness's wrapper against a second instance of itself instead of the user's
+    /// loop: the check's own noise floor
+    #[arg(long)]
+    pub control: bool,
+    /// Seed for the generated inputs and the bootstrap
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// ONNX Runtime shared library (else ORT_DYLIB_PATH, the onnxruntime Python package, system folders)
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Where to write selfcheck.json [default: results/selfcheck-<UTC timestamp>]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print selfcheck.json on stdout, and nothing else there
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Results folders (or results.json files); scenarios in several are merged exactly
     #[arg(required = true)]
@@ -274,6 +326,11 @@ pub struct DiffArgs {
     /// between two identical MiniLM runs on a shared 2-vCPU VM)
     #[arg(long, value_name = "PCT", default_value = "3", value_parser = percent)]
     pub min_change: f64,
+    /// The same for the p90 and p99 verdicts: separate runs of one build moved the tail by up
+    /// to 7.7% (tiny BERT, 39,000 samples a run, same 2-vCPU VM), where each run's own
+    /// interval is under 4% wide
+    #[arg(long, value_name = "PCT", default_value = "10", value_parser = percent)]
+    pub tail_min_change: f64,
     /// Pair scenarios ignoring these settings (runtime, variant, batch, threads,
     /// concurrency): `--ignore threads` compares a 1-thread run with a 2-thread run
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(["runtime", "variant", "batch", "threads", "concurrency"]))]
@@ -322,11 +379,6 @@ pub struct TimingArgs {
     pub warmup: u64,
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub warmup_time: Duration,
-    /// The same for the p90 and p99 verdicts: separate runs of one build moved the tail by up
-    /// to 7.7% (tiny BERT, 39,000 samples a run, same 2-vCPU VM), where each run's own
-    /// interval is under 4% wide
-    #[arg(long, value_name = "PCT", default_value = "10", value_parser = percent)]
-    pub tail_min_change: f64,
     /// A scenario runs at least this long...
     #[arg(long, default_value = "3s", value_parser = duration)]
     pub min_time: Duration,

@@ -20,6 +20,7 @@ pub mod parity;
 pub mod plan;
 pub mod present;
 pub mod results;
+pub mod selfcheck;
 pub mod stats;
 
 use std::io::Write;
@@ -93,6 +94,7 @@ pub fn run_to(cli: Cli, out: &mut dyn Write) -> Result<i32, Error> {
         Command::Report(a) => run_report(&a),
         Command::Serve(a) => Ok(net::serve::serve(plan::serve(*a))?),
         Command::Load(a) => run_load(&a, out),
+        Command::Selfcheck(a) => run_selfcheck(&a, out),
         Command::Worker => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout();
@@ -120,6 +122,37 @@ fn run_compare(a: &CompareArgs, out: &mut dyn Write) -> Result<i32, Error> {
     let outcome = engine::compare::compare(&opts, &progress);
     display.finish();
     finish(&outcome?, &opts.out, a.json, out)
+}
+
+/// `harness selfcheck`: the table (or the JSON), selfcheck.json in the folder; 1 when a
+/// runtime could not be checked.
+fn run_selfcheck(a: &cli::SelfcheckArgs, out: &mut dyn Write) -> Result<i32, Error> {
+    let report = selfcheck::selfcheck(a)?;
+    let folder = a.out.clone().unwrap_or_else(|| {
+        let d = engine::runlog::default_out_dir();
+        d.with_file_name(format!(
+            "selfcheck-{}",
+            d.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    });
+    std::fs::create_dir_all(&folder).map_err(io("creating the selfcheck folder"))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(folder.join("selfcheck.json"), &json).map_err(io("writing selfcheck.json"))?;
+    if a.json {
+        writeln!(out, "{json}")?;
+    } else {
+        write!(out, "{}", selfcheck::to_table(&report))?;
+        writeln!(
+            out,
+            "selfcheck: {}",
+            folder.join("selfcheck.json").display()
+        )?;
+    }
+    Ok(if report.checks.iter().any(|c| c.error.is_some()) {
+        1
+    } else {
+        0
+    })
 }
 
 fn run_report(a: &ReportArgs) -> Result<i32, Error> {

@@ -354,6 +354,17 @@ impl CandleThreads {
                 "worker_cpus".into(),
                 crate::cpus_label(self.threads, self.cpus.as_deref()),
             ),
+            (
+                "candle_default_matmul_threads".into(),
+                match crate::physical_cores() {
+                    Some(p) if p != self.threads => format!(
+                        "{p} (physical cores): a program that does not set RAYON_NUM_THREADS multiplies matrices on {p} thread(s), not {}",
+                        self.threads
+                    ),
+                    Some(p) => format!("{p} (physical cores), the same as here"),
+                    None => "unknown (no CPU topology in sysfs)".into(),
+                },
+            ),
         ]
     }
 }

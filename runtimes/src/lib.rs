@@ -6,6 +6,7 @@
 //! conversion), and run ([`Loaded::run`]). [`Loaded::infer`] runs once more and reads the
 //! outputs back for the parity check; it is never timed.
 
+pub mod bare;
 pub mod candle_graph;
 pub mod candle_rt;
 pub mod gpu;
@@ -370,6 +371,31 @@ pub fn online_cpus() -> usize {
             .map(|n| n.get())
             .unwrap_or(1)
     }
+}
+
+/// Physical cores (distinct package and core ids of the online CPUs): what candle uses for
+/// its matrix products when `RAYON_NUM_THREADS` is not set. None where sysfs does not say.
+pub fn physical_cores() -> Option<usize> {
+    let mut cores = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/sys/devices/system/cpu").ok()?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or("");
+        if name
+            .strip_prefix("cpu")
+            .is_none_or(|n| n.parse::<usize>().is_err())
+        {
+            continue;
+        }
+        let read = |f: &str| {
+            std::fs::read_to_string(entry.path().join("topology").join(f))
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+        };
+        if let (Some(package), Some(core)) = (read("physical_package_id"), read("core_id")) {
+            cores.insert((package, core));
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
 }
 
 /// A rayon pool of exactly `threads` workers, or None for one thread (run inline on the

@@ -29,6 +29,13 @@ pub struct OrtLibrary {
     env: ort::environment::Environment,
 }
 
+impl OrtLibrary {
+    /// The environment sessions are built in.
+    pub fn environment(&self) -> &ort::environment::Environment {
+        &self.env
+    }
+}
+
 static LIBRARY: OnceLock<Result<OrtLibrary, String>> = OnceLock::new();
 
 /// Where discovery looks; a struct so that tests can point it anywhere.
