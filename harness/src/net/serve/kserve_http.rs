@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,27 +47,32 @@ async fn server_metadata() -> Response {
 }
 
 /// The `{name}` and, on `/versions/{version}/...` routes, `{version}` of a model URL: one
-/// handler serves both forms.
-type ModelPath = Path<std::collections::HashMap<String, String>>;
+/// handler serves both forms. A rejection (percent-encoding that is not UTF-8) becomes a JSON
+/// 400 in [`model_of`], not axum's plain-text one.
+type ModelPath = Result<Path<std::collections::HashMap<String, String>>, PathRejection>;
 
-fn model_of(p: &std::collections::HashMap<String, String>) -> (&str, Option<&str>) {
-    (
-        p.get("name").map_or("", String::as_str),
-        p.get("version").map(String::as_str),
-    )
+fn model_of(p: &ModelPath) -> Result<(&str, Option<&str>), ServeError> {
+    match p {
+        Ok(Path(p)) => Ok((
+            p.get("name").map_or("", String::as_str),
+            p.get("version").map(String::as_str),
+        )),
+        Err(r) => Err(ServeError::bad(format!(
+            "the URL's model name or version cannot be read ({}); percent-encode UTF-8 text only",
+            r.body_text()
+        ))),
+    }
 }
 
-async fn model_metadata(State(s): State<Arc<AppState>>, Path(p): ModelPath) -> Response {
-    let (name, version) = model_of(&p);
-    match check_model(&s, name, version) {
+async fn model_metadata(State(s): State<Arc<AppState>>, p: ModelPath) -> Response {
+    match model_of(&p).and_then(|(name, version)| check_model(&s, name, version)) {
         Ok(()) => axum::Json(s.sig.metadata()).into_response(),
         Err(e) => error_response(&e),
     }
 }
 
-async fn model_ready(State(s): State<Arc<AppState>>, Path(p): ModelPath) -> Response {
-    let (name, version) = model_of(&p);
-    match check_model(&s, name, version) {
+async fn model_ready(State(s): State<Arc<AppState>>, p: ModelPath) -> Response {
+    match model_of(&p).and_then(|(name, version)| check_model(&s, name, version)) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => error_response(&e),
     }
@@ -75,12 +80,14 @@ async fn model_ready(State(s): State<Arc<AppState>>, Path(p): ModelPath) -> Resp
 
 async fn infer(
     State(s): State<Arc<AppState>>,
-    Path(p): ModelPath,
+    p: ModelPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (name, version) = model_of(&p);
-    let r = do_infer(&s, name, version, &headers, body).await;
+    let r = match model_of(&p) {
+        Ok((name, version)) => do_infer(&s, name, version, &headers, body).await,
+        Err(e) => Err(e),
+    };
     kserve_answer(&s, r)
 }
 

@@ -24,6 +24,7 @@ use embed::Embedder;
 use state::{unix_now, AppState};
 
 pub mod batcher;
+mod conn;
 pub mod embed;
 mod grpc;
 mod kserve_http;
@@ -234,7 +235,10 @@ async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<
         grpc_addr.map(|a| format!(", grpc {a}")).unwrap_or_default(),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(state.clone(), opts.max_body);
+    // A request body that stalls for the idle timeout ends with 408, as a silent head does.
+    let app = router(state.clone(), opts.max_body).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(opts.idle_timeout),
+    );
     let http_task = tokio::spawn(serve_http(http, app, opts.idle_timeout, stop_rx.clone()));
     let grpc_task = grpc.map(|listener| {
         let svc =
@@ -244,10 +248,16 @@ async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<
             .max_decoding_message_size(opts.max_body)
             .max_encoding_message_size(usize::MAX);
         let mut rx = stop_rx.clone();
+        let idle = opts.idle_timeout;
         tokio::spawn(async move {
+            // A connection silent for the idle timeout is pinged, and closed when the ping
+            // goes unanswered for as long again; one that has not sent the HTTP/2 preface
+            // within the idle timeout is closed.
             tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(idle))
+                .http2_keepalive_timeout(Some(idle))
                 .add_service(svc)
-                .serve_with_incoming_shutdown(tokio_stream_listener(listener), async move {
+                .serve_with_incoming_shutdown(tokio_stream_listener(listener, idle), async move {
                     let _ = rx.changed().await;
                 })
                 .await
@@ -271,8 +281,11 @@ async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<
 
 /// The HTTP listener: each connection served by hyper with `idle_timeout` for reading a
 /// request's headers, which also bounds how long a kept-alive connection may sit idle, so
-/// idle sockets and slowloris clients are closed instead of holding file descriptors. On
-/// `stop`, listening ends and the connections finish what is in flight.
+/// idle sockets and slowloris clients are closed instead of holding file descriptors (and the
+/// first [`H2_PREFACE`] bytes within `idle_timeout`, which covers what hyper reads before its
+/// header timeout starts). The answers hyper writes by itself to malformed requests get JSON
+/// reasons ([`conn::JsonErrors`]). On `stop`, listening ends and the connections finish what
+/// is in flight.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -285,6 +298,7 @@ async fn serve_http(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle_timeout)
+        .max_buf_size(conn::MAX_HEAD_BYTES)
         .keep_alive(true);
     builder
         .http2()
@@ -315,8 +329,14 @@ async fn serve_http(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let tap = std::sync::Arc::new(conn::Tap::default());
+            let service = conn::Tapped {
+                inner: hyper_util::service::TowerToHyperService::new(app),
+                tap: tap.clone(),
+            };
+            let io = conn::FirstBytes::new(stream, H2_PREFACE, idle_timeout);
+            let io = TokioIo::new(conn::JsonErrors::new(io, tap));
+            let conn = builder.serve_connection_with_upgrades(io, service);
             let _ = watcher.watch(conn.into_owned()).await;
         });
     }
@@ -324,14 +344,20 @@ async fn serve_http(
     graceful.shutdown().await;
 }
 
-/// Accepted TCP connections as the stream tonic serves (with TCP_NODELAY).
+/// The length of HTTP/2's connection preface: a connection must send this many bytes within
+/// the idle timeout (any HTTP/1 request with a path and a Host header is longer).
+const H2_PREFACE: usize = 24;
+
+/// Accepted TCP connections as the stream tonic serves (with TCP_NODELAY), each closed if it
+/// has not sent the HTTP/2 preface within `idle`.
 fn tokio_stream_listener(
     listener: tokio::net::TcpListener,
-) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(listener, |l| async move {
+    idle: Duration,
+) -> impl futures_util::Stream<Item = std::io::Result<conn::FirstBytes<tokio::net::TcpStream>>> {
+    futures_util::stream::unfold(listener, move |l| async move {
         let r = l.accept().await.map(|(s, _)| {
             let _ = s.set_nodelay(true);
-            s
+            conn::FirstBytes::new(s, H2_PREFACE, idle)
         });
         Some((r, l))
     })
@@ -356,8 +382,32 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
                 "no such endpoint; see /v2 (KServe v2), /v1/embeddings, /v1/models, /metrics",
             ))
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_declared_too_large,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// A body declared larger than `--max-body` is a 413 at once, not after reading up to the
+/// limit (or waiting for bytes the client never sends).
+async fn refuse_declared_too_large(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state::declared_too_large(req.headers(), s.max_body) {
+        None => next.run(req).await,
+        Some(e) if req.uri().path().starts_with("/v1/") => {
+            s.metrics.response("openai-embeddings", e.status);
+            openai::openai_error(&e)
+        }
+        Some(e) => {
+            s.metrics.response("kserve-http", e.status);
+            kserve_http::error_response(&e)
+        }
+    }
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {

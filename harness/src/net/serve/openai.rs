@@ -24,7 +24,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/embeddings", post(embeddings))
 }
 
-fn openai_error(e: &ServeError) -> Response {
+pub(super) fn openai_error(e: &ServeError) -> Response {
     let code = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let kind = match e.status {
         400 | 413 => "BadRequestError",

@@ -81,17 +81,49 @@ pub fn job_error(e: JobError, timeout: Duration) -> ServeError {
     }
 }
 
+fn too_large(max_body: usize) -> ServeError {
+    ServeError::new(
+        413,
+        format!(
+            "the request body is larger than the server's limit of {max_body} bytes (--max-body)"
+        ),
+    )
+}
+
+/// A request whose Content-Length is over `max_body`: refused before its body is read.
+pub fn declared_too_large(headers: &axum::http::HeaderMap, max_body: usize) -> Option<ServeError> {
+    let declared: u64 = headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (declared > max_body as u64).then(|| too_large(max_body))
+}
+
 pub fn body_error(r: BytesRejection, max_body: usize) -> ServeError {
     let status = r.status().as_u16();
+    // The innermost cause names the problem (a bad chunk size, the connection ending early).
+    let mut cause: &dyn std::error::Error = &r;
+    let mut stalled = false;
+    while let Some(next) = cause.source() {
+        stalled |= next.is::<tower_http::timeout::TimeoutError>();
+        cause = next;
+    }
     if status == 413 {
+        too_large(max_body)
+    } else if stalled {
         ServeError::new(
-            413,
-            format!("the request body is larger than the server's limit of {max_body} bytes (--max-body)"),
+            408,
+            "the request body stalled: no data for the idle timeout (--idle-timeout); send the whole body without pausing",
         )
     } else {
         ServeError::new(
             status,
-            format!("could not read the request body: {}", r.body_text()),
+            format!(
+                "could not read the request body ({cause}); send exactly the bytes Content-Length declares, or well-formed chunks"
+            ),
         )
     }
 }
