@@ -206,9 +206,11 @@ impl GroupPlan<'_> {
             measure: opts.measure.clone(),
             tolerance: opts.tolerance,
             pinning: opts.pinning.clone(),
-            abort_before: fault_injection("HARNESS_FAULT_ABORT", self.runtime.name(), self.threads),
-            panic_before: fault_injection("HARNESS_FAULT_PANIC", self.runtime.name(), self.threads),
-            hang_in: fault_phase(self.runtime.name(), self.threads),
+            abort_before: fault_injection("HARNESS_FAULT_ABORT", self.runtime.name(), self.threads)
+                .and_then(|i| i.parse().ok()),
+            panic_before: fault_injection("HARNESS_FAULT_PANIC", self.runtime.name(), self.threads)
+                .and_then(|i| i.parse().ok()),
+            hang_in: fault_injection("HARNESS_FAULT_HANG", self.runtime.name(), self.threads),
             phase_timeout: opts.phase_timeout,
             device: self.device.label(),
             runtime_options: opts.runtime_options.clone(),
@@ -519,25 +521,15 @@ struct Saved<'a> {
     write_error: Option<super::runlog::WriteError>,
 }
 
-/// `HARNESS_FAULT_ABORT=RUNTIME:THREADS:INDEX` makes that group's worker abort before
-/// measuring scenario INDEX, `HARNESS_FAULT_PANIC=...` panic there: how the isolation tests
-/// produce a crash on demand.
-fn fault_injection(var: &str, runtime: &str, threads: usize) -> Option<usize> {
+/// Fault injection, `VAR=RUNTIME:THREADS:WHAT`, for this group: `HARNESS_FAULT_ABORT` and
+/// `HARNESS_FAULT_PANIC` make its worker abort or panic before measuring scenario WHAT (an
+/// index), `HARNESS_FAULT_HANG` hang forever in phase WHAT (`load`, `prepare`, `measure`,
+/// `finish`): how the isolation and deadline tests produce a crash or a hang on demand.
+fn fault_injection(var: &str, runtime: &str, threads: usize) -> Option<String> {
     let v = std::env::var(var).ok()?;
     let mut it = v.split(':');
-    let (r, t, i) = (it.next()?, it.next()?, it.next()?);
-    (r == runtime && t.parse::<usize>().ok()? == threads)
-        .then(|| i.parse().ok())
-        .flatten()
-}
-
-/// `HARNESS_FAULT_HANG=RUNTIME:THREADS:PHASE` makes that group hang forever in PHASE
-/// (`load`, `prepare`, `measure`, `finish`): how the deadline tests make a runtime hang.
-fn fault_phase(runtime: &str, threads: usize) -> Option<String> {
-    let v = std::env::var("HARNESS_FAULT_HANG").ok()?;
-    let mut it = v.split(':');
-    let (r, t, p) = (it.next()?, it.next()?, it.next()?);
-    (r == runtime && t.parse::<usize>().ok()? == threads).then(|| p.to_string())
+    let (r, t, what) = (it.next()?, it.next()?, it.next()?);
+    (r == runtime && t.parse::<usize>().ok()? == threads).then(|| what.to_string())
 }
 
 /// A group on a thread of this process: a panic inside a runtime becomes error rows; a
