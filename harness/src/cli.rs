@@ -379,6 +379,11 @@ pub struct TimingArgs {
     pub warmup: u64,
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub warmup_time: Duration,
+    /// Past those, the warm-up goes on while the latency still moves (the medians of the
+    /// last samples' two halves differ by 3% or more), up to this; at most --warmup-time:
+    /// no detection
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub warmup_max: Duration,
     /// A scenario runs at least this long...
     #[arg(long, default_value = "3s", value_parser = duration)]
     pub min_time: Duration,
@@ -403,6 +408,7 @@ impl TimingArgs {
             min_samples: self.min_samples,
             max_time: self.max_time.max(self.min_time),
             target_ci: self.target_ci,
+            warmup_max: self.warmup_max,
             ..Default::default()
         }
     }

@@ -61,6 +61,11 @@ pub struct MeasureConfig {
     /// minimum time and the samples p99 needs; else run to `max_time`, marked unstable.
     #[serde(default)]
     pub target_ci: Option<f64>,
+    /// The longest warm-up: past the minimum iterations and `warmup_time`, the warm-up goes
+    /// on while the latency still moves, up to this (no longer than `warmup_time`: no
+    /// detection).
+    #[serde(default, with = "secs")]
+    pub warmup_max: Duration,
 }
 
 impl Default for MeasureConfig {
@@ -73,7 +78,85 @@ impl Default for MeasureConfig {
             max_time: Duration::from_secs(60),
             max_consecutive_failures: 10,
             target_ci: None,
+            warmup_max: Duration::from_secs(10),
         }
+    }
+}
+
+/// Warm-up by detection: the latencies of the warm-up, and whether they have stopped
+/// moving. The test is Mann-Kendall's on the latest `WINDOW` samples (is there a monotone
+/// trend, at 95%?) with Sen's slope for its size: the warm-up is steady unless the trend is
+/// significant *and* it moves the latency by `STEADY_CHANGE` or more over `WINDOW` samples. A
+/// runtime still warming (caches, allocator, lazy initialisation, frequency) gets steadily
+/// faster; noise alone is rarely a significant trend, and a trend too small to matter is
+/// not one the window must avoid.
+pub struct Warmup {
+    samples: Vec<u64>,
+}
+
+/// The samples the test looks at: the latest this many (fewer at first, at least 10).
+pub const WINDOW: usize = 30;
+/// A trend smaller than this across the window (a fraction of its median) is steady.
+pub const STEADY_CHANGE: f64 = 0.02;
+
+impl Warmup {
+    pub fn new() -> Warmup {
+        Warmup {
+            samples: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, ns: u64) {
+        self.samples.push(ns);
+    }
+
+    /// Whether the latest window is steady (false until there are 10 samples).
+    pub fn steady(&self) -> bool {
+        let n = self.samples.len();
+        if n < 10 {
+            return false;
+        }
+        let w = &self.samples[n - n.min(WINDOW)..];
+        let k = w.len();
+        let mut s = 0i64;
+        let mut slopes = Vec::with_capacity(k * (k - 1) / 2);
+        for i in 0..k {
+            for j in i + 1..k {
+                s += (w[j] as i64 - w[i] as i64).signum();
+                slopes.push((w[j] as f64 - w[i] as f64) / (j - i) as f64);
+            }
+        }
+        let kf = k as f64;
+        let var = kf * (kf - 1.0) * (2.0 * kf + 5.0) / 18.0;
+        // Continuity-corrected z.
+        let z = (s.abs() as f64 - 1.0).max(0.0) / var.sqrt();
+        if z < 1.96 {
+            return true;
+        }
+        slopes.sort_by(f64::total_cmp);
+        let slope = slopes[slopes.len() / 2];
+        let mut sorted = w.to_vec();
+        sorted.sort_unstable();
+        let median = sorted[k / 2] as f64;
+        // Its size over a whole window, however few samples there are yet.
+        median <= 0.0 || (slope * WINDOW as f64).abs() / median < STEADY_CHANGE
+    }
+}
+
+impl Default for Warmup {
+    fn default() -> Self {
+        Warmup::new()
+    }
+}
+
+/// Why a warm-up ended, given that its minimum is done (or the run must go on regardless).
+fn warmup_end(cfg: &MeasureConfig, steady: bool) -> &'static str {
+    if cfg.warmup_max <= cfg.warmup_time {
+        "minimum"
+    } else if steady {
+        "steady"
+    } else {
+        "cap"
     }
 }
 
@@ -198,18 +281,31 @@ pub fn measure_with(
 
     let warm_start = clock.now_ns();
     let warm_time = cfg.warmup_time.as_nanos() as u64;
+    let warm_cap = cfg.warmup_max.max(cfg.warmup_time).as_nanos() as u64;
     let max_ns = cfg.max_time.as_nanos() as u64;
     let mut warm_iters = 0u64;
+    let mut warmup = Warmup::new();
+    let mut steady = false;
     loop {
         let elapsed = clock.now_ns() - warm_start;
-        if (warm_iters >= cfg.warmup_iters && elapsed >= warm_time)
+        if (warm_iters >= cfg.warmup_iters && elapsed >= warm_time) && !steady {
+            steady = warm_cap <= warm_time || warmup.steady();
+        }
+        if (warm_iters >= cfg.warmup_iters && elapsed >= warm_time && steady)
+            || (warm_iters >= cfg.warmup_iters && elapsed >= warm_cap)
             || elapsed >= max_ns
             || hooks.interrupted()
         {
             break;
         }
-        match model.run() {
-            Ok(()) => consecutive = 0,
+        let a = clock.now_ns();
+        let r = model.run();
+        let b = clock.now_ns();
+        match r {
+            Ok(()) => {
+                consecutive = 0;
+                warmup.push(b - a);
+            }
             Err(e) => {
                 fail(e, &mut consecutive);
                 if consecutive >= cfg.max_consecutive_failures {
@@ -257,6 +353,7 @@ pub fn measure_with(
     hooks.window_end();
     let stable = cfg.target_ci.map(|_| stop_reason == StopReason::TargetCi);
     Ok(Measurement {
+        warmup_end: Some(warmup_end(cfg, steady).into()),
         stable,
         first_inference_ms: ms(first_ns),
         warmup_iterations: warm_iters,
@@ -496,6 +593,8 @@ struct Shared<'a> {
     clock: MonotonicClock,
     /// With a CI target the coordinator needs the latencies while the window runs.
     latencies: Option<std::sync::Mutex<Vec<u64>>>,
+    /// The warm-up's latencies, for the coordinator's steadiness test.
+    warmup: std::sync::Mutex<Warmup>,
     cfg: &'a MeasureConfig,
 }
 
@@ -533,6 +632,10 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
                 consecutive = 0;
                 if p == WARM {
                     sh.warm_done.fetch_add(1, Ordering::Relaxed);
+                    sh.warmup
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(b - a);
                     continue;
                 }
                 sh.completed.fetch_add(1, Ordering::Relaxed);
@@ -560,9 +663,11 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
     out
 }
 
-/// The edges the coordinator saw: warm-up length, window start and end, why it stopped.
+/// The edges the coordinator saw: warm-up length and end, window start and end, why it
+/// stopped.
 struct Window {
     warm_ns: u64,
+    warm_end: &'static str,
     start: u64,
     end: u64,
     reason: StopReason,
@@ -577,10 +682,18 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     let tick = Duration::from_micros(500);
     let t0 = sh.clock.now_ns();
     let max_ns = cfg.max_time.as_nanos() as u64;
+    let warm_time = cfg.warmup_time.as_nanos() as u64;
+    let warm_cap = cfg.warmup_max.max(cfg.warmup_time).as_nanos() as u64;
+    let mut steady = false;
     loop {
         let el = sh.clock.now_ns() - t0;
         let warmed = sh.warm_done.load(Ordering::Relaxed) >= cfg.warmup_iters * n as u64;
-        if (warmed && el >= cfg.warmup_time.as_nanos() as u64)
+        if warmed && el >= warm_time && !steady {
+            steady = warm_cap <= warm_time
+                || sh.warmup.lock().unwrap_or_else(|p| p.into_inner()).steady();
+        }
+        if (warmed && el >= warm_time && steady)
+            || (warmed && el >= warm_cap)
             || el >= max_ns
             || hooks.interrupted()
             || sh.gave_up.load(Ordering::Relaxed) == n
@@ -615,6 +728,7 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     hooks.window_end();
     Window {
         warm_ns,
+        warm_end: warmup_end(cfg, steady),
         start: ws,
         end: we,
         reason,
@@ -692,6 +806,7 @@ pub fn measure_workers<W: Workload>(
         },
         clock: MonotonicClock::new(),
         latencies: cfg.target_ci.map(|_| std::sync::Mutex::new(Vec::new())),
+        warmup: std::sync::Mutex::new(Warmup::new()),
         cfg,
     };
     // First inference of each instance, outside any window; the first one is reported.
@@ -745,6 +860,7 @@ pub fn measure_workers<W: Workload>(
     let counted: Vec<&Record> = records.iter().chain(&tail).collect();
     let corrected: Vec<u64> = counted.iter().map(|r| r.end - r.scheduled).collect();
     let measurement = Measurement {
+        warmup_end: Some(w.warm_end.into()),
         stable: cfg.target_ci.map(|_| w.reason == StopReason::TargetCi),
         first_inference_ms: ms(first_ns),
         warmup_iterations: sh.warm_done.load(Ordering::Relaxed),

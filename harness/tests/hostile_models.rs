@@ -45,6 +45,8 @@ fn quick<'a>(model: &'a Path, out: &'a Path, runtimes: &'a str, phase: &'a str) 
         "1",
         "--warmup-time",
         "0s",
+        "--warmup-max",
+        "0s",
         "--min-time",
         "10ms",
         "--min-samples",

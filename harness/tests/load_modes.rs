@@ -62,6 +62,7 @@ fn cfg(min_time_ms: u64, min_samples: u64) -> MeasureConfig {
         max_time: Duration::from_secs(20),
         max_consecutive_failures: 10,
         target_ci: None,
+        warmup_max: Duration::ZERO,
     }
 }
 

@@ -75,6 +75,7 @@ fn cfg(min_time_ms: u64, min_samples: u64, max_time_ms: u64) -> MeasureConfig {
         max_time: Duration::from_millis(max_time_ms),
         max_consecutive_failures: 10,
         target_ci: None,
+        warmup_max: Duration::ZERO,
     }
 }
 
@@ -240,4 +241,72 @@ fn without_a_ci_target_stability_is_not_claimed() {
     let (mut rt, clock) = sim(|_| Duration::from_millis(1));
     let m = measure(&mut rt, &clock, &cfg(100, 10, 1_000)).unwrap();
     assert_eq!(m.stable, None);
+}
+
+/// A warm-up that drifts: 2 ms falling to 1 ms over the first 300 inferences, then 1 ms.
+fn drifting(i: u64) -> Duration {
+    if i < 300 {
+        Duration::from_micros(2000 - i * 1000 / 300)
+    } else {
+        Duration::from_millis(1)
+    }
+}
+
+fn with_detection(warmup_max_ms: u64) -> MeasureConfig {
+    MeasureConfig {
+        warmup_max: Duration::from_millis(warmup_max_ms),
+        ..cfg(0, 200, 60_000)
+    }
+}
+
+#[test]
+fn detected_warm_up_ends_where_the_drift_ends() {
+    let (mut rt, clock) = sim(drifting);
+    let m = measure(&mut rt, &clock, &with_detection(10_000)).unwrap();
+    assert_eq!(m.warmup_end.as_deref(), Some("steady"));
+    // The drift ends at call 300 (the first inference is call 0): the warm-up ends once a
+    // window of steady samples follows it, and before the drift ends it cannot.
+    assert!(
+        (300..=330).contains(&(m.warmup_iterations + 1)),
+        "warm-up of {} iterations",
+        m.warmup_iterations
+    );
+    // Nothing of the drift is in the window.
+    assert_eq!(m.latency.max_ms, 1.0);
+    assert_eq!(m.latency.p50_ms, 1.0);
+}
+
+#[test]
+fn without_detection_the_drift_is_measured() {
+    // The same runtime with the cap no longer than the warm-up time: five iterations, and
+    // the window holds the drift (what a count-only warm-up reports).
+    let (mut rt, clock) = sim(drifting);
+    let m = measure(&mut rt, &clock, &with_detection(0)).unwrap();
+    assert_eq!(m.warmup_end.as_deref(), Some("minimum"));
+    assert_eq!(m.warmup_iterations, 5);
+    assert!(m.latency.max_ms > 1.9, "{}", m.latency.max_ms);
+}
+
+#[test]
+fn a_warm_up_that_never_settles_stops_at_the_cap() {
+    // 1% faster every 10 inferences, forever: never steady.
+    let (mut rt, clock) =
+        sim(|i| Duration::from_nanos((2e6 * 0.99f64.powf(i as f64 / 10.0)) as u64));
+    let m = measure(&mut rt, &clock, &with_detection(300)).unwrap();
+    assert_eq!(m.warmup_end.as_deref(), Some("cap"));
+    assert!(
+        (300.0..305.0).contains(&m.warmup_ms),
+        "warm-up of {} ms",
+        m.warmup_ms
+    );
+}
+
+#[test]
+fn noise_without_drift_ends_the_warm_up_at_its_minimum_or_soon_after() {
+    // +-10% jitter around 1 ms with no trend: steady as soon as there are samples to test.
+    let (mut rt, clock) =
+        sim(|i| Duration::from_nanos(1_000_000 + (i * 7919 % 201) * 1000 - 100_000));
+    let m = measure(&mut rt, &clock, &with_detection(10_000)).unwrap();
+    assert_eq!(m.warmup_end.as_deref(), Some("steady"));
+    assert!(m.warmup_iterations <= 20, "{}", m.warmup_iterations);
 }

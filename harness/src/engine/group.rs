@@ -470,6 +470,7 @@ fn measure_row(
         &format!("measuring {}", r.id),
         spec.measure
             .warmup_time
+            .max(spec.measure.warmup_max)
             .saturating_add(spec.measure.max_time)
             .saturating_add(spec.phase_timeout),
     );

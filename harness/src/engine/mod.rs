@@ -240,6 +240,7 @@ pub fn measure_overhead(pin: Option<usize>) -> Overhead {
                 max_time: Duration::from_secs(2),
                 max_consecutive_failures: 1,
                 target_ci: None,
+                warmup_max: Duration::ZERO,
             };
             let clock = MonotonicClock::new();
             let m =

@@ -36,6 +36,7 @@ pub fn settings(
         seed,
         warmup_iterations: measure.warmup_iters,
         warmup_time_s: measure.warmup_time.as_secs_f64(),
+        warmup_max_s: Some(measure.warmup_max.max(measure.warmup_time).as_secs_f64()),
         min_time_s: measure.min_time.as_secs_f64(),
         min_samples: measure.min_samples,
         max_time_s: measure.max_time.as_secs_f64(),

@@ -62,6 +62,12 @@ pub struct Measurement {
     /// With a CI target: false when `max_time` ran out before the target was met.
     #[serde(default)]
     pub stable: Option<bool>,
+    /// How the warm-up ended: `steady` (after the minimum iterations and time, the latency
+    /// stopped moving: see `measure::Warmup`), `cap` (still moving at `--warmup-max`), or
+    /// `minimum` (no detection: the cap is no longer than `--warmup-time`); absent in
+    /// results written before detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_end: Option<String>,
 }
 
 /// How arrivals are spaced in an open loop.

@@ -67,6 +67,9 @@ pub struct Settings {
     pub seed: u64,
     pub warmup_iterations: u64,
     pub warmup_time_s: f64,
+    /// The longest warm-up by detection (`--warmup-max`); absent before detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_max_s: Option<f64>,
     pub min_time_s: f64,
     pub min_samples: u64,
     pub max_time_s: f64,
