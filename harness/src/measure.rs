@@ -92,6 +92,10 @@ impl Default for MeasureConfig {
 /// not one the window must avoid.
 pub struct Warmup {
     samples: Vec<u64>,
+    /// The minimum time, and the cap (no detection when it is not longer).
+    time_ns: u64,
+    cap_ns: u64,
+    steady: bool,
 }
 
 /// The samples the test looks at: the latest this many (fewer at first, at least 10).
@@ -100,9 +104,35 @@ pub const WINDOW: usize = 30;
 pub const STEADY_CHANGE: f64 = 0.02;
 
 impl Warmup {
-    pub fn new() -> Warmup {
+    pub fn new(cfg: &MeasureConfig) -> Warmup {
         Warmup {
             samples: Vec::new(),
+            time_ns: cfg.warmup_time.as_nanos() as u64,
+            cap_ns: cfg.warmup_max.max(cfg.warmup_time).as_nanos() as u64,
+            steady: false,
+        }
+    }
+
+    /// Whether the warm-up is over after `elapsed_ns`: its minimum done (`iterations_done`
+    /// and the minimum time) and the latency steady, or the cap passed.
+    pub fn over(&mut self, iterations_done: bool, elapsed_ns: u64) -> bool {
+        if !iterations_done || elapsed_ns < self.time_ns {
+            return false;
+        }
+        if !self.steady {
+            self.steady = self.cap_ns <= self.time_ns || self.steady_now();
+        }
+        self.steady || elapsed_ns >= self.cap_ns
+    }
+
+    /// How it ended: `minimum` (no detection), `steady`, or `cap`.
+    pub fn end(&self) -> &'static str {
+        if self.cap_ns <= self.time_ns {
+            "minimum"
+        } else if self.steady {
+            "steady"
+        } else {
+            "cap"
         }
     }
 
@@ -111,7 +141,7 @@ impl Warmup {
     }
 
     /// Whether the latest window is steady (false until there are 10 samples).
-    pub fn steady(&self) -> bool {
+    fn steady_now(&self) -> bool {
         let n = self.samples.len();
         if n < 10 {
             return false;
@@ -140,23 +170,6 @@ impl Warmup {
         let median = sorted[k / 2] as f64;
         // Its size over a whole window, however few samples there are yet.
         median <= 0.0 || (slope * WINDOW as f64).abs() / median < STEADY_CHANGE
-    }
-}
-
-impl Default for Warmup {
-    fn default() -> Self {
-        Warmup::new()
-    }
-}
-
-/// Why a warm-up ended, given that its minimum is done (or the run must go on regardless).
-fn warmup_end(cfg: &MeasureConfig, steady: bool) -> &'static str {
-    if cfg.warmup_max <= cfg.warmup_time {
-        "minimum"
-    } else if steady {
-        "steady"
-    } else {
-        "cap"
     }
 }
 
@@ -280,19 +293,12 @@ pub fn measure_with(
     };
 
     let warm_start = clock.now_ns();
-    let warm_time = cfg.warmup_time.as_nanos() as u64;
-    let warm_cap = cfg.warmup_max.max(cfg.warmup_time).as_nanos() as u64;
     let max_ns = cfg.max_time.as_nanos() as u64;
     let mut warm_iters = 0u64;
-    let mut warmup = Warmup::new();
-    let mut steady = false;
+    let mut warmup = Warmup::new(cfg);
     loop {
         let elapsed = clock.now_ns() - warm_start;
-        if (warm_iters >= cfg.warmup_iters && elapsed >= warm_time) && !steady {
-            steady = warm_cap <= warm_time || warmup.steady();
-        }
-        if (warm_iters >= cfg.warmup_iters && elapsed >= warm_time && steady)
-            || (warm_iters >= cfg.warmup_iters && elapsed >= warm_cap)
+        if warmup.over(warm_iters >= cfg.warmup_iters, elapsed)
             || elapsed >= max_ns
             || hooks.interrupted()
         {
@@ -353,7 +359,7 @@ pub fn measure_with(
     hooks.window_end();
     let stable = cfg.target_ci.map(|_| stop_reason == StopReason::TargetCi);
     Ok(Measurement {
-        warmup_end: Some(warmup_end(cfg, steady).into()),
+        warmup_end: Some(warmup.end().into()),
         stable,
         first_inference_ms: ms(first_ns),
         warmup_iterations: warm_iters,
@@ -682,18 +688,11 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     let tick = Duration::from_micros(500);
     let t0 = sh.clock.now_ns();
     let max_ns = cfg.max_time.as_nanos() as u64;
-    let warm_time = cfg.warmup_time.as_nanos() as u64;
-    let warm_cap = cfg.warmup_max.max(cfg.warmup_time).as_nanos() as u64;
-    let mut steady = false;
+    let warmup = || sh.warmup.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let el = sh.clock.now_ns() - t0;
         let warmed = sh.warm_done.load(Ordering::Relaxed) >= cfg.warmup_iters * n as u64;
-        if warmed && el >= warm_time && !steady {
-            steady = warm_cap <= warm_time
-                || sh.warmup.lock().unwrap_or_else(|p| p.into_inner()).steady();
-        }
-        if (warmed && el >= warm_time && steady)
-            || (warmed && el >= warm_cap)
+        if warmup().over(warmed, el)
             || el >= max_ns
             || hooks.interrupted()
             || sh.gave_up.load(Ordering::Relaxed) == n
@@ -728,7 +727,7 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     hooks.window_end();
     Window {
         warm_ns,
-        warm_end: warmup_end(cfg, steady),
+        warm_end: warmup().end(),
         start: ws,
         end: we,
         reason,
@@ -806,7 +805,7 @@ pub fn measure_workers<W: Workload>(
         },
         clock: MonotonicClock::new(),
         latencies: cfg.target_ci.map(|_| std::sync::Mutex::new(Vec::new())),
-        warmup: std::sync::Mutex::new(Warmup::new()),
+        warmup: std::sync::Mutex::new(Warmup::new(cfg)),
         cfg,
     };
     // First inference of each instance, outside any window; the first one is reported.
