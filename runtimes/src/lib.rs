@@ -373,6 +373,21 @@ pub fn online_cpus() -> usize {
     }
 }
 
+/// A panic's message (`panic!` with a literal or a formatted string), for a row or an error.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs `f`, a panic inside it (a runtime's assert on a malformed graph) caught and handed
+/// back as its message.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_message(&*p))
+}
+
 /// Physical cores (distinct package and core ids of the online CPUs): what candle uses for
 /// its matrix products when `RAYON_NUM_THREADS` is not set. None where sysfs does not say.
 pub fn physical_cores() -> Option<usize> {

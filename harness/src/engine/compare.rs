@@ -582,13 +582,6 @@ fn run_in_thread(
     match outcome {
         Ok(()) if opts.interrupt.load(Ordering::Relaxed) => GroupEnd::Interrupted,
         Ok(()) => GroupEnd::Finished,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            GroupEnd::Died(format!("panicked: {msg}"))
-        }
+        Err(panic) => GroupEnd::Died(format!("panicked: {}", runtimes::panic_message(&*panic))),
     }
 }

@@ -266,7 +266,7 @@ pub fn load_or_share(
                 shared = true;
                 handle
             }
-            _ => guarded(|| rt.load(files, info, opts)).map_err(|panic| {
+            _ => runtimes::catch_panic(|| rt.load(files, info, opts)).map_err(|panic| {
                 runtimes::RuntimeError::Load {
                     runtime: rt.name(),
                     path: files.path.clone(),
@@ -277,17 +277,6 @@ pub fn load_or_share(
         models.push(next?);
     }
     Ok((models, shared))
-}
-
-/// A runtime's call with a panic inside it (tract's asserts on a malformed graph) caught and
-/// handed back as its message, so the row names it and the group goes on.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-        p.downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into())
-    })
 }
 
 /// The most workers any of the modes needs (at least one).
@@ -418,7 +407,7 @@ fn prepare_shape(
         }
     };
     let prepared = loaded.models.iter_mut().try_for_each(|m| {
-        guarded(|| m.prepare(inputs)).map_err(panicked("preparing the shape"))?
+        runtimes::catch_panic(|| m.prepare(inputs)).map_err(panicked("preparing the shape"))?
     });
     let prepare_ms = ms(t.elapsed()) / loaded.models.len() as f64;
     let err = |e: runtimes::RuntimeError| (e.to_string(), e.kind(), e.is_skip());
@@ -426,7 +415,7 @@ fn prepare_shape(
     loaded.prepare_ms = Some(prepare_ms);
     if computes {
         let first = &mut loaded.models[0];
-        guarded(|| first.infer())
+        runtimes::catch_panic(|| first.infer())
             .map_err(panicked("running the first inference"))
             .and_then(|r| r)
             .map(Some)

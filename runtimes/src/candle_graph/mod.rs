@@ -455,17 +455,8 @@ fn single_node_model(node: &onnx::NodeProto) -> onnx::ModelProto {
 fn evaluate(node: &Node, args: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>, String> {
     // candle-onnx has `todo!()`s and unchecked indexing, and candle asserts in places: a panic
     // while evaluating a node is that node's failure, not the process's.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        evaluate_unguarded(node, args)
-    }));
-    result.unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "no message".into());
-        Err(format!("panicked: {msg}"))
-    })
+    crate::catch_panic(|| evaluate_unguarded(node, args))
+        .unwrap_or_else(|msg| Err(format!("panicked: {msg}")))
 }
 
 fn evaluate_unguarded(node: &Node, args: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>, String> {
