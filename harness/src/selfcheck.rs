@@ -124,14 +124,6 @@ fn check(
         c.error = Some(format!("unknown runtime '{name}'"));
         return c;
     };
-    let mut bare = match runtimes::bare::load(name, files, threads, inputs, a.ort_lib.as_deref()) {
-        Ok(b) => b,
-        Err(e) => {
-            c.error = Some(e.to_string());
-            return c;
-        }
-    };
-    c.recipe = bare.recipe.to_string();
     let opts = LoadOptions {
         threads,
         variant: Variant::Fp32,
@@ -141,11 +133,32 @@ fn check(
         },
         ..LoadOptions::default()
     };
-    let mut wrapped = match rt.load(files, info, &opts).and_then(|mut m| {
-        m.prepare(inputs)?;
-        Ok(m)
+    let wrapper = || {
+        rt.load(files, info, &opts).and_then(|mut m| {
+            m.prepare(inputs)?;
+            Ok(m)
+        })
+    };
+    // The user's loop, or with --control a second instance of the wrapper, which shows the
+    // check's own noise floor (the ratio of a loop against itself).
+    let user: Result<(String, Step), _> = if a.control {
+        wrapper().map(|mut m| {
+            let recipe = format!("control: a second {name} instance of the harness's wrapper");
+            let run: Step = Box::new(move || m.run().map_err(|e| e.to_string()));
+            (recipe, run)
+        })
+    } else {
+        runtimes::bare::load(name, files, threads, inputs, a.ort_lib.as_deref()).map(|mut b| {
+            let recipe = b.recipe.to_string();
+            let run: Step = Box::new(move || b.run());
+            (recipe, run)
+        })
+    };
+    let (mut user_run, mut wrapped) = match user.and_then(|(recipe, run)| {
+        c.recipe = recipe;
+        Ok((run, wrapper()?))
     }) {
-        Ok(m) => m,
+        Ok(both) => both,
         Err(e) => {
             c.error = Some(e.to_string());
             return c;
@@ -154,39 +167,14 @@ fn check(
     c.applied = wrapped.applied();
     // Each loop times one call the way the measuring loop does: a clock read either side.
     let clock = crate::measure::MonotonicClock::new();
-    let mut harness_step = || -> Result<u64, String> {
+    let timed = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<u64, String> {
         use crate::measure::Clock;
         let t = clock.now_ns();
-        wrapped.run().map_err(|e| e.to_string())?;
+        f()?;
         Ok(clock.now_ns() - t)
     };
-    // --control: a second instance of the wrapper stands in for the user's loop, which
-    // shows the check's own noise floor (the ratio of a loop against itself).
-    let mut twin = if a.control {
-        match rt.load(files, info, &opts).and_then(|mut m| {
-            m.prepare(inputs)?;
-            Ok(m)
-        }) {
-            Ok(m) => {
-                c.recipe = format!("control: a second {name} instance of the harness's wrapper");
-                Some(m)
-            }
-            Err(e) => {
-                c.error = Some(e.to_string());
-                return c;
-            }
-        }
-    } else {
-        None
-    };
-    let mut bare_step = || -> Result<u64, String> {
-        let t = Instant::now();
-        match twin.as_mut() {
-            Some(m) => m.run().map_err(|e| e.to_string())?,
-            None => bare.run()?,
-        }
-        Ok(t.elapsed().as_nanos() as u64)
-    };
+    let mut harness_step = || timed(&mut || wrapped.run().map_err(|e| e.to_string()));
+    let mut bare_step = || timed(&mut *user_run);
     let outcome = (|| -> Result<(), String> {
         for step in [
             &mut harness_step as &mut dyn FnMut() -> Result<u64, String>,
@@ -285,6 +273,9 @@ fn t975(df: usize) -> f64 {
         _ => 1.96,
     }
 }
+
+/// One inference of a loop, its outputs dropped.
+type Step = Box<dyn FnMut() -> Result<(), String>>;
 
 /// Runs `step` for `time` and at least `min` times; the durations.
 fn block(
