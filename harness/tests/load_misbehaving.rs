@@ -142,15 +142,13 @@ fn serve(mut s: TcpStream, b: Behaviour, count: &AtomicU64, end: Instant) {
     }
 }
 
-/// `harness load` (in-process) on `port` with `extra` options; the row, the exit status and
-/// how long the run took.
-fn load(tag: &str, port: u16, extra: &[&str]) -> (Value, i32, Duration) {
-    let out = tmp(tag);
-    let target = format!("http://127.0.0.1:{port}/");
-    let mut args = vec![
+/// `harness load` on `target` with no warm-up, results in `out`: what every run here adds
+/// its timing to.
+fn load_args<'a>(target: &'a str, out: &'a Path) -> Vec<&'a str> {
+    vec![
         "load",
         "--target",
-        &target,
+        target,
         "--protocol",
         "http-get",
         "--warmup",
@@ -159,7 +157,15 @@ fn load(tag: &str, port: u16, extra: &[&str]) -> (Value, i32, Duration) {
         "0s",
         "--out",
         out.to_str().unwrap(),
-    ];
+    ]
+}
+
+/// `harness load` (in-process) on `port` with `extra` options; the row, the exit status and
+/// how long the run took.
+fn load(tag: &str, port: u16, extra: &[&str]) -> (Value, i32, Duration) {
+    let out = tmp(tag);
+    let target = format!("http://127.0.0.1:{port}/");
+    let mut args = load_args(&target, &out);
     args.extend_from_slice(extra);
     let t = Instant::now();
     let run = in_process(&args);
@@ -317,25 +323,8 @@ fn ctrl_c_ends_a_run_against_a_trickling_server() {
     let out = tmp("trickle-sigint");
     let target = format!("http://127.0.0.1:{port}/");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args([
-            "load",
-            "--target",
-            &target,
-            "--protocol",
-            "http-get",
-            "--warmup",
-            "0",
-            "--warmup-time",
-            "0s",
-            "--min-time",
-            "20s",
-            "--max-time",
-            "25s",
-            "--timeout",
-            "20s",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(load_args(&target, &out))
+        .args(["--min-time", "20s", "--max-time", "25s", "--timeout", "20s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
