@@ -91,6 +91,7 @@ impl Default for MeasureConfig {
 /// faster; noise alone is rarely a significant trend, and a trend too small to matter is
 /// not one the window must avoid.
 pub struct Warmup {
+    /// The latest warm-up latencies, at most `WINDOW`.
     samples: Vec<u64>,
     /// The minimum time, and the cap (no detection when it is not longer).
     time_ns: u64,
@@ -136,17 +137,21 @@ impl Warmup {
         }
     }
 
+    /// Adds a warm-up latency; only the latest `WINDOW` are kept (a fast model warms up
+    /// for thousands of inferences).
     pub fn push(&mut self, ns: u64) {
+        if self.samples.len() == WINDOW {
+            self.samples.remove(0);
+        }
         self.samples.push(ns);
     }
 
     /// Whether the latest window is steady (false until there are 10 samples).
     fn steady_now(&self) -> bool {
-        let n = self.samples.len();
-        if n < 10 {
+        if self.samples.len() < 10 {
             return false;
         }
-        let w = &self.samples[n - n.min(WINDOW)..];
+        let w = &self.samples;
         let k = w.len();
         let mut s = 0i64;
         let mut slopes = Vec::with_capacity(k * (k - 1) / 2);
