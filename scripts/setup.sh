@@ -40,7 +40,7 @@ venv_with() {
   command -v python3 >/dev/null || { say "python3 is required (3.10 or newer)"; exit 1; }
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   say "installing ${reqs#"$ROOT/"} into $venv ($note)"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$reqs"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$reqs"
   echo "$want" > "$stamp"
 }
 
