@@ -393,10 +393,48 @@ pub struct TimingArgs {
     /// ...unless this much time has passed
     #[arg(long, default_value = "60s", value_parser = positive_duration)]
     pub max_time: Duration,
-    /// Stop a scenario once the 95% confidence interval of its median is within +-P percent
-    /// (after --min-time and the 500 samples p99 needs); else run to --max-time, marked unstable
-    #[arg(long, value_name = "P", value_parser = percent)]
-    pub target_ci: Option<f64>,
+    /// Past the minima, a scenario goes on until the 95% confidence interval of its median
+    /// is within +-P percent (else to its share of --budget or --max-time, marked unstable);
+    /// `off`: stop as soon as the minima hold
+    #[arg(long, value_name = "P|off", default_value = "2", value_parser = target_ci)]
+    pub target_ci: TargetCi,
+    /// Total time for the run, loading and warm-ups included: each scenario may take an
+    /// equal share of what is left when it starts (what a stable scenario does not need goes
+    /// to the ones after it; the minima still hold). auto: 15 s per planned scenario; off:
+    /// only --max-time bounds a scenario
+    #[arg(long, value_name = "TIME|auto|off", default_value = "auto", value_parser = budget)]
+    pub budget: BudgetArg,
+}
+
+/// `--budget`: a total, 15 s per scenario, or none.
+#[derive(Debug, Clone, Copy)]
+pub enum BudgetArg {
+    Auto,
+    Off,
+    Total(Duration),
+}
+
+fn budget(s: &str) -> Result<BudgetArg, String> {
+    match s.trim() {
+        "auto" => Ok(BudgetArg::Auto),
+        "off" | "none" => Ok(BudgetArg::Off),
+        t => positive_duration(t)
+            .map(BudgetArg::Total)
+            .map_err(|e| format!("{e} (or auto, or off)")),
+    }
+}
+
+/// `--target-ci`: a percentage, or off.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetCi(pub Option<f64>);
+
+fn target_ci(s: &str) -> Result<TargetCi, String> {
+    match s.trim() {
+        "off" | "none" => Ok(TargetCi(None)),
+        p => percent(p)
+            .map(|f| TargetCi(Some(f)))
+            .map_err(|e| format!("{e} (or off)")),
+    }
 }
 
 impl TimingArgs {
@@ -407,7 +445,16 @@ impl TimingArgs {
             min_time: self.min_time,
             min_samples: self.min_samples,
             max_time: self.max_time.max(self.min_time),
-            target_ci: self.target_ci,
+            target_ci: self.target_ci.0,
+            budget: match self.budget {
+                BudgetArg::Total(d) => Some(d),
+                BudgetArg::Auto | BudgetArg::Off => None,
+            },
+            budget_per_scenario: match self.budget {
+                BudgetArg::Auto => Some(crate::measure::DEFAULT_BUDGET_PER_SCENARIO),
+                BudgetArg::Total(_) | BudgetArg::Off => None,
+            },
+            share: None,
             warmup_max: self.warmup_max,
             ..Default::default()
         }

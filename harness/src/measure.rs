@@ -57,10 +57,23 @@ pub struct MeasureConfig {
     pub max_time: Duration,
     /// A scenario stops, marked failed, after this many failed inferences in a row.
     pub max_consecutive_failures: u64,
-    /// Stop once the median's 95% CI is within +- this fraction (0.01 = 1%), after the
-    /// minimum time and the samples p99 needs; else run to `max_time`, marked unstable.
+    /// Stop once the median's 95% CI is within +- this fraction (0.02 = 2%, the default),
+    /// after the minimum time and samples; else run to the scenario's share of the budget or
+    /// `max_time`, marked unstable. None: stop as soon as the minima hold.
     #[serde(default)]
     pub target_ci: Option<f64>,
+    /// The whole run's time (`--budget`), load and warm-ups included: each scenario may take
+    /// an equal share of what is left when it starts, so the time a stable scenario did not
+    /// need goes to those after it.
+    #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Duration>,
+    /// Without a total: this much per planned scenario makes it (`--budget auto`).
+    #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
+    pub budget_per_scenario: Option<Duration>,
+    /// This scenario's share of the budget, warm-up included (set per scenario, see
+    /// [`Budget`]): past it the window ends once the minima hold, marked unstable.
+    #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
+    pub share: Option<Duration>,
     /// The longest warm-up: past the minimum iterations and `warmup_time`, the warm-up goes
     /// on while the latency still moves, up to this (no longer than `warmup_time`: no
     /// detection).
@@ -77,8 +90,48 @@ impl Default for MeasureConfig {
             min_samples: 30,
             max_time: Duration::from_secs(60),
             max_consecutive_failures: 10,
-            target_ci: None,
+            target_ci: Some(DEFAULT_TARGET_CI),
+            budget: None,
+            budget_per_scenario: Some(DEFAULT_BUDGET_PER_SCENARIO),
+            share: None,
             warmup_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The default stopping target: the median known to +-2% (95% confidence).
+pub const DEFAULT_TARGET_CI: f64 = 0.02;
+
+/// The default budget (`--budget auto`): this much per planned scenario, in total.
+pub const DEFAULT_BUDGET_PER_SCENARIO: Duration = Duration::from_secs(15);
+
+/// What is left of a `--budget` when a group of scenarios starts, and how many scenarios of
+/// the run are left to share it (this group's included).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    #[serde(with = "secs")]
+    pub left: Duration,
+    pub scenarios: usize,
+}
+
+impl Budget {
+    /// The share of the `done`-th scenario from here, `spent` after this budget was taken:
+    /// what is left divided equally among the scenarios still to run.
+    pub fn share(&self, spent: Duration, done: usize) -> Duration {
+        let left = self.left.saturating_sub(spent);
+        left / (self.scenarios.saturating_sub(done).max(1) as u32)
+    }
+
+    /// `cfg` for the `done`-th scenario from here.
+    pub fn apply(
+        this: Option<&Budget>,
+        cfg: &MeasureConfig,
+        spent: Duration,
+        done: usize,
+    ) -> MeasureConfig {
+        MeasureConfig {
+            share: this.map(|b| b.share(spent, done)),
+            ..cfg.clone()
         }
     }
 }
@@ -109,7 +162,7 @@ impl Warmup {
         Warmup {
             samples: Vec::new(),
             time_ns: cfg.warmup_time.as_nanos() as u64,
-            cap_ns: cfg.warmup_max.max(cfg.warmup_time).as_nanos() as u64,
+            cap_ns: cfg.warmup_cap().as_nanos() as u64,
             steady: false,
         }
     }
@@ -179,26 +232,48 @@ impl Warmup {
 }
 
 impl MeasureConfig {
-    /// Samples before a stop: the minimum, and with a CI target what p99 needs too.
-    fn samples_needed(&self) -> u64 {
-        match self.target_ci {
-            Some(_) => self.min_samples.max(crate::stats::samples_for(99.0)),
-            None => self.min_samples,
+    /// The run's total budget once its scenario count is known: the one given, or the
+    /// per-scenario default times the count.
+    pub fn for_scenarios(&self, scenarios: usize) -> MeasureConfig {
+        MeasureConfig {
+            budget: self.budget.or_else(|| {
+                self.budget_per_scenario
+                    .map(|d| d.saturating_mul(scenarios.min(u32::MAX as usize) as u32))
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// The longest warm-up: `--warmup-max` (at least `--warmup-time`), and with a budget
+    /// share no more of it than leaves the minimum time for the window.
+    pub fn warmup_cap(&self) -> Duration {
+        let cap = self.warmup_max.max(self.warmup_time);
+        match self.share {
+            Some(share) => cap.min(share.saturating_sub(self.min_time).max(self.warmup_time)),
+            None => cap,
         }
     }
 }
 
-/// When a measured window ends, the same for every load mode: both minima met (or, with a
-/// CI target, the target met once the minima and p99's samples are in), else the maximum
-/// time, else an interrupt.
+/// When a measured window ends, the same for every load mode: both minima met, and with a
+/// CI target the target met too, or the scenario's budget share spent (measured from the
+/// start of its warm-up); else the maximum time, else an interrupt.
 struct StopRule<'a> {
     cfg: &'a MeasureConfig,
     next_check: u64,
+    /// The window's part of the budget share: the share less the warm-up.
+    share_ns: Option<u64>,
 }
 
 impl<'a> StopRule<'a> {
-    fn new(cfg: &'a MeasureConfig) -> StopRule<'a> {
-        StopRule { cfg, next_check: 0 }
+    fn new(cfg: &'a MeasureConfig, warm_ns: u64) -> StopRule<'a> {
+        StopRule {
+            cfg,
+            next_check: 0,
+            share_ns: cfg
+                .share
+                .map(|s| (s.as_nanos() as u64).saturating_sub(warm_ns)),
+        }
     }
 
     fn decide(
@@ -208,18 +283,21 @@ impl<'a> StopRule<'a> {
         interrupted: bool,
         ci_met: &dyn Fn(f64) -> bool,
     ) -> Option<StopReason> {
-        if elapsed_ns >= self.cfg.min_time.as_nanos() as u64 && samples >= self.cfg.samples_needed()
-        {
+        if elapsed_ns >= self.cfg.min_time.as_nanos() as u64 && samples >= self.cfg.min_samples {
             match self.cfg.target_ci {
                 None => return Some(StopReason::MinimaMet),
-                // Checked as the sample count grows by a tenth: O(n log n) each time.
+                // Checked as the sample count grows by a tenth (at every sample while there
+                // are fewer than 20): O(n log n) each time, so O(n log n) in all.
                 Some(t) if samples >= self.next_check => {
                     if ci_met(t) {
                         return Some(StopReason::TargetCi);
                     }
-                    self.next_check = samples + (samples / 10).max(50);
+                    self.next_check = samples + (samples / 10).max(1);
                 }
                 Some(_) => {}
+            }
+            if self.share_ns.is_some_and(|s| elapsed_ns >= s) {
+                return Some(StopReason::Budget);
             }
         }
         if elapsed_ns >= self.cfg.max_time.as_nanos() as u64 {
@@ -247,6 +325,26 @@ mod secs {
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v: f64 = serde::Deserialize::deserialize(d)?;
         Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional durations as seconds (f64) in JSON.
+mod opt_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::secs::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let v: Option<f64> = serde::Deserialize::deserialize(d)?;
+        v.map(|v| Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -330,7 +428,7 @@ pub fn measure_with(
 
     hooks.window_start();
     let mut samples: Vec<u64> = Vec::with_capacity(cfg.min_samples.min(1 << 20) as usize);
-    let mut rule = StopRule::new(cfg);
+    let mut rule = StopRule::new(cfg, warm_ns);
     let start = clock.now_ns();
     let mut end = start;
     let stop_reason = if consecutive >= cfg.max_consecutive_failures {
@@ -376,6 +474,7 @@ pub fn measure_with(
         in_flight_at_end: 0,
         failure_kinds,
         stop_reason,
+        share_s: cfg.share.map(|d| d.as_secs_f64()),
     })
 }
 
@@ -711,7 +810,7 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     let ws = sh.clock.now_ns();
     sh.window_start.store(ws, Ordering::Release);
     sh.phase.store(MEASURE, Ordering::Release);
-    let mut rule = StopRule::new(cfg);
+    let mut rule = StopRule::new(cfg, warm_ns);
     let reason = loop {
         std::thread::sleep(tick);
         let el = sh.clock.now_ns() - ws;
@@ -876,6 +975,7 @@ pub fn measure_workers<W: Workload>(
         in_flight_at_end: tail.len() as u64,
         failure_kinds,
         stop_reason: w.reason,
+        share_s: cfg.share.map(|d| d.as_secs_f64()),
     };
     let open_stats = open_loop_stats(mode, &counted, records.len() as u64, &sh.offsets, window_ns);
     // Streaming figures are per second of the window: the steps answered inside it.

@@ -169,6 +169,7 @@ pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadO
         slo,
         local: None,
         interrupt,
+        budget: None,
     })
 }
 

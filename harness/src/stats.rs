@@ -151,11 +151,6 @@ pub fn median_ci_relative(sorted: &[u64]) -> f64 {
     (hi - lo) as f64 / 2.0 / med as f64
 }
 
-/// Samples p99 needs before it stops being low-sample: a target-CI stop waits for them.
-pub fn samples_for(p: f64) -> u64 {
-    (TAIL_SAMPLES / (1.0 - p / 100.0)).ceil() as u64
-}
-
 /// The names of the percentiles that are low-sample among `n` samples.
 fn low_sample(n: u64) -> Vec<String> {
     PERCENTILES
@@ -313,7 +308,6 @@ mod tests {
         let (lo, hi) = median_ci95(&big);
         assert!(hi - lo < 220 && lo < 5000 && hi > 5000, "{lo} {hi}");
         assert_eq!(median_ci_relative(&vec![7; 1000]), 0.0);
-        assert_eq!(samples_for(99.0), 500);
     }
 
     #[test]

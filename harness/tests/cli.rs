@@ -119,7 +119,27 @@ fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
             "{res}"
         );
         assert!(s["rss_after_load_bytes"].as_u64().unwrap() > 1 << 20);
+        // Adaptive stopping is the default: past the minima a row stops on its target
+        // (the median known to +-2%) or runs to the maximum time, marked unstable.
+        let m = &s["measurement"];
+        if m["stable"] == true {
+            assert_eq!(m["stop_reason"], "target-ci", "{m}");
+            let half = (l["median_ci95_high_ms"].as_f64().unwrap()
+                - l["median_ci95_low_ms"].as_f64().unwrap())
+                / 2.0
+                / l["p50_ms"].as_f64().unwrap();
+            assert!(half <= 0.02, "{m}");
+        } else {
+            assert_eq!(m["stable"], false, "{m}");
+            assert!(
+                m["stop_reason"] == "budget" || m["stop_reason"] == "max-time",
+                "{m}"
+            );
+        }
     }
+    assert_eq!(r["settings"]["target_ci_pct"], 2.0);
+    // --budget auto: 15 s for each of the 16 scenarios.
+    assert_eq!(r["settings"]["budget_s"], 240.0);
     // ort is the reference, on its first thread count.
     let ort = rows(&r, "ort");
     assert_eq!(ort[0]["parity"]["status"], "reference");
@@ -155,6 +175,67 @@ fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
         run.stdout
     );
     assert!(run.stdout.contains("parity reference: ort"));
+}
+
+#[test]
+fn a_budget_is_shared_by_the_scenarios_and_ends_those_that_cannot_meet_the_target() {
+    let out = tmp("budget").join("res");
+    // A target no real latency meets: every scenario runs to its share of the budget.
+    let run = compare(
+        &fixture(),
+        &out,
+        &[
+            "--runtimes",
+            "ort,tract",
+            "--batch",
+            "1,2",
+            "--target-ci",
+            "0.001",
+            "--budget",
+            "4s",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = results(&out);
+    assert_eq!(r["settings"]["budget_s"], 4.0);
+    assert_eq!(r["settings"]["target_ci_pct"], 0.001);
+    let all = r["scenarios"].as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    let mut spent = 0.0;
+    for s in all {
+        let m = &s["measurement"];
+        assert_eq!(m["stop_reason"], "budget", "{s}");
+        assert_eq!(m["stable"], false, "{s}");
+        // Warm-up and window end together at the share, to within an inference and a check.
+        let share = m["share_s"].as_f64().unwrap();
+        let used = m["warmup_ms"].as_f64().unwrap() / 1e3 + m["window_s"].as_f64().unwrap();
+        assert!(
+            (used - share).abs() < 0.05,
+            "used {used} s of {share} s: {s}"
+        );
+        spent += used;
+    }
+    // The shares come out of the budget, loading included: never more than it.
+    assert!(spent <= 4.0, "{spent} s measured of a 4 s budget");
+    assert!(
+        run.stdout.contains("its share of --budget"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_bad_target_or_budget_is_refused_naming_the_flag() {
+    let out = tmp("badtarget").join("res");
+    for (args, says) in [
+        (["--target-ci", "0"], "--target-ci"),
+        (["--target-ci", "often"], "or off"),
+        (["--budget", "0s"], "--budget"),
+    ] {
+        let run = compare_in_process(&fixture(), &out, &args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
 }
 
 #[test]

@@ -23,6 +23,8 @@ fn measured(out: &Path) {
         "8",
         "--threads",
         "1,2",
+        "--target-ci",
+        "off",
         "--min-time",
         "100ms",
         "--warmup-time",

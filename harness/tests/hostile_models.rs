@@ -47,6 +47,8 @@ fn quick<'a>(model: &'a Path, out: &'a Path, runtimes: &'a str, phase: &'a str) 
         "0s",
         "--warmup-max",
         "0s",
+        "--target-ci",
+        "off",
         "--min-time",
         "10ms",
         "--min-samples",

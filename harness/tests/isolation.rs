@@ -25,6 +25,8 @@ fn args<'a>(out: &'a Path, min_time: &'a str) -> Vec<&'a str> {
         "1",
         "--warmup-time",
         "10ms",
+        "--target-ci",
+        "off",
         "--min-time",
         min_time,
         "--min-samples",

@@ -179,7 +179,9 @@ fn load(tag: &str, port: u16, extra: &[&str]) -> (Value, i32, Duration) {
     (r["scenarios"][0].clone(), run.code, took)
 }
 
-const TIMING: [&str; 8] = [
+const TIMING: [&str; 10] = [
+    "--target-ci",
+    "off",
     "--min-time",
     "1s",
     "--max-time",
@@ -221,6 +223,8 @@ fn requests_stalled_past_the_window_count_in_its_latency() {
         "stall",
         port,
         &[
+            "--target-ci",
+            "off",
             "--min-time",
             "1s",
             "--max-time",
@@ -297,6 +301,8 @@ fn a_server_that_dies_mid_run_fails_the_row() {
         "death",
         port,
         &[
+            "--target-ci",
+            "off",
             "--min-time",
             "2s",
             "--max-time",
@@ -325,6 +331,7 @@ fn ctrl_c_ends_a_run_against_a_trickling_server() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(load_args(&target, &out))
         .args(["--min-time", "20s", "--max-time", "25s", "--timeout", "20s"])
+        .args(["--target-ci", "off"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -62,6 +62,9 @@ fn cfg(min_time_ms: u64, min_samples: u64) -> MeasureConfig {
         max_time: Duration::from_secs(20),
         max_consecutive_failures: 10,
         target_ci: None,
+        budget: None,
+        budget_per_scenario: None,
+        share: None,
         warmup_max: Duration::ZERO,
     }
 }

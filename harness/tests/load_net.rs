@@ -83,6 +83,8 @@ fn streamed_completions_measure_ttft_tpot_and_itl_within_tight_bounds() {
         "1",
         "--warmup-time",
         "0s",
+        "--target-ci",
+        "off",
         "--min-time",
         "1s",
         "--min-samples",
@@ -169,6 +171,8 @@ fn open_loop_latency_counts_from_the_schedule_through_a_stall() {
         "1",
         "--warmup-time",
         "0.2s",
+        "--target-ci",
+        "off",
         "--min-time",
         "3s",
         "--max-time",
@@ -223,6 +227,8 @@ fn a_server_dying_mid_run_is_counted_and_the_partial_results_are_saved() {
             "2",
             "--warmup-time",
             "0.2s",
+            "--target-ci",
+            "off",
             "--min-time",
             "5s",
             "--max-time",
@@ -288,6 +294,8 @@ fn load_measures_our_server_over_http_and_grpc_with_its_metrics() {
             "1,4",
             "--warmup-time",
             "0.2s",
+            "--target-ci",
+            "off",
             "--min-time",
             "0.5s",
             "--metrics-url",
@@ -401,6 +409,8 @@ fn compare_served_shows_the_serving_tax_with_parity_checked() {
         "1",
         "--warmup-time",
         "0.1s",
+        "--target-ci",
+        "off",
         "--min-time",
         "0.3s",
         "--min-samples",
@@ -432,4 +442,70 @@ fn compare_served_shows_the_serving_tax_with_parity_checked() {
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.contains("## Serving tax"));
     assert!(out.join("served-ort-t1.log").is_file());
+}
+
+/// A server whose answers take 1 ms and 4 ms in turn: a median no sample count pins down.
+fn bimodal_server() -> u16 {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let n = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new().route(
+        "/",
+        get(move || {
+            let k = n.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let ms = if k % 2 == 0 { 1 } else { 4 };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                "ok"
+            }
+        }),
+    );
+    spawn_app(app)
+}
+
+#[test]
+fn load_shares_its_budget_between_its_scenarios() {
+    let port = bimodal_server();
+    let out = tmp("load-budget");
+    let r = harness(&[
+        "load",
+        "--target",
+        &format!("http://127.0.0.1:{port}"),
+        "--protocol",
+        "http-get",
+        "--concurrency",
+        "1,2",
+        "--warmup-time",
+        "0s",
+        "--min-time",
+        "0.2s",
+        "--budget",
+        "3s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = results(&out);
+    assert_eq!(v["settings"]["budget_s"], 3.0);
+    assert_eq!(v["settings"]["target_ci_pct"], 2.0);
+    let rows = v["scenarios"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let mut spent = 0.0;
+    for s in rows {
+        let m = &s["measurement"];
+        assert_eq!(m["stop_reason"], "budget", "{s}");
+        assert_eq!(m["stable"], false, "{s}");
+        let share = m["share_s"].as_f64().unwrap();
+        let used = m["warmup_ms"].as_f64().unwrap() / 1e3 + m["window_s"].as_f64().unwrap();
+        assert!(
+            (used - share).abs() < 0.05,
+            "used {used} s of {share} s: {s}"
+        );
+        spent += used;
+    }
+    assert!(spent <= 3.0, "{spent} s of a 3 s budget");
+    // The first scenario's share is half the budget less the set-up before it; the second
+    // gets what is left.
+    let first = rows[0]["measurement"]["share_s"].as_f64().unwrap();
+    assert!((1.3..=1.5).contains(&first), "{first}");
 }

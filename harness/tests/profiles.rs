@@ -54,6 +54,8 @@ fn the_onnx_runtime_trace_recipe_lists_operators() {
             "8",
             "--threads",
             "1",
+            "--target-ci",
+            "off",
             "--min-time",
             "100ms",
             "--warmup-time",

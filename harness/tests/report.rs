@@ -31,6 +31,8 @@ fn run(out: &Path) {
         "1",
         "--concurrency",
         "1,2",
+        "--target-ci",
+        "off",
         "--min-time",
         "60ms",
         "--warmup-time",

@@ -701,6 +701,8 @@ fn load_drives_embeddings_with_sentences_of_known_length() {
         "2",
         "--warmup-time",
         "0.2s",
+        "--target-ci",
+        "off",
         "--min-time",
         "0.5s",
         "--out",

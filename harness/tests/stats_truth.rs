@@ -75,6 +75,9 @@ fn cfg(min_time_ms: u64, min_samples: u64, max_time_ms: u64) -> MeasureConfig {
         max_time: Duration::from_millis(max_time_ms),
         max_consecutive_failures: 10,
         target_ci: None,
+        budget: None,
+        budget_per_scenario: None,
+        share: None,
         warmup_max: Duration::ZERO,
     }
 }
@@ -212,16 +215,118 @@ fn with_ci(target: f64, max_time_ms: u64) -> MeasureConfig {
 }
 
 #[test]
-fn a_ci_target_stops_a_steady_scenario_once_p99_has_its_samples() {
+fn a_ci_target_stops_a_steady_scenario_once_the_minima_hold() {
     let (mut rt, clock) = sim(|i| Duration::from_micros(1000 + (i % 20)));
     let m = measure(&mut rt, &clock, &with_ci(0.01, 60_000)).unwrap();
     assert_eq!(m.stop_reason, StopReason::TargetCi);
     assert_eq!(m.stable, Some(true));
-    // The CI is met at once; p99 needs 500 samples, so it stops there.
-    assert_eq!(m.latency.samples, 500);
-    assert!(m.latency.low_sample_percentiles.iter().all(|p| p != "p99"));
+    // Within +-2% of 1 ms from the first check: the 10 samples the minimum asks for.
+    assert_eq!(m.latency.samples, 10);
     let l = &m.latency;
     assert!(l.median_ci95_low_ms <= l.p50_ms && l.p50_ms <= l.median_ci95_high_ms);
+}
+
+/// A seeded spread of +-`half` (a fraction) around 10 ms, uniform, no trend.
+fn spread(i: u64, half: f64) -> Duration {
+    let u = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::from_nanos((10e6 * (1.0 + half * (2.0 * u - 1.0))) as u64)
+}
+
+/// The half-width of the reported median interval, as a fraction of the median.
+fn ci_half(m: &harness::results::Measurement) -> f64 {
+    let l = &m.latency;
+    (l.median_ci95_high_ms - l.median_ci95_low_ms) / 2.0 / l.p50_ms
+}
+
+#[test]
+fn adaptive_stopping_reaches_its_target_and_spends_more_where_the_variance_is() {
+    let narrow = {
+        let (mut rt, clock) = sim(|i| spread(i, 0.05));
+        measure(&mut rt, &clock, &with_ci(0.02, 600_000)).unwrap()
+    };
+    let wide = {
+        let (mut rt, clock) = sim(|i| spread(i, 0.6));
+        measure(&mut rt, &clock, &with_ci(0.02, 600_000)).unwrap()
+    };
+    for m in [&narrow, &wide] {
+        assert_eq!(m.stop_reason, StopReason::TargetCi);
+        assert_eq!(m.stable, Some(true));
+        assert!(ci_half(m) <= 0.02, "+-{:.2}%", ci_half(m) * 100.0);
+    }
+    // +-5% is within +-2% at the first checks; +-60% needs thousands of samples (the median
+    // of a uniform spread of width w is known to +-1.96 w / (2 sqrt(n)): n of about 3,500).
+    assert!(narrow.latency.samples <= 60, "{}", narrow.latency.samples);
+    assert!(
+        (2_500..5_000).contains(&wide.latency.samples),
+        "{} samples, +-{:.2}%",
+        wide.latency.samples,
+        ci_half(&wide) * 100.0
+    );
+    // Not far beyond the target either: checks come as the samples grow by a tenth.
+    assert!(ci_half(&wide) > 0.014, "+-{:.2}%", ci_half(&wide) * 100.0);
+}
+
+#[test]
+fn a_budget_share_ends_a_scenario_that_cannot_meet_its_target() {
+    // Bimodal 50/50: the median's interval spans both modes whatever the count.
+    let (mut rt, clock) = sim(|i| Duration::from_millis(if i % 2 == 0 { 1 } else { 3 }));
+    let cfg = MeasureConfig {
+        warmup_time: Duration::from_millis(100),
+        share: Some(Duration::from_millis(1_100)),
+        ..with_ci(0.02, 60_000)
+    };
+    let m = measure(&mut rt, &clock, &cfg).unwrap();
+    assert_eq!(m.stop_reason, StopReason::Budget);
+    assert_eq!(m.stable, Some(false));
+    assert_eq!(m.share_s, Some(1.1));
+    // Warm-up and window together spend the share, to within one inference.
+    let spent = m.warmup_ms + m.window_s * 1e3;
+    assert!((1_100.0..=1_103.0).contains(&spent), "{spent} ms");
+}
+
+#[test]
+fn the_minima_hold_even_past_a_budget_share() {
+    let (mut rt, clock) = sim(|i| Duration::from_millis(if i % 2 == 0 { 1 } else { 3 }));
+    let cfg = MeasureConfig {
+        min_time: Duration::from_millis(500),
+        share: Some(Duration::from_millis(50)),
+        ..with_ci(0.02, 60_000)
+    };
+    let m = measure(&mut rt, &clock, &cfg).unwrap();
+    assert_eq!(m.stop_reason, StopReason::Budget);
+    assert!(m.window_s >= 0.5, "{} s", m.window_s);
+    assert!(m.window_s < 0.504, "{} s", m.window_s);
+}
+
+#[test]
+fn a_budget_share_shortens_the_warm_up_cap_to_leave_the_minimum_time() {
+    // Never steady; the cap of 10 s gives way to the share less the minimum time.
+    let (mut rt, clock) =
+        sim(|i| Duration::from_nanos((2e6 * 0.99f64.powf(i as f64 / 10.0)) as u64));
+    let cfg = MeasureConfig {
+        warmup_max: Duration::from_secs(10),
+        min_time: Duration::from_millis(200),
+        share: Some(Duration::from_millis(700)),
+        ..with_ci(0.02, 60_000)
+    };
+    let m = measure(&mut rt, &clock, &cfg).unwrap();
+    assert_eq!(m.warmup_end.as_deref(), Some("cap"));
+    assert!((500.0..503.0).contains(&m.warmup_ms), "{} ms", m.warmup_ms);
+}
+
+#[test]
+fn a_budget_is_shared_equally_and_what_is_not_spent_goes_to_the_rest() {
+    let b = harness::measure::Budget {
+        left: Duration::from_secs(90),
+        scenarios: 6,
+    };
+    assert_eq!(b.share(Duration::ZERO, 0), Duration::from_secs(15));
+    // Two scenarios done in 10 s of their 30: the other four share the 80 s left.
+    assert_eq!(b.share(Duration::from_secs(10), 2), Duration::from_secs(20));
+    // Overspent: nothing is left, the minima alone hold.
+    assert_eq!(b.share(Duration::from_secs(100), 5), Duration::ZERO);
+    // Past the plan (a count that was off): never a division by zero.
+    assert_eq!(b.share(Duration::ZERO, 9), Duration::from_secs(90));
 }
 
 #[test]

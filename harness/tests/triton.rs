@@ -169,6 +169,8 @@ fn kserve_clients_work_against_real_triton() {
             "1,4",
             "--warmup-time",
             "0.3s",
+            "--target-ci",
+            "off",
             "--min-time",
             "1s",
             "--metrics-url",

@@ -214,6 +214,7 @@ impl GroupPlan<'_> {
             phase_timeout: opts.phase_timeout,
             device: self.device.label(),
             runtime_options: opts.runtime_options.clone(),
+            budget: None,
         }
     }
 
@@ -240,6 +241,7 @@ impl GroupPlan<'_> {
 }
 
 pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, CompareError> {
+    let started = std::time::Instant::now();
     if opts.threads.contains(&0) {
         return Err(CompareError::ZeroThreads);
     }
@@ -251,14 +253,28 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     }
     let shapes = group::build_shapes(&info, &opts.batches, &opts.seqs, &opts.shapes, opts.seed)?;
 
+    let groups = plan_groups(opts, &selected);
+    let per_group = group::plan(shapes.len(), &opts.modes).len();
+    let served = served_count(opts, &selected) * per_group;
+    let planned = groups.len() * per_group + served;
+    // The budget's total, now that the scenarios are counted.
+    let opts = &CompareOptions {
+        measure: opts.measure.for_scenarios(planned),
+        ..opts.clone()
+    };
     let mut log = start_log(opts, &files, &info, &selected)?;
     let outputs_dir = opts.out.join(".outputs");
     if opts.isolation != Isolation::None {
         log.create_dir(&outputs_dir)?;
     }
-    let groups = plan_groups(opts, &selected);
-    let per_group = group::plan(shapes.len(), &opts.modes).len();
     progress(Event::Plan(groups.len() * per_group));
+    // What is left of --budget, and the scenarios left to share it, after `done` of them.
+    let budget = |done: usize| {
+        opts.measure.budget.map(|b| crate::measure::Budget {
+            left: b.saturating_sub(started.elapsed()),
+            scenarios: planned - done,
+        })
+    };
     if opts.overhead {
         progress(Event::Status(
             "[harness] measuring its own per-iteration overhead (null runtime)",
@@ -266,13 +282,14 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
         log.results.harness_overhead = Some(super::measure_overhead(opts.pinning.measuring));
     }
     let mut references = References::new(opts.tolerance, opts.min_cosine);
-    for g in &groups {
+    for (k, g) in groups.iter().enumerate() {
         if opts.interrupt.load(Ordering::Relaxed) {
             break;
         }
         let end = run_one_group(
             opts,
             g,
+            budget(k * per_group),
             &files,
             &info,
             &shapes,
@@ -294,6 +311,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             &references,
             &mut log,
             progress,
+            &|done| budget(groups.len() * per_group + done * per_group),
         )?;
     }
     let _ = std::fs::remove_dir(&outputs_dir);
@@ -340,10 +358,12 @@ fn served_rows(
     references: &References,
     log: &mut RunLog,
     progress: Progress,
+    budget: &dyn Fn(usize) -> Option<crate::measure::Budget>,
 ) -> Result<(), CompareError> {
-    if !opts.devices.contains(&runtimes::Device::Cpu) || !opts.variants.contains(&Variant::Fp32) {
+    if served_count(opts, selected) == 0 {
         return Ok(());
     }
+    let mut done = 0;
     for rt in selected.iter().filter(|r| r.capabilities().computes) {
         for &threads in &opts.threads {
             if opts.interrupt.load(Ordering::Relaxed) {
@@ -364,7 +384,9 @@ fn served_rows(
                 interrupt: &opts.interrupt,
                 runtime: rt.name(),
                 threads,
+                budget: budget(done),
             };
+            done += 1;
             plan.rows(info, shapes, references, progress, &mut |row| {
                 report(&row, progress);
                 log.push(row)
@@ -374,6 +396,22 @@ fn served_rows(
     Ok(())
 }
 
+/// How many runtime x threads pairs `--served` measures (each with every shape and mode):
+/// the computing runtimes, fp32 on the CPU.
+fn served_count(opts: &CompareOptions, selected: &[Box<dyn Runtime>]) -> usize {
+    if !opts.served
+        || !opts.devices.contains(&runtimes::Device::Cpu)
+        || !opts.variants.contains(&Variant::Fp32)
+    {
+        return 0;
+    }
+    selected
+        .iter()
+        .filter(|r| r.capabilities().computes)
+        .count()
+        * opts.threads.len()
+}
+
 /// Runs one group (in a worker process or on a thread), judging and saving each row as it
 /// comes; a device the runtime cannot use here, or a worker that died, gives rows that say
 /// so, and the run goes on.
@@ -381,6 +419,7 @@ fn served_rows(
 fn run_one_group(
     opts: &CompareOptions,
     g: &GroupPlan,
+    budget: Option<crate::measure::Budget>,
     files: &ModelFiles,
     info: &ModelInfo,
     shapes: &[Shape],
@@ -389,7 +428,10 @@ fn run_one_group(
     log: &mut RunLog,
     progress: Progress,
 ) -> Result<GroupEnd, CompareError> {
-    let spec = g.spec(opts);
+    let spec = GroupSpec {
+        budget,
+        ..g.spec(opts)
+    };
     let plan = group::plan(shapes.len(), &opts.modes);
     if let Some(reason) = g.device_unavailable(opts) {
         for (i, mode) in &plan {

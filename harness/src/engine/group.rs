@@ -54,6 +54,9 @@ pub struct GroupSpec {
     /// What particular runtimes take (ONNX Runtime's library and profiler, GPU settings).
     #[serde(default)]
     pub runtime_options: runtimes::RuntimeOptions,
+    /// What is left of `--budget` as the group starts, and the run's scenarios left.
+    #[serde(default)]
+    pub budget: Option<measure::Budget>,
 }
 
 fn cpu_label() -> String {
@@ -319,6 +322,7 @@ pub fn run_group(
             return;
         }
     };
+    let started = Instant::now();
     let instances = max_concurrency(&spec.modes) as u32;
     enter_phase(
         spec,
@@ -359,7 +363,13 @@ pub fn run_group(
             if interrupt.load(Ordering::Relaxed) {
                 return;
             }
-            let mut r = measure_row(spec, &mut loaded, s, mode, index, interrupt, progress);
+            let cfg = measure::Budget::apply(
+                spec.budget.as_ref(),
+                &spec.measure,
+                started.elapsed(),
+                index,
+            );
+            let mut r = measure_row(spec, &cfg, &mut loaded, s, mode, index, interrupt, progress);
             let measured = r.measurement.is_some();
             if !computes {
                 r.parity = Parity::skipped(spec.tolerance, "the null runtime computes nothing");
@@ -427,8 +437,10 @@ fn prepare_shape(
 
 /// Measures one prepared (shape, mode): the warm-up, the window under its monitors, and
 /// the completed row.
+#[allow(clippy::too_many_arguments)]
 fn measure_row(
     spec: &GroupSpec,
+    cfg: &MeasureConfig,
     loaded: &mut Instances,
     s: &Shape,
     mode: &LoadMode,
@@ -457,23 +469,15 @@ fn measure_row(
         progress,
         "measure",
         &format!("measuring {}", r.id),
-        spec.measure
-            .warmup_time
-            .max(spec.measure.warmup_max)
-            .saturating_add(spec.measure.max_time)
+        cfg.warmup_cap()
+            .saturating_add(cfg.max_time)
             .saturating_add(spec.phase_timeout),
     );
     let device = runtimes::Device::parse(&spec.device).unwrap_or(runtimes::Device::Cpu);
     let mut hooks = MonitorHooks::new(interrupt).with_gpu(device.gpu_index());
     let c = mode.concurrency().min(loaded.models.len());
     let place = |i: usize| spec.pinning.place_worker(i);
-    match measure::measure_load(
-        &mut loaded.models[..c],
-        mode,
-        &spec.measure,
-        &mut hooks,
-        &place,
-    ) {
+    match measure::measure_load(&mut loaded.models[..c], mode, cfg, &mut hooks, &place) {
         Ok((m, open)) => Row::complete(&mut r, m, open, hooks.report.take(), "inferences"),
         Err(e) => Row::runtime_error(&mut r, &e),
     }

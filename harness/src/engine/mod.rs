@@ -241,6 +241,7 @@ pub fn measure_overhead(pin: Option<usize>) -> Overhead {
                 max_consecutive_failures: 1,
                 target_ci: None,
                 warmup_max: Duration::ZERO,
+                ..MeasureConfig::default()
             };
             let clock = MonotonicClock::new();
             let m =

@@ -40,6 +40,8 @@ pub fn settings(
         min_time_s: measure.min_time.as_secs_f64(),
         min_samples: measure.min_samples,
         max_time_s: measure.max_time.as_secs_f64(),
+        target_ci_pct: measure.target_ci.map(|t| t * 100.0),
+        budget_s: measure.budget.map(|b| b.as_secs_f64()),
         tolerance,
         reference_preference: reference.into(),
         pinning,

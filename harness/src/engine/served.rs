@@ -34,6 +34,8 @@ pub struct ServedPlan<'a> {
     pub interrupt: &'a Arc<AtomicBool>,
     pub runtime: &'a str,
     pub threads: usize,
+    /// What is left of `--budget` for these rows and the run's rows after them.
+    pub budget: Option<crate::measure::Budget>,
 }
 
 /// A `harness serve` child on a free loopback port, stopped (SIGTERM) when dropped.
@@ -160,8 +162,13 @@ impl ServedPlan<'_> {
                 return Ok(());
             }
         };
+        let started = std::time::Instant::now();
         for (i, sh) in shapes.iter().enumerate() {
             let lo = LoadOptions {
+                budget: self.budget.map(|b| crate::measure::Budget {
+                    left: b.left.saturating_sub(started.elapsed()),
+                    scenarios: b.scenarios.saturating_sub(i * self.modes.len()),
+                }),
                 batch: vec![sh.shape.batch],
                 seq: vec![sh.shape.seq.unwrap_or(1)],
                 overrides: sh.shape.inputs.clone(),

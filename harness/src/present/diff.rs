@@ -470,6 +470,7 @@ mod tests {
             failure_kinds: Default::default(),
             stop_reason: StopReason::MinimaMet,
             stable: None,
+            share_s: None,
             warmup_end: None,
         });
         r

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::analysis::serving_tax;
-use crate::results::{ParityStatus, ResourceReport, Results, ScenarioResult};
+use crate::results::{ParityStatus, ResourceReport, Results, ScenarioResult, StopReason};
 
 pub(super) fn f(x: f64, digits: usize) -> String {
     format!("{x:.digits$}")
@@ -150,10 +150,7 @@ pub(super) fn footnotes(r: &Results) -> Vec<String> {
         }
         if let Some(m) = &s.measurement {
             if m.stable == Some(false) {
-                notes.push(format!(
-                    "{}: unstable: the median's 95% CI ({:.4}-{:.4} ms) did not reach the --target-ci before --max-time",
-                    s.id, m.latency.median_ci95_low_ms, m.latency.median_ci95_high_ms
-                ));
+                notes.push(format!("{}: {}", s.id, unstable_note(r, m)));
             }
             if m.in_flight_at_end > 0 {
                 notes.push(format!(
@@ -262,4 +259,44 @@ pub fn to_table(r: &Results) -> String {
         let _ = writeln!(out, "{n}");
     }
     out
+}
+
+/// Why a row's median is not known to the target, and what would get it there.
+fn unstable_note(r: &Results, m: &crate::results::Measurement) -> String {
+    let l = &m.latency;
+    let half = if l.p50_ms > 0.0 {
+        (l.median_ci95_high_ms - l.median_ci95_low_ms) / 2.0 / l.p50_ms * 100.0
+    } else {
+        f64::INFINITY
+    };
+    let target = r
+        .settings
+        .target_ci_pct
+        .map(|t| format!("+-{t}%"))
+        .unwrap_or_else(|| "the --target-ci".into());
+    let why = match m.stop_reason {
+        StopReason::Budget => format!(
+            "its share of --budget ({:.1} s with the warm-up) ran out",
+            m.share_s.unwrap_or(0.0)
+        ),
+        StopReason::MaxTime => format!("--max-time ({} s) ran out", r.settings.max_time_s),
+        StopReason::Interrupted => "the run was interrupted".into(),
+        StopReason::Failures => "too many inferences failed in a row".into(),
+        StopReason::MinimaMet | StopReason::TargetCi => "it stopped".into(),
+    };
+    // The interval narrows as 1/sqrt(n): what the target would take at this spread.
+    let needed = match r.settings.target_ci_pct {
+        Some(t) if half.is_finite() && l.samples > 0 && m.window_s > 0.0 => {
+            let n = (l.samples as f64 * (half / t).powi(2)).ceil();
+            format!(
+                "; at this spread about {n:.0} samples ({:.0} s of window) would reach it: raise --budget or --max-time, or quiet the machine",
+                n * m.window_s / l.samples as f64
+            )
+        }
+        _ => String::new(),
+    };
+    format!(
+        "unstable: median known to +-{half:.1}% ({:.4}-{:.4} ms, {} samples), not {target}, when {why}{needed}",
+        l.median_ci95_low_ms, l.median_ci95_high_ms, l.samples
+    )
 }

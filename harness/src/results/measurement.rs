@@ -40,6 +40,8 @@ pub enum StopReason {
     Interrupted,
     /// The median's confidence interval reached the target (`--target-ci`).
     TargetCi,
+    /// The scenario's share of `--budget` was spent (after the minima) before the target.
+    Budget,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,9 +61,13 @@ pub struct Measurement {
     pub in_flight_at_end: u64,
     pub failure_kinds: BTreeMap<String, u64>,
     pub stop_reason: StopReason,
-    /// With a CI target: false when `max_time` ran out before the target was met.
+    /// With a CI target: false when the budget share or `max_time` ran out before the
+    /// target was met.
     #[serde(default)]
     pub stable: Option<bool>,
+    /// The scenario's share of `--budget`, warm-up included, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_s: Option<f64>,
     /// How the warm-up ended: `steady` (after the minimum iterations and time, the latency
     /// stopped moving: see `measure::Warmup`), `cap` (still moving at `--warmup-max`), or
     /// `minimum` (no detection: the cap is no longer than `--warmup-time`); absent in

@@ -73,6 +73,13 @@ pub struct Settings {
     pub min_time_s: f64,
     pub min_samples: u64,
     pub max_time_s: f64,
+    /// The stopping target, the median's 95% CI half-width in percent (`--target-ci`); absent
+    /// when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ci_pct: Option<f64>,
+    /// The run's time budget (`--budget`), when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_s: Option<f64>,
     pub tolerance: Tolerance,
     pub reference_preference: String,
     pub pinning: String,

@@ -112,7 +112,7 @@ pub fn header(o: &LoadOptions, info: Option<&ModelInfo>) -> (ModelSummary, Setti
             LoadMode::describe_all(&o.modes, "connection")
         ),
         o.seed,
-        &o.measure,
+        &o.measure.for_scenarios(planned(o)),
         Tolerance::default(),
         "served rows are not compared for parity (compare --served compares them)",
         "none (load generator threads float)".into(),
@@ -147,23 +147,31 @@ pub fn run_load_as(
     id: &IdFor,
     emit: &mut dyn FnMut(ScenarioResult),
 ) -> Result<ModelInfo, LoadError> {
+    let started = std::time::Instant::now();
     let target = o.target()?;
     let info = discover(o, &target)?;
-    let shapes: Vec<Option<(usize, usize)>> = if o.protocol.shaped() {
-        o.batch
-            .iter()
-            .flat_map(|&b| o.seq.iter().map(move |&s| Some((b, s))))
-            .collect()
-    } else {
-        vec![None]
-    };
+    let shapes = shapes(o);
+    let planned = planned(o);
+    let budget = o.budget.or_else(|| {
+        o.measure
+            .for_scenarios(planned)
+            .budget
+            .map(|left| measure::Budget {
+                left,
+                scenarios: planned,
+            })
+    });
+    let mut done = 0;
     for &shape in &shapes {
         for mode in &o.modes {
             if o.interrupt.load(Ordering::Relaxed) {
                 return Ok(info);
             }
+            let cfg = measure::Budget::apply(budget.as_ref(), &o.measure, started.elapsed(), done);
+            done += 1;
             emit(measure_scenario(
                 o,
+                &cfg,
                 &target,
                 &info,
                 shape,
@@ -175,10 +183,28 @@ pub fn run_load_as(
     Ok(info)
 }
 
+/// The (batch, seq) of each scenario, None for a protocol without shapes.
+fn shapes(o: &LoadOptions) -> Vec<Option<(usize, usize)>> {
+    if o.protocol.shaped() {
+        o.batch
+            .iter()
+            .flat_map(|&b| o.seq.iter().map(move |&s| Some((b, s))))
+            .collect()
+    } else {
+        vec![None]
+    }
+}
+
+/// How many scenarios `run_load_as` measures.
+fn planned(o: &LoadOptions) -> usize {
+    shapes(o).len() * o.modes.len()
+}
+
 /// One network scenario: prepare the request, open the connections, measure, complete the
 /// row.
 fn measure_scenario(
     o: &LoadOptions,
+    cfg: &measure::MeasureConfig,
     target: &Target,
     info: &ModelInfo,
     shape: Option<(usize, usize)>,
@@ -218,7 +244,7 @@ fn measure_scenario(
     };
     let mut hooks =
         scrape::ScrapeHooks::new(MonitorHooks::new(&o.interrupt), o.metrics_url.clone());
-    let r = measure::measure_workers(&mut ws, mode, &o.measure, &mut hooks, &|_| {});
+    let r = measure::measure_workers(&mut ws, mode, cfg, &mut hooks, &|_| {});
     let connects: u64 = ws.iter().map(|w| w.connects()).sum();
     match r {
         Err(e) => {

@@ -126,6 +126,9 @@ pub struct LoadOptions {
     /// them (same seed, same tensors), and outputs can be compared.
     pub local: Option<ModelInfo>,
     pub interrupt: Arc<AtomicBool>,
+    /// What is left of a budget shared with scenarios beyond these (compare's served rows);
+    /// None: `measure.budget`, if any, is these scenarios' alone.
+    pub budget: Option<crate::measure::Budget>,
 }
 
 impl LoadOptions {
@@ -152,6 +155,7 @@ impl LoadOptions {
             slo: None,
             local: None,
             interrupt: Arc::new(AtomicBool::new(false)),
+            budget: None,
         }
     }
 
