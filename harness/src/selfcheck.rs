@@ -3,7 +3,8 @@
 //! runtime's `run` as the measuring loop calls it) and through the loop a user writes from
 //! the runtime's own documentation (`runtimes::bare`) — in alternating blocks, their order
 //! swapped every round so that drift and heat fall on both alike. The ratio of the medians
-//! comes with a bootstrap 95% interval.
+//! comes with a 95% interval from the rounds. Where the performance guide advises a change
+//! to the documented loop (candle-native: call it inside its pool), that loop is checked too.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +19,9 @@ use crate::results::Environment;
 #[derive(Debug, Serialize)]
 pub struct Check {
     pub runtime: String,
+    /// Which user loop: `documented` (the runtime's own documentation), `advised` (the same
+    /// with the performance guide's advice applied), or `control` (the wrapper itself).
+    pub user_loop: &'static str,
     /// What the user's loop is.
     pub recipe: String,
     /// What the harness's wrapper applied (threads, pools, plans).
@@ -79,12 +83,18 @@ pub fn selfcheck(a: &SelfcheckArgs) -> Result<Report, crate::Error> {
     };
     let mut checks = Vec::new();
     for name in &names {
-        eprintln!("[selfcheck] {name}: loading both loops");
-        let c = check(a, name, &files, &info, &inputs, threads);
-        if let Some(e) = &c.error {
-            eprintln!("[selfcheck] {name}: {e}");
+        let mut loops = vec![if a.control { "control" } else { "documented" }];
+        if !a.control && threads > 1 && runtimes::bare::ADVISED.contains(&name.as_str()) {
+            loops.push("advised");
         }
-        checks.push(c);
+        for user_loop in loops {
+            eprintln!("[selfcheck] {name}: loading both loops ({user_loop})");
+            let c = check(a, name, user_loop, &files, &info, &inputs, threads);
+            if let Some(e) = &c.error {
+                eprintln!("[selfcheck] {name}: {e}");
+            }
+            checks.push(c);
+        }
     }
     Ok(Report {
         schema: "harness-selfcheck",
@@ -103,6 +113,7 @@ pub fn selfcheck(a: &SelfcheckArgs) -> Result<Report, crate::Error> {
 fn check(
     a: &SelfcheckArgs,
     name: &str,
+    user_loop: &'static str,
     files: &ModelFiles,
     info: &ModelInfo,
     inputs: &[HostTensor],
@@ -110,6 +121,7 @@ fn check(
 ) -> Check {
     let mut c = Check {
         runtime: name.to_string(),
+        user_loop,
         recipe: String::new(),
         applied: Vec::new(),
         harness: Side::default(),
@@ -141,18 +153,33 @@ fn check(
     };
     // The user's loop, or with --control a second instance of the wrapper, which shows the
     // check's own noise floor (the ratio of a loop against itself).
-    let user: Result<(String, Step), _> = if a.control {
-        wrapper().map(|mut m| {
-            let recipe = format!("control: a second {name} instance of the harness's wrapper");
-            let run: Step = Box::new(move || m.run().map_err(|e| e.to_string()));
-            (recipe, run)
-        })
-    } else {
-        runtimes::bare::load(name, files, threads, inputs, a.ort_lib.as_deref()).map(|mut b| {
+    let bare = |b: Result<runtimes::bare::BareLoop, _>| {
+        b.map(|mut b: runtimes::bare::BareLoop| {
             let recipe = b.recipe.to_string();
             let run: Step = Box::new(move || b.run());
             (recipe, run)
         })
+    };
+    let user: Result<(String, Step), _> = match user_loop {
+        "control" => wrapper().map(|mut m| {
+            let recipe = format!("control: a second {name} instance of the harness's wrapper");
+            let run: Step = Box::new(move || m.run().map_err(|e| e.to_string()));
+            (recipe, run)
+        }),
+        "advised" => match runtimes::bare::load_advised(name, files, threads, inputs) {
+            Some(b) => bare(b),
+            None => Err(runtimes::RuntimeError::Unsupported {
+                runtime: "selfcheck",
+                why: format!("no advice for {name} at {threads} thread(s)"),
+            }),
+        },
+        _ => bare(runtimes::bare::load(
+            name,
+            files,
+            threads,
+            inputs,
+            a.ort_lib.as_deref(),
+        )),
     };
     let (mut user_run, mut wrapped) = match user.and_then(|(recipe, run)| {
         c.recipe = recipe;
@@ -308,8 +335,14 @@ fn median(ns: &[u64]) -> Option<f64> {
 /// The table for the terminal.
 pub fn to_table(r: &Report) -> String {
     let mut s = format!(
-        "{:<14} {:>12} {:>10} {:>8} {:>8}  {:>17}  {}\n",
-        "runtime", "harness p50", "user p50", "samples", "ratio", "95% interval", "verdict"
+        "{:<27} {:>12} {:>10} {:>8} {:>8}  {:>17}  {}\n",
+        "runtime (user loop)",
+        "harness p50",
+        "user p50",
+        "samples",
+        "ratio",
+        "95% interval",
+        "verdict"
     );
     for c in &r.checks {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3} ms"));
@@ -326,8 +359,8 @@ pub fn to_table(r: &Report) -> String {
             _ => ("-".into(), c.error.clone().unwrap_or_else(|| "-".into())),
         };
         s += &format!(
-            "{:<14} {:>12} {:>10} {:>8} {:>8}  {:>17}  {}\n",
-            c.runtime,
+            "{:<27} {:>12} {:>10} {:>8} {:>8}  {:>17}  {}\n",
+            format!("{} ({})", c.runtime, c.user_loop),
             ms(c.harness.p50_ms),
             ms(c.bare.p50_ms),
             format!("{}/{}", c.harness.samples, c.bare.samples),

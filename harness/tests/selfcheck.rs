@@ -8,12 +8,21 @@ mod common;
 use common::{fixture, harness, tmp};
 
 fn quick(out: &std::path::Path, model: &std::path::Path, extra: &[&str]) -> common::Run {
+    quick_at(out, model, "1", extra)
+}
+
+fn quick_at(
+    out: &std::path::Path,
+    model: &std::path::Path,
+    threads: &str,
+    extra: &[&str],
+) -> common::Run {
     let mut args = vec![
         "selfcheck",
         "--model",
         model.to_str().unwrap(),
         "--threads",
-        "1",
+        threads,
         "--rounds",
         "4",
         "--block",
@@ -45,6 +54,8 @@ fn selfcheck_times_every_runtime_both_ways() {
         .collect();
     assert_eq!(names, ["ort", "tract", "candle-native"]);
     for c in checks {
+        // At 1 thread there is no advice to check: the documented loops only.
+        assert_eq!(c["user_loop"], "documented", "{c}");
         assert!(c["error"].is_null(), "{c}");
         for side in ["harness", "bare"] {
             assert!(c[side]["samples"].as_u64().unwrap() >= 6, "{c}");
@@ -76,6 +87,47 @@ fn selfcheck_times_every_runtime_both_ways() {
     }
     assert!(
         run.stdout.contains("ratio = harness / user"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn candle_native_is_also_checked_with_the_advice_applied_at_two_threads() {
+    let out = tmp("selfcheck-advised");
+    let run = quick_at(&out, &fixture(), "2", &["--runtimes", "candle-native"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selfcheck.json")).unwrap())
+            .unwrap();
+    let c = r["checks"].as_array().unwrap();
+    let loops: Vec<(&str, &str)> = c
+        .iter()
+        .map(|c| {
+            (
+                c["runtime"].as_str().unwrap(),
+                c["user_loop"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        loops,
+        [
+            ("candle-native", "documented"),
+            ("candle-native", "advised")
+        ]
+    );
+    for c in c {
+        assert!(c["error"].is_null(), "{c}");
+        assert!(c["ratio"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    assert!(
+        c[1]["recipe"].as_str().unwrap().contains("install"),
+        "{}",
+        c[1]
+    );
+    assert!(
+        run.stdout.contains("candle-native (advised)"),
         "{}",
         run.stdout
     );

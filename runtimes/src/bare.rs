@@ -42,7 +42,7 @@ pub fn load(
     match runtime {
         "ort" => ort_loop(files, threads, inputs, ort_lib),
         "tract" => tract_loop(files, threads, inputs),
-        "candle-native" => candle_loop(files, inputs),
+        "candle-native" => candle_loop(files, inputs, None),
         other => Err(RuntimeError::Unsupported {
             runtime: "selfcheck",
             why: format!(
@@ -50,6 +50,36 @@ pub fn load(
                 RUNTIMES.join(", ")
             ),
         }),
+    }
+}
+
+/// The runtimes whose documented loop has advice that changes its speed: the same loop with
+/// the advice applied, checked beside the documented one.
+pub const ADVISED: &[&str] = &["candle-native"];
+
+/// The documented loop of `runtime` with the performance guide's advice applied; None when
+/// there is no advice for it at `threads` threads. candle-native: the forward inside a rayon
+/// pool of `threads` threads (`pool.install`), so that the calling thread is one of the
+/// pool's workers rather than a stranger that hands every parallel operation over and waits.
+pub fn load_advised(
+    runtime: &str,
+    files: &ModelFiles,
+    threads: usize,
+    inputs: &[HostTensor],
+) -> Option<Result<BareLoop, RuntimeError>> {
+    match runtime {
+        "candle-native" if threads > 1 => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| RuntimeError::Load {
+                    runtime: "candle-native",
+                    path: files.folder.clone(),
+                    message: format!("building a rayon pool of {threads} threads: {e}"),
+                })
+                .and_then(|pool| candle_loop(files, inputs, Some(pool))),
+        ),
+        _ => None,
     }
 }
 
@@ -174,8 +204,12 @@ fn tract_loop(
 }
 
 /// candle-transformers' BERT, as its example: the config, `VarBuilder` on the mmapped
-/// safetensors, `BertModel::load`, `forward`.
-fn candle_loop(files: &ModelFiles, inputs: &[HostTensor]) -> Result<BareLoop, RuntimeError> {
+/// safetensors, `BertModel::load`, `forward`; with `pool`, each forward inside its `install`.
+fn candle_loop(
+    files: &ModelFiles,
+    inputs: &[HostTensor],
+    pool: Option<rayon::ThreadPool>,
+) -> Result<BareLoop, RuntimeError> {
     use candle_core::{DType, Device, Tensor};
     use candle_transformers::models::bert::{BertModel, Config};
     let missing = |what: &'static str, name: &str| RuntimeError::MissingFile {
@@ -231,13 +265,20 @@ fn candle_loop(files: &ModelFiles, inputs: &[HostTensor]) -> Result<BareLoop, Ru
         Ok(t) => t,
         Err(_) => ids.zeros_like().map_err(|e| err(e.to_string()))?,
     };
-    Ok(BareLoop {
-        recipe: "candle-native: VarBuilder::from_mmaped_safetensors, BertModel::load, forward (threads: RAYON_NUM_THREADS)",
-        step: Box::new(move || {
-            model
-                .forward(&ids, &types, Some(&mask))
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
+    let forward = move || {
+        model
+            .forward(&ids, &types, Some(&mask))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    Ok(match pool {
+        None => BareLoop {
+            recipe: "candle-native: VarBuilder::from_mmaped_safetensors, BertModel::load, forward (threads: RAYON_NUM_THREADS)",
+            step: Box::new(forward),
+        },
+        Some(pool) => BareLoop {
+            recipe: "candle-native advised: the same, each forward inside a rayon pool's install (docs/performance.md, Fidelity)",
+            step: Box::new(move || pool.install(&forward)),
+        },
     })
 }
