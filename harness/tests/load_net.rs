@@ -454,7 +454,7 @@ fn bimodal_server() -> u16 {
         get(move || {
             let k = n.fetch_add(1, Ordering::Relaxed);
             async move {
-                let ms = if k % 2 == 0 { 1 } else { 4 };
+                let ms = if k.is_multiple_of(2) { 1 } else { 4 };
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 "ok"
             }
