@@ -169,8 +169,41 @@ fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
     assert!(md.contains("| runtime | variant | batch | seq |"), "{md}");
     assert!(md.contains("| tract | fp32 | 2 | 8 | 2 |"), "{md}");
 
+    // The answer first: one ranking per group of rows that differ only by runtime (2 batches
+    // x 2 thread counts), each naming all four runtimes, then one line across the groups.
     assert!(
-        run.stdout.starts_with("runtime        variant  batch"),
+        run.stdout
+            .starts_with("median latency against the fastest runtime"),
+        "{}",
+        run.stdout
+    );
+    let headline: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(headline.len(), 5, "{}", run.stdout);
+    for (line, group) in headline
+        .iter()
+        .zip(["b1 s8 t1", "b2 s8 t1", "b1 s8 t2", "b2 s8 t2"])
+    {
+        assert!(
+            line.trim_start().starts_with(&format!("fp32 {group}: ")),
+            "{line}"
+        );
+        for rt in ["ort", "tract", "candle", "candle-native"] {
+            assert!(line.contains(rt), "{line}");
+        }
+    }
+    assert!(
+        headline[4].trim_start().starts_with("across 4 groups: "),
+        "{}",
+        headline[4]
+    );
+    assert!(md.contains("## Headline"), "{md}");
+    assert!(
+        run.stdout.contains("\nruntime        variant  batch"),
         "{}",
         run.stdout
     );

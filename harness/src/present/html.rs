@@ -385,6 +385,14 @@ td:first-child,th:first-child{{text-align:left}}
             String::new()
         },
     );
+    let headline = super::headline::headline(r);
+    if !headline.is_empty() {
+        out.push_str("<h2>Headline</h2><p class=\"note\">Median latency against the fastest runtime of each group, with its 95% interval (this run's noise; separate runs also drift by a few percent).</p><ul>");
+        for h in &headline {
+            let _ = write!(out, "<li>{}</li>", esc(h));
+        }
+        out.push_str("</ul>");
+    }
     let _ = write!(
         out,
         "<h2>Latency per scenario</h2><p class=\"note\">Bar: p50; thin mark: p90; thick mark: p99 (nearest rank).</p>{}",

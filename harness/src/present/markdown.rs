@@ -20,6 +20,17 @@ pub fn to_markdown(r: &Results) -> String {
         "{}; latency per inference, nearest-rank percentiles; items/s = batch x inferences / window. Seed {}.\n",
         r.settings.mode, r.settings.seed
     );
+    let headline = super::headline::headline(r);
+    if !headline.is_empty() {
+        let _ = writeln!(
+            out,
+            "## Headline\n\nMedian latency against the fastest runtime of each group, with its 95% interval (this run's noise; separate runs also drift by a few percent).\n"
+        );
+        for h in &headline {
+            let _ = writeln!(out, "- {}", h.replace('|', "\\|"));
+        }
+        let _ = writeln!(out, "\n## Scenarios\n");
+    }
     let _ = writeln!(out, "| {} |", TABLE_HEAD.join(" | "));
     let _ = writeln!(
         out,

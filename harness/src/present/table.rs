@@ -214,7 +214,8 @@ pub(super) fn footnotes(r: &Results) -> Vec<String> {
     notes
 }
 
-/// The terminal table: aligned columns, then notes (errors, low-sample marks, overhead).
+/// The terminal output: the headline (which runtime, by how much, how sure), the table with
+/// aligned columns, then notes (errors, low-sample marks, overhead).
 pub fn to_table(r: &Results) -> String {
     let rows = table_rows(r);
     let mut widths: Vec<usize> = TABLE_HEAD.iter().map(|h| h.len()).collect();
@@ -241,6 +242,17 @@ pub fn to_table(r: &Results) -> String {
             .to_string()
     };
     let mut out = String::new();
+    let headline = super::headline::headline(r);
+    if !headline.is_empty() {
+        let _ = writeln!(
+            out,
+            "median latency against the fastest runtime, with its 95% interval (this run's noise):"
+        );
+        for h in &headline {
+            let _ = writeln!(out, "  {h}");
+        }
+        out.push('\n');
+    }
     let _ = writeln!(out, "{}", line(TABLE_HEAD.to_vec()));
     for row in &rows {
         let _ = writeln!(out, "{}", line(row.iter().map(|s| s.as_str()).collect()));
