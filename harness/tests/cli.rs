@@ -234,20 +234,7 @@ fn a_budget_is_shared_by_the_scenarios_and_ends_those_that_cannot_meet_the_targe
     assert_eq!(r["settings"]["target_ci_pct"], 0.001);
     let all = r["scenarios"].as_array().unwrap();
     assert_eq!(all.len(), 4);
-    let mut spent = 0.0;
-    for s in all {
-        let m = &s["measurement"];
-        assert_eq!(m["stop_reason"], "budget", "{s}");
-        assert_eq!(m["stable"], false, "{s}");
-        // Warm-up and window end together at the share, to within an inference and a check.
-        let share = m["share_s"].as_f64().unwrap();
-        let used = m["warmup_ms"].as_f64().unwrap() / 1e3 + m["window_s"].as_f64().unwrap();
-        assert!(
-            (used - share).abs() < 0.05,
-            "used {used} s of {share} s: {s}"
-        );
-        spent += used;
-    }
+    let spent = common::spent_to_budget_shares(all);
     // The shares come out of the budget, loading included: never more than it.
     assert!(spent <= 4.0, "{spent} s measured of a 4 s budget");
     assert!(

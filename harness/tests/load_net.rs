@@ -490,19 +490,7 @@ fn load_shares_its_budget_between_its_scenarios() {
     assert_eq!(v["settings"]["target_ci_pct"], 2.0);
     let rows = v["scenarios"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    let mut spent = 0.0;
-    for s in rows {
-        let m = &s["measurement"];
-        assert_eq!(m["stop_reason"], "budget", "{s}");
-        assert_eq!(m["stable"], false, "{s}");
-        let share = m["share_s"].as_f64().unwrap();
-        let used = m["warmup_ms"].as_f64().unwrap() / 1e3 + m["window_s"].as_f64().unwrap();
-        assert!(
-            (used - share).abs() < 0.05,
-            "used {used} s of {share} s: {s}"
-        );
-        spent += used;
-    }
+    let spent = common::spent_to_budget_shares(rows);
     assert!(spent <= 3.0, "{spent} s of a 3 s budget");
     // The first scenario's share is half the budget less the set-up before it; the second
     // gets what is left.

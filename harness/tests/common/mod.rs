@@ -24,6 +24,26 @@ pub fn results(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
 }
 
+/// Asserts that every row ran to its share of the budget, short of its target (warm-up and
+/// window ending together at the share, to within an inference and a check), and returns
+/// the seconds they took in all.
+pub fn spent_to_budget_shares(rows: &[Value]) -> f64 {
+    let mut spent = 0.0;
+    for s in rows {
+        let m = &s["measurement"];
+        assert_eq!(m["stop_reason"], "budget", "{s}");
+        assert_eq!(m["stable"], false, "{s}");
+        let share = m["share_s"].as_f64().unwrap();
+        let used = m["warmup_ms"].as_f64().unwrap() / 1e3 + m["window_s"].as_f64().unwrap();
+        assert!(
+            (used - share).abs() < 0.05,
+            "used {used} s of {share} s: {s}"
+        );
+        spent += used;
+    }
+    spent
+}
+
 /// What one run of the real binary printed and returned.
 pub struct Run {
     pub code: i32,
