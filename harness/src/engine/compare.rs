@@ -272,7 +272,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     let budget = |done: usize| {
         opts.measure.budget.map(|b| crate::measure::Budget {
             left: b.saturating_sub(started.elapsed()),
-            scenarios: planned - done,
+            scenarios: planned.saturating_sub(done),
         })
     };
     if opts.overhead {
