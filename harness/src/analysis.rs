@@ -2,7 +2,7 @@
 //! (a served row beside its in-process twin). Returns data; presenters format it.
 
 use crate::results::{Results, ScenarioResult};
-use crate::stats::{decode_histogram, LatencyStats};
+use crate::stats::{decode_histogram, median_ratio_ci, LatencyStats};
 
 /// Merges results: scenarios with the same id are combined (histograms added, windows and
 /// counts summed); the environment and settings of the first run are kept, and every
@@ -58,6 +58,10 @@ pub struct Tax {
     pub served_p99_ms: f64,
     pub in_process_per_s: f64,
     pub served_per_s: f64,
+    /// The served row's protocol (`kserve-http`, ...).
+    pub protocol: String,
+    /// Served p50 / in-process p50 with its 95% interval (see `stats::median_ratio_ci`).
+    pub p50_ratio: Option<(f64, f64, f64)>,
 }
 
 impl Tax {
@@ -103,6 +107,12 @@ pub fn serving_tax(r: &Results) -> Vec<Tax> {
                 served_p99_ms: b.latency.p99_ms,
                 in_process_per_s: twin.throughput_per_s.unwrap_or(0.0),
                 served_per_s: s.throughput_per_s.unwrap_or(0.0),
+                protocol: s
+                    .served
+                    .as_ref()
+                    .map(|v| v.protocol.clone())
+                    .unwrap_or_default(),
+                p50_ratio: median_ratio_ci(&a.latency, &b.latency),
             })
         })
         .collect()

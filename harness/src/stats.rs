@@ -160,6 +160,20 @@ fn low_sample(n: u64) -> Vec<String> {
         .collect()
 }
 
+/// The ratio `other / base` of two medians and its 95% interval, from each median's own
+/// interval (order statistics): on a log scale each half-width is 1.96 standard errors, and
+/// the two add in quadrature. `None` when a median or its interval is missing.
+pub fn median_ratio_ci(base: &LatencyStats, other: &LatencyStats) -> Option<(f64, f64, f64)> {
+    let log_se = |l: &LatencyStats| {
+        (l.p50_ms > 0.0 && l.median_ci95_low_ms > 0.0 && l.median_ci95_high_ms > 0.0)
+            .then(|| (l.median_ci95_high_ms.ln() - l.median_ci95_low_ms.ln()) / (2.0 * Z95))
+    };
+    let (sb, so) = (log_se(base)?, log_se(other)?);
+    let ratio = other.p50_ms / base.p50_ms;
+    let w = Z95 * (sb * sb + so * so).sqrt();
+    Some((ratio, ratio * (-w).exp(), ratio * w.exp()))
+}
+
 pub fn is_low_sample(n: u64, p: f64) -> bool {
     (n as f64) * (1.0 - p / 100.0) < TAIL_SAMPLES
 }

@@ -1,17 +1,18 @@
 //! The answer first: for each group of rows that differ only by runtime (same device,
 //! variant, batch, sequence, threads and load), the runtimes ranked by median latency, each
 //! with its ratio to the fastest and that ratio's 95% interval; then where each runtime wins
-//! across groups, and by how much; then the runtimes that failed parity or were skipped.
+//! across groups, and by how much; then each lower-precision variant's speed-up over fp32
+//! beside the accuracy it kept; then the serving tax of served rows (latency added, throughput
+//! lost); then the runtimes that failed parity or were skipped.
 //!
-//! The interval of a ratio of two medians comes from their own intervals (order statistics):
-//! on a log scale each interval's half-width is 1.96 standard errors, and the two add in
-//! quadrature. It is the noise within this run; separate runs of one build also drift by a
+//! The interval of a ratio of two medians comes from their own intervals (order statistics,
+//! `stats::median_ratio_ci`): on a log scale each interval's half-width is 1.96 standard
+//! errors, and the two add in quadrature. It is the noise within this run; separate runs of one build also drift by a
 //! few percent (see `harness diff --min-change`).
 
+use crate::analysis::serving_tax;
 use crate::results::{ParityStatus, Results, ScenarioResult, ScenarioStatus};
-
-/// z for a two-sided 95% interval.
-const Z95: f64 = 1.959_964;
+use crate::stats::{median_ratio_ci, LatencyStats};
 
 /// One runtime in a group, against the group's fastest.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,19 +105,19 @@ fn join_and(names: &[&str]) -> String {
     }
 }
 
-/// The standard error of a median's log, from its 95% interval; None without one.
-fn log_se(s: &ScenarioResult) -> Option<(f64, f64)> {
+/// What the headline's figures are, said once before it.
+pub const INTRO: &str = "Medians: each runtime against the fastest of its group, variants against fp32, served against in-process; in brackets the ratio's 95% interval (this run's noise; separate runs also drift by a few percent)";
+
+/// A row measured well enough to be compared: its median and the median's interval.
+fn measured(s: &ScenarioResult) -> Option<&LatencyStats> {
     let l = &s.measurement.as_ref()?.latency;
-    if l.p50_ms <= 0.0 || l.median_ci95_low_ms <= 0.0 {
-        return None;
-    }
-    let se = (l.median_ci95_high_ms.ln() - l.median_ci95_low_ms.ln()) / (2.0 * Z95);
-    Some((l.p50_ms, se))
+    (s.status == ScenarioStatus::Ok && l.p50_ms > 0.0 && l.median_ci95_low_ms > 0.0).then_some(l)
 }
 
-/// What the rows of a group share, and a readable label for it.
-fn key(s: &ScenarioResult) -> (String, String) {
-    let mut label = format!("{} b{}", s.variant, s.batch);
+/// The settings of a row but its runtime and variant: `b1 s128 t2` (and the load or the
+/// device when not one closed-loop worker on the CPU).
+fn settings_label(s: &ScenarioResult) -> String {
+    let mut label = format!("b{}", s.batch);
     if let Some(q) = s.seq {
         label += &format!(" s{q}");
     }
@@ -129,11 +130,16 @@ fn key(s: &ScenarioResult) -> (String, String) {
     if s.device != "cpu" {
         label += &format!(" on {}", s.device);
     }
+    label
+}
+
+/// What the rows of a group share (everything but the runtime), and a readable label.
+fn key(s: &ScenarioResult) -> (String, String) {
     let key = format!(
         "{}|{}|{}|{:?}|{}|{}|{}|{:?}|{:?}",
         s.device, s.variant, s.batch, s.seq, s.threads, s.concurrency, s.mode, s.rate, s.shapes
     );
-    (key, label)
+    (key, format!("{} {}", s.variant, settings_label(s)))
 }
 
 /// The groups with two or more measured runtimes, in the order of their first row. Served
@@ -141,7 +147,7 @@ fn key(s: &ScenarioResult) -> (String, String) {
 pub fn groups(r: &Results) -> Vec<Group> {
     let mut order: Vec<(String, String, Vec<&ScenarioResult>)> = Vec::new();
     for s in &r.scenarios {
-        if s.served.is_some() || s.status != ScenarioStatus::Ok || log_se(s).is_none() {
+        if s.served.is_some() || measured(s).is_none() {
             continue;
         }
         let (k, label) = key(s);
@@ -154,25 +160,24 @@ pub fn groups(r: &Results) -> Vec<Group> {
         .into_iter()
         .filter(|(_, _, rows)| rows.len() > 1)
         .map(|(_, label, rows)| {
-            let mut pts: Vec<(&str, f64, f64)> = rows
+            let mut rows: Vec<(&str, &LatencyStats)> = rows
                 .iter()
-                .filter_map(|s| log_se(s).map(|(p, se)| (s.runtime.as_str(), p, se)))
+                .filter_map(|s| measured(s).map(|l| (s.runtime.as_str(), l)))
                 .collect();
-            pts.sort_by(|a, b| a.1.total_cmp(&b.1));
-            let (_, fp, fse) = pts[0];
-            let ranked = pts
+            rows.sort_by(|a, b| a.1.p50_ms.total_cmp(&b.1.p50_ms));
+            let fastest = rows[0].1;
+            let ranked = rows
                 .iter()
-                .map(|&(rt, p, se)| {
-                    let ratio = p / fp;
-                    let (low, high) = if rt == pts[0].0 {
-                        (1.0, 1.0)
+                .enumerate()
+                .map(|(i, &(rt, l))| {
+                    let (ratio, low, high) = if i == 0 {
+                        (1.0, 1.0, 1.0)
                     } else {
-                        let w = Z95 * (se * se + fse * fse).sqrt();
-                        (ratio * (-w).exp(), ratio * w.exp())
+                        median_ratio_ci(fastest, l).expect("measured rows have intervals")
                     };
                     Ranked {
                         runtime: rt.to_string(),
-                        p50_ms: p,
+                        p50_ms: l.p50_ms,
                         ratio,
                         low,
                         high,
@@ -254,14 +259,286 @@ fn across(r: &Results, groups: &[Group]) -> String {
     format!("across {} groups: {}", groups.len(), each.join("; "))
 }
 
-/// The headline: one line per group, then the runtimes across groups, then parity failures
-/// and skipped runtimes. Empty when no group has two runtimes and nothing failed.
+/// A lower-precision variant against fp32 of the same runtime and settings: the speed-up
+/// (fp32's median over the variant's) with its 95% interval, beside the accuracy the
+/// variant kept (its lowest cosine to the parity reference).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantGain {
+    /// `ort b1 s128 t2`.
+    pub label: String,
+    pub variant: String,
+    pub speedup: f64,
+    pub low: f64,
+    pub high: f64,
+    pub cosine: Option<f64>,
+    pub parity: ParityStatus,
+    pub cosine_required: Option<f64>,
+}
+
+impl VariantGain {
+    /// `1.42x faster [1.38, 1.46]`, `1.10x slower [1.05, 1.15]`, `no faster within noise
+    /// (1.01x [0.97, 1.05])`.
+    fn speed(&self) -> String {
+        if self.low > 1.0 {
+            format!(
+                "{:.2}x faster [{:.2}, {:.2}]",
+                self.speedup, self.low, self.high
+            )
+        } else if self.high < 1.0 {
+            format!(
+                "{:.2}x slower [{:.2}, {:.2}]",
+                1.0 / self.speedup,
+                1.0 / self.high,
+                1.0 / self.low
+            )
+        } else {
+            format!(
+                "no faster within noise ({:.2}x [{:.2}, {:.2}])",
+                self.speedup, self.low, self.high
+            )
+        }
+    }
+
+    /// `cosine 0.999912`, `cosine 0.995410: parity FAIL (needs 0.999)`.
+    fn accuracy(&self) -> String {
+        match (self.parity, self.cosine) {
+            (ParityStatus::Fail, Some(c)) => format!(
+                "cosine {c:.6}: parity FAIL{}",
+                self.cosine_required
+                    .map(|m| format!(" (needs {m})"))
+                    .unwrap_or_default()
+            ),
+            (ParityStatus::Fail, None) => "parity FAIL".into(),
+            (_, Some(c)) => format!("cosine {c:.6}"),
+            (_, None) => "accuracy not compared".into(),
+        }
+    }
+}
+
+/// Every variant row beside its fp32 twin (same runtime and settings), in the run's order.
+pub fn variant_gains(r: &Results) -> Vec<VariantGain> {
+    let same = |a: &ScenarioResult, b: &ScenarioResult| {
+        a.runtime == b.runtime
+            && a.device == b.device
+            && a.batch == b.batch
+            && a.seq == b.seq
+            && a.threads == b.threads
+            && a.concurrency == b.concurrency
+            && a.mode == b.mode
+            && a.rate == b.rate
+            && a.shapes == b.shapes
+    };
+    r.scenarios
+        .iter()
+        .filter(|v| v.served.is_none() && v.variant != "fp32" && v.variant != "served")
+        .filter_map(|v| {
+            let lv = measured(v)?;
+            let base = r
+                .scenarios
+                .iter()
+                .find(|b| b.variant == "fp32" && b.served.is_none() && same(b, v))?;
+            let (speedup, low, high) = median_ratio_ci(lv, measured(base)?)?;
+            Some(VariantGain {
+                label: format!("{} {}", v.runtime, settings_label(v)),
+                variant: v.variant.clone(),
+                speedup,
+                low,
+                high,
+                cosine: v.parity.min_cosine,
+                parity: v.parity.status,
+                cosine_required: v.parity.min_cosine_required,
+            })
+        })
+        .collect()
+}
+
+/// One line per runtime and settings with variants: `ort b1 s128 t2 against fp32: fp16
+/// 1.42x faster [1.38, 1.46] at cosine 0.999912; int8 ...`.
+pub fn variant_lines(gains: &[VariantGain]) -> Vec<String> {
+    let mut labels: Vec<&str> = Vec::new();
+    for g in gains {
+        if !labels.contains(&g.label.as_str()) {
+            labels.push(&g.label);
+        }
+    }
+    labels
+        .iter()
+        .map(|label| {
+            let parts: Vec<String> = gains
+                .iter()
+                .filter(|g| g.label == *label)
+                .map(|g| format!("{} {} at {}", g.variant, g.speed(), g.accuracy()))
+                .collect();
+            format!("{label} against fp32: {}", parts.join("; "))
+        })
+        .collect()
+}
+
+/// One line per variant across several runtimes and settings: where it is faster and by
+/// how much, and the lowest accuracy it kept.
+fn variant_across(gains: &[VariantGain]) -> Vec<String> {
+    let mut labels: Vec<&str> = Vec::new();
+    for g in gains {
+        if !labels.contains(&g.label.as_str()) {
+            labels.push(&g.label);
+        }
+    }
+    let mut lines = Vec::new();
+    if labels.len() > 1 {
+        let mut variants: Vec<&str> = Vec::new();
+        for g in gains {
+            if !variants.contains(&g.variant.as_str()) {
+                variants.push(&g.variant);
+            }
+        }
+        for v in variants {
+            let of: Vec<&VariantGain> = gains.iter().filter(|g| g.variant == v).collect();
+            let faster: Vec<f64> = of
+                .iter()
+                .filter(|g| g.low > 1.0)
+                .map(|g| g.speedup)
+                .collect();
+            let slower = of.iter().filter(|g| g.high < 1.0).count();
+            let mut parts = vec![];
+            if !faster.is_empty() {
+                let (lo, hi) = faster
+                    .iter()
+                    .fold((f64::INFINITY, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+                parts.push(if hi - lo < 0.005 {
+                    format!("faster in {} ({lo:.2}x)", faster.len())
+                } else {
+                    format!("faster in {} ({lo:.2}x to {hi:.2}x)", faster.len())
+                });
+            }
+            if slower > 0 {
+                parts.push(format!("slower in {slower}"));
+            }
+            let same = of.len() - faster.len() - slower;
+            if same > 0 {
+                parts.push(format!("no faster within noise in {same}"));
+            }
+            let worst = of
+                .iter()
+                .filter_map(|g| g.cosine)
+                .fold(f64::INFINITY, f64::min);
+            let fails = of.iter().filter(|g| g.parity == ParityStatus::Fail).count();
+            let acc = if worst.is_finite() {
+                format!("; lowest cosine {worst:.6}")
+            } else {
+                String::new()
+            };
+            let fails = if fails > 0 {
+                format!(", parity FAIL in {fails}")
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "{v} against fp32 across {} scenarios: {}{acc}{fails}",
+                of.len(),
+                parts.join(", ")
+            ));
+        }
+    }
+    lines
+}
+
+/// The serving tax of each served row (`compare --served`): latency added at the median,
+/// as a ratio with its interval, and the throughput lost at the same load.
+pub fn serving_lines(r: &Results) -> Vec<String> {
+    serving_tax(r)
+        .iter()
+        .map(|t| {
+            let ratio = t
+                .p50_ratio
+                .map(|(x, lo, hi)| format!(", {x:.2}x [{lo:.2}, {hi:.2}] the in-process median"))
+                .unwrap_or_default();
+            let lost = if t.in_process_per_s > 0.0 {
+                format!(" ({:+.1}%)", (t.served_per_s / t.in_process_per_s - 1.0) * 100.0)
+            } else {
+                String::new()
+            };
+            format!(
+                "serving tax of {} over {}: p50 {:+.3} ms ({} -> {} ms{ratio}); throughput {:.1} -> {:.1} items/s{lost}",
+                t.scenario,
+                if t.protocol.is_empty() { "the network" } else { &t.protocol },
+                t.served_p50_ms - t.in_process_p50_ms,
+                ms(t.in_process_p50_ms),
+                ms(t.served_p50_ms),
+                t.in_process_per_s,
+                t.served_per_s
+            )
+        })
+        .collect()
+}
+
+/// The serving tax across several served rows: the range of latency added and of
+/// throughput lost.
+fn serving_across(r: &Results) -> Option<String> {
+    let tax = serving_tax(r);
+    if tax.len() < 2 {
+        return None;
+    }
+    let range = |v: Vec<f64>, f: &dyn Fn(f64) -> String| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        format!("{} to {}", f(lo), f(hi))
+    };
+    let mut protocols: Vec<&str> = tax.iter().map(|t| t.protocol.as_str()).collect();
+    protocols.dedup();
+    let added = range(
+        tax.iter()
+            .map(|t| t.served_p50_ms - t.in_process_p50_ms)
+            .collect(),
+        &|v| format!("{v:+.3} ms"),
+    );
+    let ratio = range(
+        tax.iter()
+            .map(|t| t.served_p50_ms / t.in_process_p50_ms)
+            .collect(),
+        &|v| format!("{v:.2}x"),
+    );
+    let lost = range(
+        tax.iter()
+            .filter(|t| t.in_process_per_s > 0.0)
+            .map(|t| (1.0 - t.served_per_s / t.in_process_per_s) * 100.0)
+            .collect(),
+        &|v| format!("{v:.1}%"),
+    );
+    Some(format!(
+        "serving tax across {} scenarios over {}: p50 {added} ({ratio} the in-process median); throughput {lost} lower",
+        tax.len(),
+        protocols.join(", ")
+    ))
+}
+
+/// Per-scenario lines of a kind (variants, served) the headline lists in full up to this
+/// many; past it, the line across them stands in the headline and the full list follows in
+/// its own section.
+pub const HEADLINE_DETAIL_MAX: usize = 4;
+
+/// The headline: one line per group, then the runtimes across groups, the variants against
+/// fp32, the serving tax, then parity failures and skipped runtimes. Empty when no group has
+/// two runtimes, no variant or served row has its twin, and nothing failed.
 pub fn headline(r: &Results) -> Vec<String> {
     let groups = groups(r);
     let mut lines: Vec<String> = groups.iter().map(Group::line).collect();
     if groups.len() > 1 {
         lines.push(across(r, &groups));
     }
+    let gains = variant_gains(r);
+    let per_variant = variant_lines(&gains);
+    if per_variant.len() <= HEADLINE_DETAIL_MAX {
+        lines.extend(per_variant);
+    }
+    lines.extend(variant_across(&gains));
+    let served = serving_lines(r);
+    if served.len() <= HEADLINE_DETAIL_MAX {
+        lines.extend(served);
+    }
+    lines.extend(serving_across(r));
     let mut failed: Vec<String> = Vec::new();
     for s in &r.scenarios {
         if s.parity.status == ParityStatus::Fail && !failed.contains(&s.runtime) {
@@ -314,10 +591,21 @@ mod tests {
 
     /// A measured row: `n` samples spread evenly over +-`spread` (a fraction) around `ms`.
     fn row(runtime: &str, batch: usize, ms: f64, spread: f64, n: u64) -> ScenarioResult {
+        variant_row(runtime, "fp32", batch, ms, spread, n)
+    }
+
+    fn variant_row(
+        runtime: &str,
+        variant: &str,
+        batch: usize,
+        ms: f64,
+        spread: f64,
+        n: u64,
+    ) -> ScenarioResult {
         let id = ScenarioId::InProcess {
             runtime: runtime.into(),
             device: "cpu".into(),
-            variant: "fp32".into(),
+            variant: variant.into(),
             batch,
             seq: Some(128),
             threads: 2,
@@ -458,5 +746,92 @@ mod tests {
             row("ort", 8, 70.0, 0.01, 100),
         ]);
         assert!(headline(&r).is_empty());
+    }
+
+    #[test]
+    fn variants_state_their_speed_up_beside_the_accuracy_they_kept() {
+        let mut fp16 = variant_row("ort", "fp16", 1, 8.0, 0.01, 1000);
+        fp16.parity.min_cosine = Some(0.999_91);
+        let mut int8 = variant_row("ort", "int8", 1, 10.1, 0.3, 100);
+        int8.parity.status = ParityStatus::Fail;
+        int8.parity.min_cosine = Some(0.9954);
+        int8.parity.min_cosine_required = Some(0.999);
+        let r = results(vec![row("ort", 1, 10.0, 0.01, 1000), fp16, int8]);
+        let g = variant_gains(&r);
+        assert_eq!(g.len(), 2);
+        assert!((g[0].speedup - 1.25).abs() < 0.01, "{:?}", g[0]);
+        assert!(g[0].low > 1.2 && g[0].high < 1.3, "{:?}", g[0]);
+        let h = headline(&r);
+        let line = h
+            .iter()
+            .find(|l| l.starts_with("ort b1 s128 t2 against fp32: "))
+            .unwrap_or_else(|| panic!("{h:#?}"));
+        assert!(
+            line.contains("fp16 1.25x faster [1.2") && line.contains("at cosine 0.999910"),
+            "{line}"
+        );
+        assert!(
+            line.contains("int8 no faster within noise (0.99x [")
+                && line.contains("cosine 0.995400: parity FAIL (needs 0.999)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_slower_variant_says_so_and_many_groups_get_one_line_per_variant() {
+        let r = results(vec![
+            row("ort", 1, 10.0, 0.01, 1000),
+            variant_row("ort", "fp16", 1, 12.5, 0.01, 1000),
+            row("ort", 8, 80.0, 0.01, 1000),
+            variant_row("ort", "fp16", 8, 40.0, 0.01, 1000),
+        ]);
+        let h = headline(&r);
+        assert!(
+            h.iter()
+                .any(|l| l.starts_with("ort b1 s128 t2 against fp32: fp16 1.25x slower [")),
+            "{h:#?}"
+        );
+        assert!(
+            h.iter()
+                .any(|l| l
+                    == "fp16 against fp32 across 2 scenarios: faster in 1 (2.00x), slower in 1"),
+            "{h:#?}"
+        );
+    }
+
+    #[test]
+    fn the_serving_tax_is_latency_added_and_throughput_lost() {
+        let inproc = row("ort", 1, 10.0, 0.01, 1000);
+        let mut served = variant_row("ort", "served", 1, 11.0, 0.01, 1000);
+        served.served = Some(crate::results::ServedInfo {
+            target: "http://127.0.0.1:1".into(),
+            protocol: "kserve-http".into(),
+            model: "m".into(),
+            encoding: Some("binary".into()),
+            request_bytes: 100,
+            connects: 1,
+            client_cores_busy: None,
+            client_cpus: 2,
+            client_saturated: false,
+            server_metrics: Default::default(),
+            server_avg_batch: None,
+            server_queue_ms_per_request: None,
+            server_compute_ms_per_request: None,
+            metrics_error: None,
+            prompt_tokens_per_request: None,
+            streaming: None,
+        });
+        let mut inproc = inproc;
+        inproc.throughput_per_s = Some(100.0);
+        served.throughput_per_s = Some(90.0);
+        let r = results(vec![inproc, served]);
+        let h = headline(&r);
+        assert_eq!(h.len(), 1, "{h:#?}");
+        assert!(
+            h[0].starts_with(
+                "serving tax of ort/cpu/fp32/b1/s128/t2 over kserve-http: p50 +1.000 ms (10.00 -> 11.00 ms, 1.10x [1.1"
+            ) && h[0].ends_with("throughput 100.0 -> 90.0 items/s (-10.0%)"),
+            "{h:#?}"
+        );
     }
 }

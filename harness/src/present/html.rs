@@ -387,9 +387,21 @@ td:first-child,th:first-child{{text-align:left}}
     );
     let headline = super::headline::headline(r);
     if !headline.is_empty() {
-        out.push_str("<h2>Headline</h2><p class=\"note\">Median latency against the fastest runtime of each group, with its 95% interval (this run's noise; separate runs also drift by a few percent).</p><ul>");
+        let _ = write!(
+            out,
+            "<h2>Headline</h2><p class=\"note\">{}.</p><ul>",
+            esc(super::headline::INTRO)
+        );
         for h in &headline {
             let _ = write!(out, "<li>{}</li>", esc(h));
+        }
+        out.push_str("</ul>");
+    }
+    let variants = super::headline::variant_lines(&super::headline::variant_gains(r));
+    if variants.len() > super::headline::HEADLINE_DETAIL_MAX {
+        out.push_str("<h2>Variants against fp32</h2><p class=\"note\">Speed-up of each lower-precision variant over fp32 of the same runtime and settings (ratio of medians, 95% interval), beside its lowest cosine to the parity reference.</p><ul>");
+        for v in &variants {
+            let _ = write!(out, "<li>{}</li>", esc(v));
         }
         out.push_str("</ul>");
     }

@@ -22,10 +22,7 @@ pub fn to_markdown(r: &Results) -> String {
     );
     let headline = super::headline::headline(r);
     if !headline.is_empty() {
-        let _ = writeln!(
-            out,
-            "## Headline\n\nMedian latency against the fastest runtime of each group, with its 95% interval (this run's noise; separate runs also drift by a few percent).\n"
-        );
+        let _ = writeln!(out, "## Headline\n\n{}.\n", super::headline::INTRO);
         for h in &headline {
             let _ = writeln!(out, "- {}", h.replace('|', "\\|"));
         }
@@ -54,6 +51,16 @@ pub fn to_markdown(r: &Results) -> String {
         out.push('\n');
         for n in notes {
             let _ = writeln!(out, "- {}", n.replace('|', "\\|"));
+        }
+    }
+    let variants = super::headline::variant_lines(&super::headline::variant_gains(r));
+    if !variants.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Variants against fp32\n\nSpeed-up of each lower-precision variant over fp32 of the same runtime and settings (ratio of medians, 95% interval), beside its lowest cosine to the parity reference.\n"
+        );
+        for v in &variants {
+            let _ = writeln!(out, "- {}", v.replace('|', "\\|"));
         }
     }
     let tax = serving_tax(r);

@@ -244,10 +244,7 @@ pub fn to_table(r: &Results) -> String {
     let mut out = String::new();
     let headline = super::headline::headline(r);
     if !headline.is_empty() {
-        let _ = writeln!(
-            out,
-            "median latency against the fastest runtime, with its 95% interval (this run's noise):"
-        );
+        let _ = writeln!(out, "{}:", super::headline::INTRO);
         for h in &headline {
             let _ = writeln!(out, "  {h}");
         }
@@ -256,6 +253,16 @@ pub fn to_table(r: &Results) -> String {
     let _ = writeln!(out, "{}", line(TABLE_HEAD.to_vec()));
     for row in &rows {
         let _ = writeln!(out, "{}", line(row.iter().map(|s| s.as_str()).collect()));
+    }
+    let variants = super::headline::variant_lines(&super::headline::variant_gains(r));
+    if variants.len() > super::headline::HEADLINE_DETAIL_MAX {
+        let _ = writeln!(
+            out,
+            "\nvariants against fp32 (speed-up of medians, 95% interval; lowest cosine to the reference):"
+        );
+        for v in &variants {
+            let _ = writeln!(out, "  {v}");
+        }
     }
     let tax = serving_tax(r);
     if !tax.is_empty() {
