@@ -134,7 +134,7 @@ fn settings_label(s: &ScenarioResult) -> String {
 }
 
 /// What the rows of a group share (everything but the runtime), and a readable label.
-fn key(s: &ScenarioResult) -> (String, String) {
+pub fn key(s: &ScenarioResult) -> (String, String) {
     let key = format!(
         "{}|{}|{}|{:?}|{}|{}|{}|{:?}|{:?}",
         s.device, s.variant, s.batch, s.seq, s.threads, s.concurrency, s.mode, s.rate, s.shapes

@@ -3,6 +3,7 @@
 //! results folder is written whole after every scenario, so an interrupted run keeps what it
 //! measured, and any presentation can be rebuilt from `results.json` alone.
 
+pub mod chart;
 pub mod csv;
 pub mod diff;
 pub mod headline;
