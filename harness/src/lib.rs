@@ -215,10 +215,28 @@ fn run_diff(a: DiffArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
         serde_json::to_writer_pretty(&mut *stdout, &rows)?;
         writeln!(stdout)?;
     } else if a.markdown {
-        let (b, n) = (a.base.display().to_string(), a.new.display().to_string());
-        write!(stdout, "{}", diff::to_markdown(&rows, &b, &n))?;
+        let about = |r: &Results| {
+            let e = &r.environment;
+            format!(
+                "{}, {} logical CPUs, harness {} (commit {}{}), started {}",
+                e.cpu_model,
+                e.logical_cpus,
+                e.harness_version,
+                e.git_commit.get(..12).unwrap_or(&e.git_commit),
+                if e.git_dirty == "true" { ", dirty" } else { "" },
+                r.started_at
+            )
+        };
+        let sides = diff::Sides {
+            base: a.base.display().to_string(),
+            new: a.new.display().to_string(),
+            base_about: about(&base),
+            new_about: about(&new),
+            min_change: a.min_change,
+        };
+        write!(stdout, "{}", diff::to_markdown(&rows, &sides))?;
     } else {
-        write!(stdout, "{}", diff::to_table(&rows))?;
+        write!(stdout, "{}", diff::to_text(&rows, a.min_change))?;
     }
     if base.environment.cpu_model != new.environment.cpu_model {
         eprintln!(

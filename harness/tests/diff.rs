@@ -52,7 +52,19 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         "1",
     ]);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<&str> = out.lines().skip(1).collect();
+    // The headline first, then the table.
+    assert!(
+        out.starts_with("NEW against BASE: 0 slower, 0 faster, 4 the same (of 4 scenarios)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\n  by runtime (geometric mean of the median ratios, 95% interval): ort 1.000x ["
+        ) && out.contains("] over 2; tract 1.000x ["),
+        "{out}"
+    );
+    let table = &out[out.find("\nscenario ").expect("the table") + 1..];
+    let lines: Vec<&str> = table.lines().skip(1).collect();
     assert_eq!(lines.len(), 4, "{out}");
     assert!(
         lines
@@ -96,7 +108,27 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         "--markdown",
     ]);
     assert_eq!(code, 1, "{out}\n{err}");
-    assert!(out.starts_with("Comparing `"), "{out}");
+    assert!(out.starts_with("### Latency: `"), "{out}");
+    assert!(
+        out.contains("**4 slower, 0 faster, 0 the same (of 4 scenarios)**"),
+        "{out}"
+    );
+    assert!(out.contains("\n- slower: "), "{out}");
+    assert!(
+        out.contains("<details><summary>Every scenario (4)</summary>"),
+        "{out}"
+    );
+    // What each run was: its CPU, commit and start.
+    for side in ["\nBASE `", "\nNEW `"] {
+        let line = out[out.find(side).unwrap_or_else(|| panic!("{out}"))..]
+            .lines()
+            .nth(1)
+            .unwrap();
+        assert!(
+            line.contains("logical CPUs, harness ") && line.contains("started 20"),
+            "{line}"
+        );
+    }
     assert!(
         out.contains("| 1.200x |") && out.contains("| slower |"),
         "{out}"
@@ -226,7 +258,13 @@ fn tail_verdicts_on_an_earlier_results_folder() {
         .iter()
         .all(|r| r["p90"].is_null() && r["p99"].is_null()));
     let table = in_process(&["diff", old, old]).stdout;
-    let head = table.lines().next().unwrap();
+    assert!(
+        table.starts_with(
+            "NEW against BASE: 0 slower, 0 faster, 32 the same, 4 not comparable (4 not measured in both) (of 36 scenarios)\n"
+        ),
+        "{table}"
+    );
+    let head = table.lines().find(|l| l.starts_with("scenario ")).unwrap();
     let head: Vec<&str> = head.split_whitespace().collect();
     assert!(
         head.ends_with(&["verdict", "p90", "verdict", "p99", "verdict"]),

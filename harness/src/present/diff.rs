@@ -125,10 +125,16 @@ impl TailDiff {
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffRow {
     pub id: String,
+    /// The scenario's runtime (NEW's name when `--ignore runtime` paired two).
+    pub runtime: String,
     pub base_p50_ms: Option<f64>,
     pub new_p50_ms: Option<f64>,
     /// new / base: above 1 is slower.
     pub p50_ratio: Option<f64>,
+    /// The 95% interval of `p50_ratio`, from the two medians' intervals
+    /// (`stats::median_ratio_ci`): this pair of runs' noise.
+    pub p50_ratio_ci95_low: Option<f64>,
+    pub p50_ratio_ci95_high: Option<f64>,
     pub base_p99_ms: Option<f64>,
     pub new_p99_ms: Option<f64>,
     pub p99_ratio: Option<f64>,
@@ -227,8 +233,15 @@ fn judge(
         (Some(a), Some(b)) if a > 0.0 => Some(b / a),
         _ => None,
     };
+    let ci = match (&lb, &ln) {
+        (Some(b), Some(n)) => stats::median_ratio_ci(b, n),
+        _ => None,
+    };
     let mut row = DiffRow {
         id: id.to_string(),
+        runtime: new.or(base).map(|s| s.runtime.clone()).unwrap_or_default(),
+        p50_ratio_ci95_low: ci.map(|c| c.1),
+        p50_ratio_ci95_high: ci.map(|c| c.2),
         base_p50_ms: lb.as_ref().map(|l| l.p50_ms),
         new_p50_ms: ln.as_ref().map(|l| l.p50_ms),
         p50_ratio: ratio(lb.as_ref().map(|l| l.p50_ms), ln.as_ref().map(|l| l.p50_ms)),
@@ -381,16 +394,228 @@ fn cells(r: &DiffRow) -> Vec<String> {
     ]
 }
 
-/// A Markdown table, ready for a pull request.
-pub fn to_markdown(rows: &[DiffRow], base: &str, new: &str) -> String {
-    let mut out =
-        format!("Comparing `{new}` (NEW) against `{base}` (BASE); ratio = NEW / BASE.\n\n");
+/// What the two runs are: their paths and where and from what they ran.
+#[derive(Debug, Clone, Default)]
+pub struct Sides {
+    pub base: String,
+    pub new: String,
+    /// `Intel(R) Xeon(R) Processor, commit 1c58f54 (dirty), started 2026-11-30T20:50:52Z`.
+    pub base_about: String,
+    pub new_about: String,
+    /// `--min-change` as a fraction.
+    pub min_change: f64,
+}
+
+/// The answer first: how many scenarios got slower, faster or stayed the same, which moved
+/// and by how much (ratio of medians with its 95% interval), the change per runtime, and
+/// the p99 verdicts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headline {
+    /// `2 slower, 1 faster, 13 the same (of 16 scenarios)`.
+    pub summary: String,
+    pub lines: Vec<String>,
+}
+
+/// The most of each kind (slower, faster) the headline names one by one.
+const NAMED: usize = 5;
+
+fn ratio_text(r: &DiffRow) -> String {
+    match (r.p50_ratio, r.p50_ratio_ci95_low, r.p50_ratio_ci95_high) {
+        (Some(x), Some(lo), Some(hi)) => format!("{x:.3}x [{lo:.3}, {hi:.3}]"),
+        (Some(x), _, _) => format!("{x:.3}x"),
+        _ => "-".into(),
+    }
+}
+
+/// The headline of a diff (see [`Headline`]).
+pub fn headline(rows: &[DiffRow], min_change: f64) -> Headline {
+    let by = |v: Verdict| -> Vec<&DiffRow> { rows.iter().filter(|r| r.verdict == v).collect() };
+    let key = |r: &&DiffRow| r.p50_ratio.unwrap_or(1.0);
+    let mut slower = by(Verdict::Slower);
+    slower.sort_by(|a, b| key(b).total_cmp(&key(a)));
+    let mut faster = by(Verdict::Faster);
+    faster.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let same = by(Verdict::Same);
+    let unmatched = by(Verdict::Unmatched);
+    let mut summary = format!(
+        "{} slower, {} faster, {} the same",
+        slower.len(),
+        faster.len(),
+        same.len()
+    );
+    if !unmatched.is_empty() {
+        let count = |what: &str| {
+            unmatched
+                .iter()
+                .filter(|r| r.note.as_deref() == Some(what))
+                .count()
+        };
+        let (b, n) = (count("only in BASE"), count("only in NEW"));
+        let mut parts = Vec::new();
+        if b > 0 {
+            parts.push(format!("{b} only in BASE"));
+        }
+        if n > 0 {
+            parts.push(format!("{n} only in NEW"));
+        }
+        if unmatched.len() > b + n {
+            parts.push(format!("{} not measured in both", unmatched.len() - b - n));
+        }
+        summary += &format!(
+            ", {} not comparable ({})",
+            unmatched.len(),
+            parts.join(", ")
+        );
+    }
+    summary += &format!(" (of {} scenarios)", rows.len());
+    let mut lines = Vec::new();
+    for (kind, list) in [("slower", &slower), ("faster", &faster)] {
+        for r in list.iter().take(NAMED) {
+            lines.push(format!(
+                "{kind}: {} {} (p50 {} -> {} ms)",
+                r.id,
+                ratio_text(r),
+                cell(r.base_p50_ms),
+                cell(r.new_p50_ms)
+            ));
+        }
+        if list.len() > NAMED {
+            lines.push(format!(
+                "{kind}: {} more, from {} to {} (see the table)",
+                list.len() - NAMED,
+                ratio_text(list[NAMED]),
+                ratio_text(list[list.len() - 1])
+            ));
+        }
+    }
+    if let Some(r) = same
+        .iter()
+        .max_by(|a, b| (key(a) - 1.0).abs().total_cmp(&(key(b) - 1.0).abs()))
+    {
+        lines.push(format!(
+            "the same: the largest change, {} {:+.1}% ({}), is within noise or under --min-change {:.0}%",
+            r.id,
+            (key(r) - 1.0) * 100.0,
+            ratio_text(r),
+            min_change * 100.0
+        ));
+    }
+    // Per runtime: the geometric mean of its median ratios, with the interval from each
+    // ratio's (independent runs, standard errors on the log scale).
+    let judged: Vec<&DiffRow> = rows
+        .iter()
+        .filter(|r| r.verdict != Verdict::Unmatched && r.p50_ratio_ci95_low.is_some())
+        .collect();
+    let mut runtimes: Vec<&str> = Vec::new();
+    for r in &judged {
+        if !runtimes.contains(&r.runtime.as_str()) {
+            runtimes.push(&r.runtime);
+        }
+    }
+    if judged.len() > runtimes.len() {
+        const Z95: f64 = 1.959_964;
+        let each: Vec<String> = runtimes
+            .iter()
+            .map(|rt| {
+                let of: Vec<&&DiffRow> = judged.iter().filter(|r| r.runtime == *rt).collect();
+                let k = of.len() as f64;
+                let mean = of.iter().map(|r| key(r).ln()).sum::<f64>() / k;
+                let var: f64 = of
+                    .iter()
+                    .map(|r| {
+                        let (lo, hi) = (
+                            r.p50_ratio_ci95_low.unwrap_or(1.0),
+                            r.p50_ratio_ci95_high.unwrap_or(1.0),
+                        );
+                        ((hi.ln() - lo.ln()) / (2.0 * Z95)).powi(2)
+                    })
+                    .sum();
+                let w = Z95 * var.sqrt() / k;
+                format!(
+                    "{rt} {:.3}x [{:.3}, {:.3}] over {}",
+                    mean.exp(),
+                    (mean - w).exp(),
+                    (mean + w).exp(),
+                    of.len()
+                )
+            })
+            .collect();
+        lines.push(format!(
+            "by runtime (geometric mean of the median ratios, 95% interval): {}",
+            each.join("; ")
+        ));
+    }
+    let tails: Vec<&TailDiff> = rows.iter().filter_map(|r| r.p99.as_ref()).collect();
+    if !tails.is_empty() {
+        let n = |v: TailVerdict| tails.iter().filter(|t| t.verdict == v).count();
+        let worst = rows
+            .iter()
+            .filter_map(|r| r.p99.as_ref().map(|t| (r, t)))
+            .filter(|(_, t)| t.verdict == TailVerdict::Slower)
+            .max_by(|a, b| a.1.change_pct.total_cmp(&b.1.change_pct))
+            .map(|(r, t)| format!(" (most: {} {:+.1}%)", r.id, t.change_pct))
+            .unwrap_or_default();
+        let mut parts = Vec::new();
+        for (v, what) in [
+            (TailVerdict::Slower, format!("slower{worst}")),
+            (TailVerdict::Faster, "faster".to_string()),
+            (TailVerdict::Same, "the same".to_string()),
+            (
+                TailVerdict::TooFewSamples,
+                format!(
+                    "with too few samples for an interval ({} a run)",
+                    stats::quantile_ci_samples_needed(0.99)
+                ),
+            ),
+        ] {
+            if n(v) > 0 {
+                parts.push(format!("{} {what}", n(v)));
+            }
+        }
+        lines.push(format!("p99: {}", parts.join(", ")));
+    }
+    Headline { summary, lines }
+}
+
+/// Ready to paste into a pull request: the headline, every scenario in a folded table, and
+/// what each run was.
+pub fn to_markdown(rows: &[DiffRow], sides: &Sides) -> String {
+    let h = headline(rows, sides.min_change);
+    let mut out = format!(
+        "### Latency: `{}` (NEW) against `{}` (BASE)\n\n**{}**. Medians, ratio = NEW / BASE with its 95% interval; a change counts when the intervals do not overlap and it is over {:.0}%.\n\n",
+        sides.new,
+        sides.base,
+        h.summary,
+        sides.min_change * 100.0
+    );
+    for l in &h.lines {
+        let _ = writeln!(out, "- {}", l.replace('|', "\\|"));
+    }
+    let _ = writeln!(
+        out,
+        "\n<details><summary>Every scenario ({})</summary>\n",
+        rows.len()
+    );
     let _ = writeln!(out, "| {} |", HEAD.join(" | "));
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|---|---|");
     for r in rows {
         let _ = writeln!(out, "| {} |", cells(r).join(" | "));
     }
+    let _ = writeln!(out, "\n</details>\n");
+    let _ = writeln!(out, "BASE `{}`: {}  ", sides.base, sides.base_about);
+    let _ = writeln!(out, "NEW `{}`: {}", sides.new, sides.new_about);
     out
+}
+
+/// The terminal output: the headline, then the table.
+pub fn to_text(rows: &[DiffRow], min_change: f64) -> String {
+    let h = headline(rows, min_change);
+    let mut out = format!("NEW against BASE: {}\n", h.summary);
+    for l in &h.lines {
+        let _ = writeln!(out, "  {l}");
+    }
+    out.push('\n');
+    out + &to_table(rows)
 }
 
 /// The same as aligned text for a terminal.
@@ -442,11 +667,18 @@ mod tests {
     };
 
     fn scenario(id: &str, samples: &[u64]) -> ScenarioResult {
+        let mut s = scenario_of("ort", 1, samples);
+        s.id = id.into();
+        s
+    }
+
+    /// A scenario of `runtime` at `batch` (its id `runtime/bN`).
+    fn scenario_of(runtime: &str, batch: usize, samples: &[u64]) -> ScenarioResult {
         let sid = ScenarioId::InProcess {
-            runtime: "ort".into(),
+            runtime: runtime.into(),
             device: "cpu".into(),
             variant: "fp32".into(),
-            batch: 1,
+            batch,
             seq: Some(8),
             threads: 1,
             load: None,
@@ -456,7 +688,7 @@ mod tests {
             &LoadMode::ClosedLoop { concurrency: 1 },
             Tolerance::default(),
         );
-        r.id = id.into();
+        r.id = format!("{runtime}/b{batch}");
         r.status = ScenarioStatus::Ok;
         r.measurement = Some(Measurement {
             first_inference_ms: 0.0,
@@ -547,7 +779,7 @@ mod tests {
         assert!(rows.iter().all(|r| r.verdict == Verdict::Unmatched));
         assert_eq!(rows[0].note.as_deref(), Some("only in BASE"));
         assert_eq!(rows[1].note.as_deref(), Some("only in NEW"));
-        let md = to_markdown(&rows, "a", "b");
+        let md = to_markdown(&rows, &Sides::default());
         assert!(md.contains("| x | 0.999 | - | - |"), "{md}");
         assert!(md.contains("not comparable (only in BASE)"), "{md}");
         // Nothing to judge in the tail either.
@@ -611,7 +843,7 @@ mod tests {
         assert_eq!(p99.verdict, TailVerdict::Slower, "{p99:?}");
         assert!((p99.change_pct - 10.0).abs() < 0.5, "{p99:?}");
         assert!(p99.new_ci95_low_ms.unwrap() > p99.base_ci95_high_ms.unwrap());
-        assert!(to_markdown(&rows, "a", "b").contains("| same | slower (+10.0%) |"));
+        assert!(to_markdown(&rows, &Sides::default()).contains("| same | slower (+10.0%) |"));
         // The tail is not a gate: --fail-above judges the median.
         assert!(regressions(&rows, 0.0).is_empty());
         // The mirror is faster; the same shift below --min-change is the same.
@@ -675,5 +907,103 @@ mod tests {
         let rows = diff(&[scenario("x", &a)], &[scenario("x", &a)], 0.01, &[]);
         let note = rows[0].p99.as_ref().unwrap().note.clone().unwrap();
         assert!(note.ends_with("base has 50, new has 50"), "{note}");
+    }
+
+    #[test]
+    fn the_headline_says_what_moved_by_how_much_and_how_sure() {
+        // ort: one scenario 20% slower, one the same; tract: one 25% faster; one scenario
+        // only in BASE.
+        let tight = |c: f64| spread(c, 0.01, 2000);
+        let base = vec![
+            scenario_of("ort", 1, &tight(1e6)),
+            scenario_of("ort", 2, &tight(2e6)),
+            scenario_of("tract", 1, &tight(4e6)),
+            scenario_of("tract", 2, &tight(4e6)),
+            scenario_of("candle", 1, &tight(4e6)),
+        ];
+        let new = vec![
+            scenario_of("ort", 1, &tight(1.2e6)),
+            scenario_of("ort", 2, &tight(2.01e6)),
+            scenario_of("tract", 1, &tight(3e6)),
+            scenario_of("tract", 2, &tight(3e6)),
+        ];
+        let rows = diff(&base, &new, 0.03, &[]);
+        let row = |id: &str| rows.iter().find(|r| r.id == id).unwrap();
+        let a = row("ort/b1");
+        let (lo, hi) = (
+            a.p50_ratio_ci95_low.unwrap(),
+            a.p50_ratio_ci95_high.unwrap(),
+        );
+        assert!(lo < 1.2 && 1.2 < hi && hi / lo < 1.01, "{lo} {hi}");
+        let h = headline(&rows, 0.03);
+        assert_eq!(
+            h.summary,
+            "1 slower, 2 faster, 1 the same, 1 not comparable (1 only in BASE) (of 5 scenarios)"
+        );
+        assert!(
+            h.lines[0].starts_with("slower: ort/b1 1.200x [1.19"),
+            "{h:#?}"
+        );
+        assert!(h.lines[0].ends_with("(p50 1.000 -> 1.200 ms)"), "{h:#?}");
+        assert!(
+            h.lines[1].starts_with("faster: tract/b1 0.750x [0.74"),
+            "{h:#?}"
+        );
+        assert!(
+            h.lines[3].starts_with("the same: the largest change, ort/b2 +0.5% (1.005x ["),
+            "{h:#?}"
+        );
+        let by = &h.lines[4];
+        assert!(
+            by.starts_with("by runtime (geometric mean of the median ratios, 95% interval): ort 1.098x [1.098, 1.099] over 2; "),
+            "{by}"
+        );
+        assert!(by.contains("; tract 0.750x [0.750, 0.750]"), "{by}");
+        assert!(by.ends_with("over 2"), "{by}");
+        // 2,000 samples: p99 intervals, and the 20% shift is past --tail-min-change.
+        assert!(
+            h.lines[5].starts_with("p99: 1 slower (most: ort/b1 +20."),
+            "{h:#?}"
+        );
+
+        let md = to_markdown(
+            &rows,
+            &Sides {
+                base: "runs/base".into(),
+                new: "runs/new".into(),
+                base_about: "cpu A".into(),
+                new_about: "cpu B".into(),
+                min_change: 0.03,
+            },
+        );
+        assert!(md.starts_with(
+            "### Latency: `runs/new` (NEW) against `runs/base` (BASE)\n\n**1 slower, 2 faster"
+        ));
+        assert!(md.contains("\n- slower: ort/b1 1.200x ["), "{md}");
+        assert!(md.contains("<details><summary>Every scenario (5)</summary>\n\n| scenario |"));
+        assert!(
+            md.ends_with("BASE `runs/base`: cpu A  \nNEW `runs/new`: cpu B\n"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn many_movers_are_named_up_to_five_then_counted() {
+        let base: Vec<ScenarioResult> = (0..8)
+            .map(|i| scenario_of("ort", i, &spread(1e6, 0.01, 1000)))
+            .collect();
+        let new: Vec<ScenarioResult> = (0..8)
+            .map(|i| scenario_of("ort", i, &spread(1e6 * (1.1 + i as f64 / 10.0), 0.01, 1000)))
+            .collect();
+        let h = headline(&diff(&base, &new, 0.03, &[]), 0.03);
+        assert_eq!(h.summary, "8 slower, 0 faster, 0 the same (of 8 scenarios)");
+        // The largest first.
+        assert!(h.lines[0].starts_with("slower: ort/b7 1.800x"), "{h:#?}");
+        assert!(h.lines[4].starts_with("slower: ort/b3 1.400x"), "{h:#?}");
+        assert!(
+            h.lines[5].starts_with("slower: 3 more, from 1.300x [")
+                && h.lines[5].contains("to 1.100x ["),
+            "{h:#?}"
+        );
     }
 }
