@@ -1,5 +1,7 @@
 //! `harness diff BASE NEW`: per scenario, the ratio of medians and of p99s between two
-//! results folders, with a verdict that respects the noise each run recorded.
+//! results folders, with a verdict that respects the noise each run recorded; first a
+//! headline (what got slower or faster, by how much, how sure: [`headline`]), and Markdown
+//! ready for a pull request ([`to_markdown`]).
 //!
 //! The verdict compares the 95% confidence intervals of the two medians (order statistics,
 //! no assumption about the distribution): NEW is `slower` when its interval lies wholly
@@ -416,7 +418,8 @@ pub struct Headline {
     pub lines: Vec<String>,
 }
 
-/// The most of each kind (slower, faster) the headline names one by one.
+/// The most of each kind (slower, faster) the headline names one by one (all of them when
+/// there is just one more).
 const NAMED: usize = 5;
 
 fn ratio_text(r: &DiffRow) -> String {
@@ -470,7 +473,13 @@ pub fn headline(rows: &[DiffRow], min_change: f64) -> Headline {
     summary += &format!(" (of {} scenarios)", rows.len());
     let mut lines = Vec::new();
     for (kind, list) in [("slower", &slower), ("faster", &faster)] {
-        for r in list.iter().take(NAMED) {
+        // Name them all when one more line would only count one.
+        let named = if list.len() > NAMED + 1 {
+            NAMED
+        } else {
+            list.len()
+        };
+        for r in list.iter().take(named) {
             lines.push(format!(
                 "{kind}: {} {} (p50 {} -> {} ms)",
                 r.id,
@@ -479,11 +488,11 @@ pub fn headline(rows: &[DiffRow], min_change: f64) -> Headline {
                 cell(r.new_p50_ms)
             ));
         }
-        if list.len() > NAMED {
+        if list.len() > named {
             lines.push(format!(
                 "{kind}: {} more, from {} to {} (see the table)",
-                list.len() - NAMED,
-                ratio_text(list[NAMED]),
+                list.len() - named,
+                ratio_text(list[named]),
                 ratio_text(list[list.len() - 1])
             ));
         }
