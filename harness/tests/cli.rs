@@ -173,7 +173,7 @@ fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
     // x 2 thread counts), each naming all four runtimes, then one line across the groups.
     assert!(
         run.stdout
-            .starts_with("median latency against the fastest runtime"),
+            .starts_with("Medians: each runtime against the fastest of its group"),
         "{}",
         run.stdout
     );
