@@ -88,15 +88,7 @@ pub fn serving_tax(r: &Results) -> Vec<Tax> {
         .filter(|s| s.variant == "served" && s.served.is_some())
         .filter_map(|s| {
             let twin = r.scenarios.iter().find(|t| {
-                t.variant == "fp32"
-                    && t.served.is_none()
-                    && t.runtime == s.runtime
-                    && t.batch == s.batch
-                    && t.seq == s.seq
-                    && t.threads == s.threads
-                    && t.concurrency == s.concurrency
-                    && t.mode == s.mode
-                    && t.rate == s.rate
+                t.variant == "fp32" && t.served.is_none() && t.same_settings_but_variant(s)
             })?;
             let (a, b) = (twin.measurement.as_ref()?, s.measurement.as_ref()?);
             Some(Tax {

@@ -6,32 +6,20 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{fixture, harness, in_process, results, tmp};
+use common::{compare_fixture, harness, in_process, results, tmp};
 
 fn measured(out: &Path) {
-    let common::Run {
-        code, stderr: err, ..
-    } = harness(&[
-        "compare",
-        "--model",
-        fixture().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--runtimes",
-        "ort,tract",
-        "--seq",
-        "8",
-        "--threads",
-        "1,2",
-        "--target-ci",
-        "off",
-        "--min-time",
-        "100ms",
-        "--warmup-time",
-        "10ms",
-        "--no-overhead",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    compare_fixture(
+        out,
+        &[
+            "--runtimes",
+            "ort,tract",
+            "--threads",
+            "1,2",
+            "--min-time",
+            "100ms",
+        ],
+    );
 }
 
 #[test]

@@ -8,38 +8,26 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{fixture, harness, in_process, results, tmp};
+use common::{compare_fixture, in_process, results, tmp};
 
 fn run(out: &Path) {
-    let common::Run {
-        code, stderr: err, ..
-    } = harness(&[
-        "compare",
-        "--model",
-        fixture().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--runtimes",
-        "ort,candle",
-        "--variant",
-        "fp32,fp16",
-        "--batch",
-        "1,2",
-        "--seq",
-        "8",
-        "--threads",
-        "1",
-        "--concurrency",
-        "1,2",
-        "--target-ci",
-        "off",
-        "--min-time",
-        "60ms",
-        "--warmup-time",
-        "10ms",
-        "--no-overhead",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    compare_fixture(
+        out,
+        &[
+            "--runtimes",
+            "ort,candle",
+            "--variant",
+            "fp32,fp16",
+            "--batch",
+            "1,2",
+            "--threads",
+            "1",
+            "--concurrency",
+            "1,2",
+            "--min-time",
+            "60ms",
+        ],
+    );
 }
 
 const CHARTS: [&str; 5] = [
@@ -219,33 +207,21 @@ fn the_label_check_finds_labels_that_overlap_or_leave_their_chart() {
 fn a_54_row_sweep_reads_at_a_glance() {
     let d = tmp("report-54");
     let out = d.join("sweep");
-    let common::Run {
-        code, stderr: err, ..
-    } = harness(&[
-        "compare",
-        "--model",
-        fixture().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--runtimes",
-        "ort,tract,candle",
-        "--batch",
-        "1,2,4",
-        "--seq",
-        "8",
-        "--threads",
-        "1,2",
-        "--concurrency",
-        "1,2,4",
-        "--target-ci",
-        "off",
-        "--min-time",
-        "40ms",
-        "--warmup-time",
-        "10ms",
-        "--no-overhead",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    compare_fixture(
+        &out,
+        &[
+            "--runtimes",
+            "ort,tract,candle",
+            "--batch",
+            "1,2,4",
+            "--threads",
+            "1,2",
+            "--concurrency",
+            "1,2,4",
+            "--min-time",
+            "40ms",
+        ],
+    );
     assert_eq!(results(&out)["scenarios"].as_array().unwrap().len(), 54);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let panels = |id: &str| {

@@ -317,26 +317,14 @@ impl VariantGain {
 
 /// Every variant row beside its fp32 twin (same runtime and settings), in the run's order.
 pub fn variant_gains(r: &Results) -> Vec<VariantGain> {
-    let same = |a: &ScenarioResult, b: &ScenarioResult| {
-        a.runtime == b.runtime
-            && a.device == b.device
-            && a.batch == b.batch
-            && a.seq == b.seq
-            && a.threads == b.threads
-            && a.concurrency == b.concurrency
-            && a.mode == b.mode
-            && a.rate == b.rate
-            && a.shapes == b.shapes
-    };
     r.scenarios
         .iter()
         .filter(|v| v.served.is_none() && v.variant != "fp32" && v.variant != "served")
         .filter_map(|v| {
             let lv = measured(v)?;
-            let base = r
-                .scenarios
-                .iter()
-                .find(|b| b.variant == "fp32" && b.served.is_none() && same(b, v))?;
+            let base = r.scenarios.iter().find(|b| {
+                b.variant == "fp32" && b.served.is_none() && b.same_settings_but_variant(v)
+            })?;
             let (speedup, low, high) = median_ratio_ci(lv, measured(base)?)?;
             Some(VariantGain {
                 label: format!("{} {}", v.runtime, settings_label(v)),

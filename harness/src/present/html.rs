@@ -145,6 +145,18 @@ fn latency_chart(r: &Results, runtimes: &[String]) -> String {
     svg
 }
 
+/// A panel's x-axis title, centred under a plot that ends at `bottom`.
+fn axis_title(left: f64, plot_w: f64, bottom: f64, title: &str) -> String {
+    text(
+        left + plot_w / 2.0,
+        bottom + 32.0,
+        SMALL,
+        "middle",
+        "",
+        title,
+    )
+}
+
 /// The share of inferences done within a latency, on a scale of nines: `-log10(1 - q)`
 /// (p50 at 0.3, p90 at 1, p99 at 2, p99.9 at 3), so that the tail has room.
 fn nines(q: f64) -> f64 {
@@ -261,14 +273,7 @@ fn cdf_chart(r: &Results, runtimes: &[String]) -> String {
                 );
             }
         }
-        svg += &text(
-            left + plot_w / 2.0,
-            top + plot_h + 32.0,
-            SMALL,
-            "middle",
-            "",
-            "latency (ms, log scale)",
-        );
+        svg += &axis_title(left, plot_w, top + plot_h, "latency (ms, log scale)");
         for (i, (s, pts)) in lines.iter().enumerate() {
             let c = runtime_color(runtimes, &s.runtime);
             let path: Vec<String> = pts
@@ -451,12 +456,10 @@ fn throughput_chart(r: &Results, runtimes: &[String], axis: &str) -> String {
         } else {
             "concurrent workers"
         };
-        svg += &text(
-            left + plot_w / 2.0,
-            top + plot_h + 32.0,
-            SMALL,
-            "middle",
-            "",
+        svg += &axis_title(
+            left,
+            plot_w,
+            top + plot_h,
             &format!("{unit}{}", if log { " (log scale)" } else { "" }),
         );
         let ends: Vec<f64> = lines

@@ -164,6 +164,20 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl ScenarioResult {
+    /// The same runtime, device, batch, sequence, threads, load and input shapes: a twin
+    /// that differs at most by variant (fp16 against fp32, served against in-process).
+    pub fn same_settings_but_variant(&self, other: &ScenarioResult) -> bool {
+        self.runtime == other.runtime
+            && self.device == other.device
+            && self.batch == other.batch
+            && self.seq == other.seq
+            && self.threads == other.threads
+            && self.concurrency == other.concurrency
+            && self.mode == other.mode
+            && self.rate == other.rate
+            && self.shapes == other.shapes
+    }
+
     pub fn parity_label(&self) -> &'static str {
         match self.status {
             ScenarioStatus::Error => "ERROR",

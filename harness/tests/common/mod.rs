@@ -64,6 +64,31 @@ pub fn harness(args: &[&str]) -> Run {
     }
 }
 
+/// `harness compare` on the committed fixture at sequence 8, quickly (fixed stopping, a 10 ms
+/// warm-up, no overhead measurement), writing to `out`, with `args` for the rest; the run
+/// must succeed.
+pub fn compare_fixture(out: &Path, args: &[&str]) -> Run {
+    let model = fixture();
+    let mut all = vec![
+        "compare",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seq",
+        "8",
+        "--target-ci",
+        "off",
+        "--warmup-time",
+        "10ms",
+        "--no-overhead",
+    ];
+    all.extend_from_slice(args);
+    let run = harness(&all);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run
+}
+
 /// Runs `harness ARGS` in this process through the library's `run_to` (as oha's tests call
 /// `oha::run`): stdout is captured; stderr holds the error a failing command returns (or
 /// clap's message), not the progress lines, which go to the process's stderr.
