@@ -1,33 +1,58 @@
 #!/usr/bin/env bash
-# CPU profile of a harness run: perf stat counters and a perf record flame graph.
+# CPU profile of the measured windows only: perf records while the harness holds a window open
+# (perf's --control FIFO), then `harness profile` splits the samples by scenario into flame
+# graphs, time per group of frames and top frames, stored in the results folder.
 # Usage: profiles/perf.sh [--dry-run] HARNESS-COMPARE-ARGS...   (see profiles/README.md)
+# PERF_FREQ (default 299) and PERF_CALLGRAPH (default dwarf,8192) tune the sampling.
 set -euo pipefail
 RECIPE=perf
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 need_harness
 OUT="$OUT_ROOT/perf"
-mkdir -p "$OUT"
+RES="$OUT/results"
+ISOLATE=(--isolate none)
+prev=""
+for a in "${ARGS[@]}"; do
+  [ "$prev" = "--out" ] && RES="$a"
+  case "$a" in --out=*) RES="${a#--out=}";; --isolate|--isolate=*) ISOLATE=();; esac
+  prev="$a"
+done
+OUTARG=(--out "$RES")
+for a in "${ARGS[@]}"; do case "$a" in --out|--out=*) OUTARG=();; esac; done
 if ! command -v perf >/dev/null 2>&1; then
   say "perf is not installed: apt-get install linux-perf (Debian), then run this again"
   [ "$DRY" = 1 ] && exit 0 || exit 1
 fi
-if perf stat -e instructions true >/dev/null 2>&1; then
-  EVENTS="cycles,instructions,cache-references,cache-misses,task-clock,context-switches,page-faults"
-  say "hardware counters available"
-else
-  EVENTS="task-clock,context-switches,cpu-migrations,page-faults"
-  say "no hardware counters on this machine (VM?): software events only; IPC and cache misses are unavailable"
-fi
-run perf stat -e "$EVENTS" -o "$OUT/stat.txt" -- "$HARNESS" compare --isolate none --out "$OUT/results" "${ARGS[@]}"
-run perf record -F 499 -g -o "$OUT/perf.data" -- "$HARNESS" compare --isolate none --out "$OUT/results-record" "${ARGS[@]}"
-if command -v inferno-collapse-perf >/dev/null 2>&1 && command -v inferno-flamegraph >/dev/null 2>&1; then
-  if [ "$DRY" = 1 ]; then
-    say "$ perf script -i $OUT/perf.data | inferno-collapse-perf | inferno-flamegraph > $OUT/flamegraph.svg"
-  else
-    perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph > "$OUT/flamegraph.svg"
-    say "flame graph: $OUT/flamegraph.svg"
+FLAME=$(command -v inferno-flamegraph || true)
+[ -z "$FLAME" ] && [ -x "$HOME/.cargo/bin/inferno-flamegraph" ] && FLAME="$HOME/.cargo/bin/inferno-flamegraph"
+if [ -z "$FLAME" ]; then
+  if [ "$DRY" = 1 ]; then say "would install inferno for the flame graphs: cargo install inferno --locked"
+  elif ! cargo install inferno --locked --quiet; then
+    say "cargo install inferno failed: profiles are written without flame graphs"
   fi
-else
-  say "no flame graph: cargo install inferno, then run this again (perf.data is kept: perf report -i $OUT/perf.data)"
 fi
-[ "$DRY" = 1 ] || say "counters: $OUT/stat.txt"
+mkdir -p "$OUT"
+CTL="$OUT/ctl" ACK="$OUT/ack"
+rm -f "$CTL" "$ACK"
+[ "$DRY" = 1 ] || mkfifo "$CTL" "$ACK"
+# Starts disabled (-D -1); the harness enables it as each measured window opens and disables
+# it as the window closes. Samples carry CLOCK_MONOTONIC times, the clock the rows record
+# their windows on. One process (--isolate none): perf cannot name the frames of worker
+# processes started while it is disabled.
+status=0
+run perf record -e cpu-clock -F "${PERF_FREQ:-299}" --call-graph "${PERF_CALLGRAPH:-dwarf,8192}" \
+  -k CLOCK_MONOTONIC --control "fifo:$CTL,$ACK" -D -1 -o "$OUT/perf.data" -- \
+  env HARNESS_PERF_CONTROL="$CTL:$ACK" "$HARNESS" compare "${ISOLATE[@]}" "${OUTARG[@]}" "${ARGS[@]}" || status=$?
+rm -f "$CTL" "$ACK"
+if [ "$DRY" = 1 ]; then
+  say "$ perf script -i $OUT/perf.data -F comm,pid,tid,time,period,ip,sym,dso > $RES/profile/perf.script"
+  say "$ $HARNESS profile $RES"
+  exit 0
+fi
+[ -f "$RES/results.json" ] || { say "the run wrote no results (exit $status): nothing to profile"; exit 1; }
+mkdir -p "$RES/profile"
+say "$ perf script ... > $RES/profile/perf.script"
+perf script -i "$OUT/perf.data" -F comm,pid,tid,time,period,ip,sym,dso > "$RES/profile/perf.script" 2>/dev/null
+run "$HARNESS" profile "$RES"
+say "per scenario: $RES/summary.md (Profiles), $RES/report.html (flame graph links), $RES/profile/"
+exit "$status"

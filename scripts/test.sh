@@ -20,6 +20,16 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# The perf recipe's test records for real (Debian's linux-perf).
+if ! command -v perf >/dev/null 2>&1; then
+  echo "== installing linux-perf for the profile test" >&2
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+  else
+    sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+  fi
+fi
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2

@@ -26,6 +26,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Rebuild the reports of one results folder, or merge several into one
     Report(ReportArgs),
+    /// Attach a CPU profile of each measured window to a results folder (after
+    /// profiles/perf.sh): flame graphs, time per group of frames, top frames
+    Profile(ProfileArgs),
     /// Serve a model over KServe v2 (HTTP and gRPC) and OpenAI /v1/embeddings
     Serve(Box<ServeArgs>),
     /// Measure a server (ours, Triton, vLLM) under closed- or open-loop load
@@ -309,6 +312,16 @@ pub struct ReportArgs {
     /// Where to write results.json, results.csv, summary.md and report.html
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// The results folder of the profiled run
+    pub dir: PathBuf,
+    /// `perf script -F comm,pid,tid,time,period,ip,sym,dso` output of a `perf record -k
+    /// CLOCK_MONOTONIC` of that run [default: DIR/profile/perf.script]
+    #[arg(long)]
+    pub script: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ pub mod net;
 pub mod parity;
 pub mod plan;
 pub mod present;
+pub mod profile;
 pub mod results;
 pub mod selfcheck;
 pub mod stats;
@@ -92,6 +93,7 @@ pub fn run_to(cli: Cli, out: &mut dyn Write) -> Result<i32, Error> {
         Command::List(a) => run_list(a, out),
         Command::Diff(a) => run_diff(a, out),
         Command::Report(a) => run_report(&a),
+        Command::Profile(a) => run_profile(&a),
         Command::Serve(a) => Ok(net::serve::serve(plan::serve(*a))?),
         Command::Load(a) => run_load(&a, out),
         Command::Selfcheck(a) => run_selfcheck(&a, out),
@@ -153,6 +155,65 @@ fn run_selfcheck(a: &cli::SelfcheckArgs, out: &mut dyn Write) -> Result<i32, Err
     } else {
         0
     })
+}
+
+fn run_profile(a: &cli::ProfileArgs) -> Result<i32, Error> {
+    let mut r = Results::read(&a.dir)?;
+    let script_path = a
+        .script
+        .clone()
+        .unwrap_or_else(|| a.dir.join("profile").join("perf.script"));
+    let script = std::fs::read_to_string(&script_path).map_err(|e| {
+        Error::BadInput(format!(
+            "{}: {e}: run profiles/perf.sh (it records the run and writes this file), or pass --script with `perf script -F comm,pid,tid,time,period,ip,sym,dso` output",
+            script_path.display()
+        ))
+    })?;
+    if !r.scenarios.iter().any(|s| {
+        s.resources
+            .as_ref()
+            .is_some_and(|x| x.window_monotonic_s.is_some())
+    }) {
+        return Err(Error::BadInput(format!(
+            "{}: no scenario records its window's times (window_monotonic_s): results written before profiles were supported cannot be profiled; measure again",
+            a.dir.display()
+        )));
+    }
+    let done =
+        profile::attach(&mut r, &a.dir, &script).map_err(|source| engine::runlog::WriteError {
+            path: a.dir.join("profile"),
+            source,
+        })?;
+    if done.profiled == 0 {
+        return Err(Error::BadInput(format!(
+            "{}: none of its samples fall in a measured window of {}: was it recorded with -k CLOCK_MONOTONIC, of this run?",
+            script_path.display(),
+            a.dir.display()
+        )));
+    }
+    present::write_all(&a.dir, &r).map_err(|source| engine::runlog::WriteError {
+        path: a.dir.clone(),
+        source,
+    })?;
+    eprintln!(
+        "profile: {} scenario(s) profiled in {}{}{}",
+        done.profiled,
+        a.dir.join("profile").display(),
+        if done.samples_outside > 0 {
+            format!(
+                "; {} sample(s) outside every window left out",
+                done.samples_outside
+            )
+        } else {
+            String::new()
+        },
+        if done.flamegraphs {
+            ""
+        } else {
+            "; no flame graphs (cargo install inferno)"
+        }
+    );
+    Ok(0)
 }
 
 fn run_report(a: &ReportArgs) -> Result<i32, Error> {

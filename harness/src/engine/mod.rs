@@ -176,6 +176,7 @@ impl Row {
             parity: Parity::skipped(tol, "not measured"),
             merged_runs: 0,
             served: None,
+            profile: None,
         }
     }
 

@@ -6,15 +6,19 @@
 //! on the measuring thread at the window's edges (exact deltas), `sample` on the sampling
 //! thread at a fixed interval (peaks, counter wrap-around). A GPU monitor plugs in as one
 //! more `Monitor`. The sampler times its own `sample` calls, so its cost is reported with
-//! every window.
+//! every window. A profiler started with a control FIFO (`perf record --control`, see
+//! [`perf_control`]) is enabled at the window's start and disabled at its end.
 
+mod counters;
 mod gpu;
+pub mod perf_control;
 mod process;
 mod sampler;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use counters::CountersMonitor;
 pub use gpu::{gpu_inventory, GpuMonitor};
 pub use process::{current_rss_bytes, status_bytes, ProcessMonitor, RaplMonitor};
 pub use sampler::{Monitor, Sampler};
@@ -26,6 +30,7 @@ use crate::results::ResourceReport;
 pub fn default_monitors() -> Vec<Box<dyn Monitor>> {
     vec![
         Box::new(ProcessMonitor::default()),
+        Box::new(CountersMonitor::default()),
         Box::new(RaplMonitor::find()),
     ]
 }
@@ -46,6 +51,8 @@ pub struct MonitorHooks<'a> {
     interrupt: &'a AtomicBool,
     /// The GPU the scenario runs on, for NVML's monitor.
     gpu: Option<u32>,
+    /// When the window opened, on CLOCK_MONOTONIC.
+    started: Option<f64>,
 }
 
 impl<'a> MonitorHooks<'a> {
@@ -55,6 +62,7 @@ impl<'a> MonitorHooks<'a> {
             report: None,
             interrupt,
             gpu: None,
+            started: None,
         }
     }
 
@@ -70,10 +78,18 @@ const MONITOR_INTERVAL: Duration = Duration::from_millis(100);
 impl WindowHooks for MonitorHooks<'_> {
     fn window_start(&mut self) {
         self.sampler = Some(Sampler::start(monitors_for(self.gpu), MONITOR_INTERVAL));
+        // Last: a profiler under `--control` records from here.
+        perf_control::window(true);
+        self.started = Some(perf_control::monotonic_s());
     }
 
     fn window_end(&mut self) {
+        let end = perf_control::monotonic_s();
+        perf_control::window(false);
         self.report = self.sampler.take().map(Sampler::stop);
+        if let (Some(r), Some(start)) = (self.report.as_mut(), self.started.take()) {
+            r.window_monotonic_s = Some([start, end]);
+        }
     }
 
     fn interrupted(&self) -> bool {

@@ -101,6 +101,17 @@ pub struct CsvRow {
     pub gpu_power_w: Fixed<1>,
     pub gpu_energy_j: Fixed<3>,
     pub gpu_energy_per_item_mj: Fixed<4>,
+    pub minor_page_faults: Option<u64>,
+    pub major_page_faults: Option<u64>,
+    pub cpu_migrations: Option<u64>,
+    pub cycles: Option<u64>,
+    pub instructions: Option<u64>,
+    pub ipc: Fixed<3>,
+    pub cache_misses: Option<u64>,
+    /// A profile's share of window time in matrix kernels, threading and allocation.
+    pub profile_kernels_share: Fixed<3>,
+    pub profile_threading_share: Fixed<3>,
+    pub profile_allocation_share: Fixed<3>,
 }
 
 impl CsvRow {
@@ -185,6 +196,16 @@ impl CsvRow {
                 let items = m?.iterations as f64 * s.batch as f64;
                 (items > 0.0).then(|| e / items * 1e3)
             })),
+            minor_page_faults: res.and_then(|r| r.minor_page_faults),
+            major_page_faults: res.and_then(|r| r.major_page_faults),
+            cpu_migrations: res.and_then(|r| r.cpu_migrations),
+            cycles: res.and_then(|r| r.cycles),
+            instructions: res.and_then(|r| r.instructions),
+            ipc: Fixed(res.and_then(|r| r.ipc)),
+            cache_misses: res.and_then(|r| r.cache_misses),
+            profile_kernels_share: Fixed(profile_share(s, "matrix kernels")),
+            profile_threading_share: Fixed(profile_share(s, "threading")),
+            profile_allocation_share: Fixed(profile_share(s, "allocation")),
         }
     }
 }
@@ -257,7 +278,30 @@ pub const COLUMNS: &[&str] = &[
     "gpu_power_w",
     "gpu_energy_j",
     "gpu_energy_per_item_mj",
+    "minor_page_faults",
+    "major_page_faults",
+    "cpu_migrations",
+    "cycles",
+    "instructions",
+    "ipc",
+    "cache_misses",
+    "profile_kernels_share",
+    "profile_threading_share",
+    "profile_allocation_share",
 ];
+
+/// A profiled row's share of window time in one group of frames (0 when the group had no
+/// sample), `None` without a profile.
+fn profile_share(s: &ScenarioResult, group: &str) -> Option<f64> {
+    let p = s.profile.as_ref()?;
+    Some(
+        p.groups
+            .iter()
+            .find(|(g, _)| g == group)
+            .map(|(_, v)| *v)
+            .unwrap_or(0.0),
+    )
+}
 
 /// `results.csv`: the header, then one row per scenario.
 pub fn to_csv(r: &Results) -> String {

@@ -661,6 +661,41 @@ fn marker(i: usize, x: f64, y: f64, c: &str, title: &str) -> String {
     }
 }
 
+/// A profiled row's cell: the shares of its window time, linked to its flame graph (or its
+/// folded stacks when no flame graph could be drawn).
+fn profile_cell(s: &ScenarioResult) -> String {
+    let Some(p) = &s.profile else {
+        return "<td>-</td>".into();
+    };
+    let share = |g: &str| {
+        p.groups
+            .iter()
+            .find(|(x, _)| x == g)
+            .map(|(_, v)| *v * 100.0)
+            .unwrap_or(0.0)
+    };
+    let text = format!(
+        "{:.0}% / {:.0}% / {:.0}%",
+        share("matrix kernels"),
+        share("threading"),
+        share("allocation")
+    );
+    let top: Vec<String> = p
+        .top
+        .iter()
+        .take(5)
+        .map(|f| format!("{} {:.1}%", f.frame, f.share * 100.0))
+        .collect();
+    match p.flamegraph.as_deref().or(p.folded.as_deref()) {
+        Some(href) => format!(
+            r#"<td><a href="{}" title="{}">{text}</a></td>"#,
+            esc(href),
+            esc(&top.join("; "))
+        ),
+        None => format!("<td>{text}</td>"),
+    }
+}
+
 /// The whole report: one HTML file, styles inline, charts as SVG.
 pub fn to_html(r: &Results) -> String {
     let mut runtimes: Vec<String> = Vec::new();
@@ -750,11 +785,15 @@ td:first-child,th:first-child{{text-align:left}}
         "<h2>Accuracy against speed</h2><p class=\"note\">Per scenario, its lowest cosine similarity to the parity reference (y, on a scale of nines) against its p50 (x); colour: runtime, shape: variant (key above the chart); hover a point for its scenario.</p>{}",
         accuracy_chart(r, &runtimes)
     );
+    let profiled = r.scenarios.iter().any(|s| s.profile.is_some());
     out.push_str("<h2>Scenarios</h2><table><tr>");
     for h in [
         "scenario", "samples", "p50 ms", "p90 ms", "p99 ms", "items/s", "cores", "cosine", "parity",
     ] {
         let _ = write!(out, "<th>{h}</th>");
+    }
+    if profiled {
+        out.push_str("<th>profile (window time: kernels / threading / allocation)</th>");
     }
     out.push_str("</tr>");
     for s in &r.scenarios {
@@ -763,7 +802,7 @@ td:first-child,th:first-child{{text-align:left}}
         let label = s.parity_label();
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td>",
             esc(&s.id),
             m.map(|m| m.latency.samples).unwrap_or(0),
             f(m.map(|m| m.latency.p50_ms)),
@@ -775,6 +814,10 @@ td:first-child,th:first-child{{text-align:left}}
             if label == "FAIL" || label == "ERROR" { " class=\"fail\"" } else { "" },
             label
         );
+        if profiled {
+            out.push_str(&profile_cell(s));
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</table>");
     out.push_str("<h2>Environment</h2><table>");

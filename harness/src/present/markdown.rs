@@ -84,6 +84,7 @@ pub fn to_markdown(r: &Results) -> String {
             );
         }
     }
+    profiles(r, &mut out);
     let _ = writeln!(out, "\n## Runtimes\n");
     for rt in &r.runtimes {
         let _ = writeln!(
@@ -95,4 +96,104 @@ pub fn to_markdown(r: &Results) -> String {
         );
     }
     out
+}
+
+/// Context switches per inference over a row's window (voluntary and involuntary).
+pub fn switches_per_inference(s: &crate::results::ScenarioResult) -> Option<f64> {
+    let r = s.resources.as_ref()?;
+    let n = s.measurement.as_ref()?.iterations;
+    let sw = r.voluntary_ctx_switches? + r.involuntary_ctx_switches?;
+    (n > 0).then(|| sw as f64 / n as f64)
+}
+
+/// The profiled rows (`harness profile`): time per group of leaf frames, counters, and each
+/// row's top frames by self time.
+fn profiles(r: &Results, out: &mut String) {
+    let rows: Vec<&crate::results::ScenarioResult> =
+        r.scenarios.iter().filter(|s| s.profile.is_some()).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let groups = crate::profile::GROUPS;
+    let _ = writeln!(
+        out,
+        "\n## Profiles\n\nCPU time of each measured window by the group of each sample's leaf frame (perf cpu-clock samples of the windows only; `harness profile`), with the window's counters. Flame graphs and folded stacks in `profile/`.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | samples | CPU ms | threads | {} | ctx switches / inference | migrations | minor faults / inference | IPC | flame graph |",
+        groups.join(" | ")
+    );
+    let _ = writeln!(out, "|---|{}---|", "---:|".repeat(groups.len() + 7));
+    let pct = |v: Option<f64>| {
+        v.map(|v| format!("{:.1}%", v * 100.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    for s in &rows {
+        let p = s.profile.as_ref().expect("filtered");
+        let res = s.resources.as_ref();
+        let n = s.measurement.as_ref().map(|m| m.iterations).unwrap_or(0);
+        let cells: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                pct(Some(
+                    p.groups
+                        .iter()
+                        .find(|(x, _)| x == g)
+                        .map(|(_, v)| *v)
+                        .unwrap_or(0.0),
+                ))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            s.id,
+            p.samples,
+            p.cpu_ms,
+            p.threads,
+            cells.join(" | "),
+            switches_per_inference(s)
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            res.and_then(|r| r.cpu_migrations)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            res.and_then(|r| r.minor_page_faults)
+                .filter(|_| n > 0)
+                .map(|v| format!("{:.1}", v as f64 / n as f64))
+                .unwrap_or_else(|| "-".into()),
+            res.and_then(|r| r.ipc)
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            p.flamegraph
+                .as_deref()
+                .map(|f| format!("[svg]({f})"))
+                .unwrap_or_else(|| p.note.clone().unwrap_or_else(|| "-".into())),
+        );
+    }
+    if let Some(why) = rows
+        .iter()
+        .find_map(|s| s.resources.as_ref()?.hw_counters_unavailable.clone())
+    {
+        let _ = writeln!(out, "\nIPC: {why}.");
+    }
+    let _ = writeln!(out, "\nTop frames by self time:\n");
+    for s in &rows {
+        let p = s.profile.as_ref().expect("filtered");
+        let top: Vec<String> = p
+            .top
+            .iter()
+            .take(6)
+            .map(|f| {
+                format!(
+                    "`{}` {:.1}% ({})",
+                    f.frame.replace('|', "\\|"),
+                    f.share * 100.0,
+                    f.group
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "- **{}**: {}", s.id, top.join(", "));
+    }
 }

@@ -157,6 +157,36 @@ pub struct ScenarioResult {
     /// generator's own CPU use, the server's metrics over the window, streaming metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served: Option<ServedInfo>,
+    /// A CPU profile of the measured window (`harness profile`, after `profiles/perf.sh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileSummary>,
+}
+
+/// What a profile of one measured window holds: its samples, the share of CPU time per group
+/// of leaf frames (matrix kernels, threading, allocation, ...), the top frames by self time,
+/// and where its folded stacks and flame graph are (relative to the results folder).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProfileSummary {
+    pub samples: u64,
+    /// CPU time the samples stand for.
+    pub cpu_ms: f64,
+    /// Threads seen in the samples.
+    pub threads: usize,
+    /// (group, share of the window's samples), in `profile::GROUPS` order.
+    pub groups: Vec<(String, f64)>,
+    pub top: Vec<ProfileFrame>,
+    pub folded: Option<String>,
+    pub flamegraph: Option<String>,
+    /// Why something is missing (no flame graph tool, ...).
+    pub note: Option<String>,
+}
+
+/// One frame of a profile, by self time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProfileFrame {
+    pub frame: String,
+    pub group: String,
+    pub share: f64,
 }
 
 fn is_zero(n: &usize) -> bool {

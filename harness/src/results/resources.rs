@@ -20,6 +20,31 @@ pub struct ResourceReport {
     pub sampled_max_rss_bytes: Option<u64>,
     pub voluntary_ctx_switches: Option<u64>,
     pub involuntary_ctx_switches: Option<u64>,
+    /// Page faults of the process in the window (getrusage).
+    #[serde(default)]
+    pub minor_page_faults: Option<u64>,
+    #[serde(default)]
+    pub major_page_faults: Option<u64>,
+    /// Moves of the process's threads between CPUs (each thread's `se.nr_migrations`).
+    #[serde(default)]
+    pub cpu_migrations: Option<u64>,
+    /// Hardware counters of every thread of the process, user space only, where the
+    /// machine exposes them; else `hw_counters_unavailable` says why.
+    #[serde(default)]
+    pub cycles: Option<u64>,
+    #[serde(default)]
+    pub instructions: Option<u64>,
+    #[serde(default)]
+    pub cache_misses: Option<u64>,
+    /// Instructions per cycle.
+    #[serde(default)]
+    pub ipc: Option<f64>,
+    #[serde(default)]
+    pub hw_counters_unavailable: Option<String>,
+    /// The window's edges on CLOCK_MONOTONIC, in seconds (what `perf record -k
+    /// CLOCK_MONOTONIC` stamps its samples with): `harness profile` assigns samples by them.
+    #[serde(default)]
+    pub window_monotonic_s: Option<[f64; 2]>,
     pub energy_j: Option<f64>,
     pub avg_power_w: Option<f64>,
     /// Why energy is missing, when it is.
