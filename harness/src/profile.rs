@@ -148,7 +148,9 @@ pub fn group(frame: &str) -> &'static str {
         "futex",
         "sched_yield",
         "pthread_",
-        "__lll_",
+        "lll_",
+        // A thread's entry frame as the leaf: its own loop (rayon's wait loop, inlined).
+        "__rust_begin_short_backtrace",
         "parking_lot",
         "nanosleep",
         "std::sync",
@@ -197,6 +199,8 @@ pub fn group(frame: &str) -> &'static str {
         || f.starts_with("entry_SYSCALL")
         || f.starts_with("do_syscall")
         || f.starts_with("asm_")
+        || f.starts_with("irqentry")
+        || f.contains("exit_to_user_mode")
     {
         "OS kernel"
     } else if f.starts_with("harness::") || f.contains("harness::") {
