@@ -32,8 +32,9 @@ if [ -z "$FLAME" ]; then
   fi
 fi
 mkdir -p "$OUT"
-CTL="$OUT/ctl" ACK="$OUT/ack"
-rm -f "$CTL" "$ACK"
+# The FIFOs and perf.data in a folder of this run's own: recipes may run side by side.
+if [ "$DRY" = 1 ]; then WORK="$OUT/run.XXXXXX"; else WORK=$(mktemp -d "$OUT/run.XXXXXX"); fi
+CTL="$WORK/ctl" ACK="$WORK/ack" DATA="$WORK/perf.data"
 [ "$DRY" = 1 ] || mkfifo "$CTL" "$ACK"
 # Starts disabled (-D -1); the harness enables it as each measured window opens and disables
 # it as the window closes. Samples carry CLOCK_MONOTONIC times, the clock the rows record
@@ -41,18 +42,19 @@ rm -f "$CTL" "$ACK"
 # processes started while it is disabled.
 status=0
 run perf record -e cpu-clock -F "${PERF_FREQ:-299}" --call-graph "${PERF_CALLGRAPH:-dwarf,8192}" \
-  -k CLOCK_MONOTONIC --control "fifo:$CTL,$ACK" -D -1 -o "$OUT/perf.data" -- \
+  -k CLOCK_MONOTONIC --control "fifo:$CTL,$ACK" -D -1 -o "$DATA" -- \
   env HARNESS_PERF_CONTROL="$CTL:$ACK" "$HARNESS" compare "${ISOLATE[@]}" "${OUTARG[@]}" "${ARGS[@]}" || status=$?
-rm -f "$CTL" "$ACK"
 if [ "$DRY" = 1 ]; then
-  say "$ perf script -i $OUT/perf.data -F comm,pid,tid,time,period,ip,sym,dso > $RES/profile/perf.script"
+  say "$ perf script -i $DATA -F comm,pid,tid,time,period,ip,sym,dso > $RES/profile/perf.script"
   say "$ $HARNESS profile $RES"
   exit 0
 fi
-[ -f "$RES/results.json" ] || { say "the run wrote no results (exit $status): nothing to profile"; exit 1; }
+rm -f "$CTL" "$ACK"
+[ -f "$RES/results.json" ] || { say "the run wrote no results (exit $status): nothing to profile"; rm -rf "$WORK"; exit 1; }
 mkdir -p "$RES/profile"
 say "$ perf script ... > $RES/profile/perf.script"
-perf script -i "$OUT/perf.data" -F comm,pid,tid,time,period,ip,sym,dso > "$RES/profile/perf.script" 2>/dev/null
+perf script -i "$DATA" -F comm,pid,tid,time,period,ip,sym,dso > "$RES/profile/perf.script" 2>/dev/null
+rm -rf "$WORK"
 run "$HARNESS" profile "$RES"
 say "per scenario: $RES/summary.md (Profiles), $RES/report.html (flame graph links), $RES/profile/"
 exit "$status"

@@ -30,6 +30,12 @@ if ! command -v perf >/dev/null 2>&1; then
   fi
 fi
 
+# ... and draws flame graphs with inferno (crates.io).
+if ! command -v inferno-flamegraph >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/inferno-flamegraph" ]; then
+  echo "== installing inferno for the profile test" >&2
+  cargo install inferno --locked --quiet
+fi
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
