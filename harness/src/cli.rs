@@ -587,9 +587,10 @@ pub struct LoadArgs {
     /// Seed for inputs, sentences and arrivals
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// KServe: token ids are drawn from 0..N
-    #[arg(long, default_value_t = 1000, value_parser = positive)]
-    pub vocab: usize,
+    /// KServe: token ids are drawn from 0..N [default: the vocabulary in the server's model
+    /// metadata (ours gives it), else 1000]
+    #[arg(long, value_parser = positive)]
+    pub vocab: Option<usize>,
     /// KServe over HTTP: tensor encoding (binary = the binary tensor data extension, as
     /// Triton's perf_analyzer sends)
     #[arg(long, value_parser = ["binary", "json"], default_value = "binary")]

@@ -247,7 +247,7 @@ fn load_opts(
     protocol: &'static dyn harness::net::load::Protocol,
 ) -> harness::net::load::LoadOptions {
     harness::net::load::LoadOptions {
-        vocab: 128,
+        vocab: Some(128),
         ..harness::net::load::LoadOptions::new(target, protocol, Some("tiny-bert"))
     }
 }

@@ -998,7 +998,7 @@ fn well_behaved(http: u16) -> Result<(), String> {
 
 fn well_behaved_grpc(grpc: u16) -> Result<(), String> {
     let o = harness::net::load::LoadOptions {
-        vocab: 128,
+        vocab: Some(128),
         ..harness::net::load::LoadOptions::new(
             &format!("127.0.0.1:{grpc}"),
             harness::net::load::KSERVE_GRPC,

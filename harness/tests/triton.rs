@@ -127,7 +127,7 @@ fn kserve_clients_work_against_real_triton() {
         (harness::net::load::KSERVE_GRPC, grpc.clone(), true),
     ] {
         let o = harness::net::load::LoadOptions {
-            vocab: 128,
+            vocab: Some(128),
             binary,
             ..harness::net::load::LoadOptions::new(&target, proto, Some("tiny-bert"))
         };

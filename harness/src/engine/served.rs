@@ -175,7 +175,7 @@ impl ServedPlan<'_> {
                 modes: self.modes.to_vec(),
                 measure: self.measure.clone(),
                 seed: self.seed,
-                vocab: info.vocab_size.unwrap_or(2),
+                vocab: Some(info.vocab_size.unwrap_or(2)),
                 metrics_url: Some(format!("http://127.0.0.1:{}/metrics", server.port)),
                 label: runtime.to_string(),
                 server_threads: threads,

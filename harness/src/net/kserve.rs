@@ -80,13 +80,26 @@ impl Signature {
                 })
                 .collect()
         };
-        json!({
+        let mut v = json!({
             "name": self.name,
             "versions": ["1"],
             "platform": self.platform,
             "inputs": t(&self.inputs),
             "outputs": t(&self.outputs),
-        })
+        });
+        // Beyond KServe's fields (clients ignore what they do not know): the ranges token
+        // ids must stay within, so that a load generator draws valid ones.
+        let mut params = serde_json::Map::new();
+        if let Some(n) = self.vocab_size {
+            params.insert("vocab_size".into(), json!(n));
+        }
+        if let Some(n) = self.type_vocab_size {
+            params.insert("type_vocab_size".into(), json!(n));
+        }
+        if !params.is_empty() {
+            v["parameters"] = Value::Object(params);
+        }
+        v
     }
 
     pub fn spec_dims(spec: &TensorSpec) -> Vec<i64> {
@@ -657,6 +670,18 @@ mod tests {
             vocab_size: Some(100),
             type_vocab_size: Some(2),
         }
+    }
+
+    #[test]
+    fn metadata_declares_the_token_id_ranges() {
+        let m = sig().metadata();
+        assert_eq!(m["parameters"]["vocab_size"], 100);
+        assert_eq!(m["parameters"]["type_vocab_size"], 2);
+        assert_eq!(m["inputs"][0]["shape"], json!([-1, -1]));
+        let mut plain = sig();
+        plain.vocab_size = None;
+        plain.type_vocab_size = None;
+        assert!(plain.metadata().get("parameters").is_none());
     }
 
     fn req(body: &str) -> Result<Vec<HostTensor>, ServeError> {

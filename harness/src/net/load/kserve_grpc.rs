@@ -123,6 +123,8 @@ impl Protocol for KserveGrpc {
             &model,
             &conv(&md.inputs),
             &conv(&md.outputs),
+            // KServe's gRPC metadata has no parameters: --vocab or the default.
+            super::kserve_http::Vocab::default(),
         )
     }
 

@@ -58,7 +58,20 @@ impl Protocol for KserveHttp {
                 })
                 .unwrap_or_default()
         };
-        model_info(self, o, target, &model, &conv("inputs"), &conv("outputs"))
+        let declared = |k: &str| v["parameters"][k].as_u64().map(|n| n as usize);
+        let vocab = Vocab {
+            size: declared("vocab_size"),
+            type_size: declared("type_vocab_size"),
+        };
+        model_info(
+            self,
+            o,
+            target,
+            &model,
+            &conv("inputs"),
+            &conv("outputs"),
+            vocab,
+        )
     }
 
     fn prepare(
@@ -116,11 +129,26 @@ impl Protocol for KserveHttp {
 /// Where KServe inputs came from, when the first request fails.
 pub(super) fn inputs_hint(o: &LoadOptions) -> Option<String> {
     o.local.is_none().then(|| {
-        format!(
-            " (inputs come from the server's metadata; integer ids are drawn from 0..{}, set by --vocab)",
-            o.vocab
-        )
+        match o.vocab {
+            Some(n) => format!(
+                " (inputs come from the server's metadata; integer ids are drawn from 0..{n}, set by --vocab)"
+            ),
+            None => format!(
+                " (inputs come from the server's metadata; integer ids are drawn below the vocabulary it declares, else below {DEFAULT_VOCAB}: set --vocab to the model's)"
+            ),
+        }
     })
+}
+
+/// Token ids are drawn below this when neither `--vocab` nor the server says.
+pub const DEFAULT_VOCAB: usize = 1000;
+
+/// The token-id ranges a server declares in its model metadata (ours does, as `parameters`;
+/// KServe's gRPC metadata has no place for them).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Vocab {
+    pub size: Option<usize>,
+    pub type_size: Option<usize>,
 }
 
 /// One KServe scenario: its inputs generated from the model as in-process runs make them,
@@ -154,6 +182,7 @@ pub(super) fn model_info(
     model: &str,
     inputs: &[(String, String, Vec<i64>)],
     outputs: &[(String, String, Vec<i64>)],
+    declared: Vocab,
 ) -> Result<ModelInfo, LoadError> {
     let spec = |(name, dt, shape): &(String, String, Vec<i64>)| -> Result<TensorSpec, String> {
         Ok(TensorSpec {
@@ -189,9 +218,15 @@ pub(super) fn model_info(
         spec_source: format!("{} metadata of {}", protocol.name(), target.url("")),
         onnx_error: None,
         model_type: None,
-        vocab_size: Some(o.vocab),
-        vocab_source: Some("--vocab".into()),
-        type_vocab_size: Some(1),
+        vocab_size: Some(o.vocab.or(declared.size).unwrap_or(DEFAULT_VOCAB)),
+        vocab_source: Some(match (o.vocab, declared.size) {
+            (Some(_), _) => "--vocab".into(),
+            (None, Some(_)) => "the server's model metadata".into(),
+            (None, None) => format!(
+                "the default 0..{DEFAULT_VOCAB} (the server declares no vocabulary; set --vocab)"
+            ),
+        }),
+        type_vocab_size: Some(declared.type_size.unwrap_or(1)),
         max_positions: None,
         reference: None,
     })

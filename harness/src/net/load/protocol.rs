@@ -110,8 +110,9 @@ pub struct LoadOptions {
     pub modes: Vec<LoadMode>,
     pub measure: MeasureConfig,
     pub seed: u64,
-    /// Token ids are drawn below this (KServe, when the model folder is not given).
-    pub vocab: usize,
+    /// Token ids are drawn below this (KServe, when the model folder is not given); None:
+    /// the server's metadata says (ours does), else 1000.
+    pub vocab: Option<usize>,
     /// KServe over HTTP: the binary tensor extension (else JSON).
     pub binary: bool,
     pub metrics_url: Option<String>,
@@ -145,7 +146,7 @@ impl LoadOptions {
             modes: vec![LoadMode::ClosedLoop { concurrency: 1 }],
             measure: MeasureConfig::default(),
             seed: 42,
-            vocab: 1000,
+            vocab: None,
             binary: true,
             metrics_url: None,
             label: protocol.name().to_string(),
