@@ -43,17 +43,25 @@ CTL="$WORK/ctl" ACK="$WORK/ack" DATA="$WORK/perf.data"
 status=0
 run perf record -e cpu-clock -F "${PERF_FREQ:-299}" --call-graph "${PERF_CALLGRAPH:-dwarf,8192}" \
   -k CLOCK_MONOTONIC --control "fifo:$CTL,$ACK" -D -1 -o "$DATA" -- \
-  env HARNESS_PERF_CONTROL="$CTL:$ACK" "$HARNESS" compare "${ISOLATE[@]}" "${OUTARG[@]}" "${ARGS[@]}" || status=$?
+  env HARNESS_PERF_CONTROL="$CTL:$ACK" "$HARNESS" compare ${ISOLATE[@]+"${ISOLATE[@]}"} \
+  ${OUTARG[@]+"${OUTARG[@]}"} ${ARGS[@]+"${ARGS[@]}"} || status=$?
 if [ "$DRY" = 1 ]; then
   say "$ perf script -i $DATA -F comm,pid,tid,time,period,ip,sym,dso > $RES/profile/perf.script"
   say "$ $HARNESS profile $RES"
   exit 0
 fi
 rm -f "$CTL" "$ACK"
+if [ ! -s "$DATA" ]; then
+  say "perf recorded nothing (exit $status): check that perf record works here (perf_event_paranoid, a perf with --control); nothing to profile"
+  rm -rf "$WORK"; exit 1
+fi
 [ -f "$RES/results.json" ] || { say "the run wrote no results (exit $status): nothing to profile"; rm -rf "$WORK"; exit 1; }
 mkdir -p "$RES/profile"
 say "$ perf script ... > $RES/profile/perf.script"
-perf script -i "$DATA" -F comm,pid,tid,time,period,ip,sym,dso > "$RES/profile/perf.script" 2>/dev/null
+if ! perf script -i "$DATA" -F comm,pid,tid,time,period,ip,sym,dso > "$RES/profile/perf.script" 2> "$WORK/script.err"; then
+  say "perf script failed: $(tail -3 "$WORK/script.err")"
+  rm -rf "$WORK"; exit 1
+fi
 rm -rf "$WORK"
 run "$HARNESS" profile "$RES"
 say "per scenario: $RES/summary.md (Profiles), $RES/report.html (flame graph links), $RES/profile/"

@@ -304,6 +304,7 @@ pub fn attach(r: &mut Results, dir: &Path, script: &str) -> std::io::Result<Outc
     let flame = which("inferno-flamegraph");
     let mut used = 0;
     let mut profiled = 0;
+    let mut stems = std::collections::BTreeSet::new();
     for s in r.scenarios.iter_mut() {
         let Some([a, b]) = s.resources.as_ref().and_then(|x| x.window_monotonic_s) else {
             continue;
@@ -318,7 +319,15 @@ pub fn attach(r: &mut Results, dir: &Path, script: &str) -> std::io::Result<Outc
         used += mine.len();
         profiled += 1;
         let (mut summary, folded) = summarise(&mine, 12);
-        let stem = file_stem(&s.id);
+        // Ids that map to one file name get a number after the first.
+        let mut stem = file_stem(&s.id);
+        if !stems.insert(stem.clone()) {
+            let mut k = 2;
+            while !stems.insert(format!("{stem}-{k}")) {
+                k += 1;
+            }
+            stem = format!("{stem}-{k}");
+        }
         let folded_path = prof.join(format!("{stem}.folded"));
         std::fs::write(&folded_path, &folded)?;
         summary.folded = Some(format!("profile/{stem}.folded"));
@@ -335,6 +344,7 @@ pub fn attach(r: &mut Results, dir: &Path, script: &str) -> std::io::Result<Outc
                 if ok {
                     summary.flamegraph = Some(format!("profile/{stem}.svg"));
                 } else {
+                    let _ = std::fs::remove_file(&svg);
                     summary.note = Some(format!(
                         "{} failed on {}",
                         bin.display(),
@@ -353,7 +363,7 @@ pub fn attach(r: &mut Results, dir: &Path, script: &str) -> std::io::Result<Outc
     }
     Ok(Outcome {
         profiled,
-        samples_outside: samples.len() - used,
+        samples_outside: samples.len().saturating_sub(used),
         flamegraphs: flame.is_some(),
     })
 }

@@ -1,8 +1,8 @@
 //! Counters of a measured window beyond CPU time: page faults (minor, major), CPU migrations
 //! of the process's threads, and — where the machine exposes a PMU — cycles, instructions
 //! and cache misses through `perf_event_open`, one counter per thread of the process (the
-//! runtimes' pools exist before the window opens). Where the hardware counters are not
-//! exposed (most VMs), the row says why instead.
+//! runtimes' pools exist before the window opens), scaled when the PMU multiplexes them.
+//! Where a hardware event is not exposed (most VMs: all of them), the row says why instead.
 
 use crate::results::ResourceReport;
 
@@ -32,6 +32,12 @@ const HW_INSTRUCTIONS: u64 = 1;
 const HW_CACHE_MISSES: u64 = 3;
 /// exclude_kernel | exclude_hv: what `perf_event_paranoid` 2 allows an unprivileged user.
 const USER_ONLY: u64 = (1 << 5) | (1 << 6);
+/// Read the time the counter was enabled and running too, to scale multiplexed counts.
+const READ_TIMES: u64 = 1 | 2;
+const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
+/// At most this many counters are held open (3 per thread): a process with more threads is
+/// not counted rather than risk running out of file descriptors.
+const MAX_COUNTERS: usize = 384;
 
 /// One hardware counter on one thread.
 struct Counter {
@@ -54,9 +60,10 @@ fn open_counter(tid: i32, which: u64) -> Result<Counter, std::io::Error> {
         size: std::mem::size_of::<PerfEventAttr>() as u32,
         config: which,
         flags: USER_ONLY,
+        read_format: READ_TIMES,
         ..Default::default()
     };
-    // SAFETY: the attr outlives the call; pid = tid, cpu = -1 (any), no group, no flags.
+    // SAFETY: the attr outlives the call; pid = tid, cpu = -1 (any), no group, close on exec.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
@@ -64,7 +71,7 @@ fn open_counter(tid: i32, which: u64) -> Result<Counter, std::io::Error> {
             tid,
             -1i32,
             -1i32,
-            0u64,
+            PERF_FLAG_FD_CLOEXEC,
         )
     };
     if fd < 0 {
@@ -77,11 +84,19 @@ fn open_counter(tid: i32, which: u64) -> Result<Counter, std::io::Error> {
     }
 }
 
+/// The counter's value, scaled by enabled / running time when the PMU multiplexed it.
 fn read_counter(c: &Counter) -> Option<u64> {
-    let mut v = 0u64;
-    // SAFETY: reads 8 bytes into v from a counter fd.
-    let n = unsafe { libc::read(c.fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
-    (n == 8).then_some(v)
+    let mut v = [0u64; 3];
+    // SAFETY: reads 24 bytes (value, time enabled, time running) into v.
+    let n = unsafe { libc::read(c.fd, v.as_mut_ptr() as *mut libc::c_void, 24) };
+    if n != 24 {
+        return None;
+    }
+    let [value, enabled, running] = v;
+    if running == 0 {
+        return (value == 0).then_some(0);
+    }
+    Some((value as f64 * enabled as f64 / running as f64).round() as u64)
 }
 
 /// The thread ids of this process.
@@ -95,11 +110,10 @@ fn threads() -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// CPU migrations of this process's threads so far (`se.nr_migrations` of each thread's
-/// /proc sched file; threads that ended are not counted).
-fn migrations() -> Option<u64> {
-    let mut total = 0;
-    let mut any = false;
+/// CPU migrations so far of each thread of this process (`se.nr_migrations` of its /proc
+/// sched file).
+fn migrations() -> std::collections::BTreeMap<i32, u64> {
+    let mut out = std::collections::BTreeMap::new();
     for tid in threads() {
         let Ok(s) = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched")) else {
             continue;
@@ -110,11 +124,10 @@ fn migrations() -> Option<u64> {
             .and_then(|l| l.split(':').nth(1))
             .and_then(|v| v.trim().parse::<u64>().ok())
         {
-            total += v;
-            any = true;
+            out.insert(tid, v);
         }
     }
-    any.then_some(total)
+    out
 }
 
 fn faults() -> Option<(u64, u64)> {
@@ -130,29 +143,65 @@ fn faults() -> Option<(u64, u64)> {
 #[derive(Default)]
 pub struct CountersMonitor {
     faults: Option<(u64, u64)>,
-    migrations: Option<u64>,
+    migrations: Option<std::collections::BTreeMap<i32, u64>>,
     hw: Vec<Counter>,
     hw_unavailable: Option<String>,
 }
 
 impl CountersMonitor {
-    /// Opens cycles, instructions and cache misses on every thread, or keeps why not.
+    /// Opens cycles, instructions and cache misses on every thread; an event the machine
+    /// does not count is left out (and said), the others still count.
     fn open_hw(&mut self) {
+        let tids = threads();
+        if tids.len() * 3 > MAX_COUNTERS {
+            self.hw_unavailable = Some(format!(
+                "hardware counters not opened: {} threads would take {} file descriptors (at most {MAX_COUNTERS})",
+                tids.len(),
+                tids.len() * 3
+            ));
+            return;
+        }
         let mut all = Vec::new();
-        for tid in threads() {
-            for which in [HW_CPU_CYCLES, HW_INSTRUCTIONS, HW_CACHE_MISSES] {
+        let mut missing: Vec<(&str, String)> = Vec::new();
+        for which in [HW_CPU_CYCLES, HW_INSTRUCTIONS, HW_CACHE_MISSES] {
+            let mut event = Vec::new();
+            let mut failed = None;
+            for &tid in &tids {
                 match open_counter(tid, which) {
-                    Ok(c) => all.push(c),
+                    Ok(c) => event.push(c),
                     // A thread that ended between the listing and the call.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                     Err(e) => {
-                        self.hw_unavailable = Some(hw_reason(&e));
-                        return;
+                        failed = Some(e);
+                        break;
                     }
                 }
             }
+            match failed {
+                None => all.extend(event),
+                Some(e) => missing.push((event_name(which), hw_reason(&e))),
+            }
         }
         self.hw = all;
+        self.hw_unavailable = match missing.as_slice() {
+            [] => None,
+            // None counted, all for one reason: the reason.
+            [(_, a), (_, b), (_, c)] if a == b && b == c => Some(a.clone()),
+            some => Some(
+                some.iter()
+                    .map(|(n, why)| format!("{n}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        };
+    }
+}
+
+fn event_name(which: u64) -> &'static str {
+    match which {
+        HW_CPU_CYCLES => "cycles",
+        HW_INSTRUCTIONS => "instructions",
+        _ => "cache misses",
     }
 }
 
@@ -177,7 +226,7 @@ impl Monitor for CountersMonitor {
     fn begin(&mut self) {
         self.open_hw();
         self.faults = faults();
-        self.migrations = migrations();
+        self.migrations = Some(migrations());
     }
 
     fn sample(&mut self) {}
@@ -192,28 +241,30 @@ impl Monitor for CountersMonitor {
                 .collect();
             (!of.is_empty()).then(|| of.iter().sum())
         };
-        if self.hw_unavailable.is_none() && !self.hw.is_empty() {
-            report.cycles = sum(HW_CPU_CYCLES);
-            report.instructions = sum(HW_INSTRUCTIONS);
-            report.cache_misses = sum(HW_CACHE_MISSES);
-            report.ipc = match (report.instructions, report.cycles) {
-                (Some(i), Some(c)) if c > 0 => Some(i as f64 / c as f64),
-                _ => None,
-            };
-        } else {
-            report.hw_counters_unavailable = Some(
-                self.hw_unavailable
-                    .clone()
-                    .unwrap_or_else(|| "no thread to count".into()),
-            );
-        }
+        report.cycles = sum(HW_CPU_CYCLES);
+        report.instructions = sum(HW_INSTRUCTIONS);
+        report.cache_misses = sum(HW_CACHE_MISSES);
+        report.ipc = match (report.instructions, report.cycles) {
+            (Some(i), Some(c)) if c > 0 => Some(i as f64 / c as f64),
+            _ => None,
+        };
+        report.hw_counters_unavailable = self.hw_unavailable.take();
         self.hw.clear();
         if let (Some((a0, b0)), Some((a1, b1))) = (self.faults.take(), faults()) {
             report.minor_page_faults = Some(a1.saturating_sub(a0));
             report.major_page_faults = Some(b1.saturating_sub(b0));
         }
-        if let (Some(m0), Some(m1)) = (self.migrations.take(), migrations()) {
-            report.cpu_migrations = Some(m1.saturating_sub(m0));
+        // Per thread: a thread that ended in the window takes only its own count with it;
+        // one that started in it counts whole.
+        if let Some(m0) = self.migrations.take() {
+            let m1 = migrations();
+            if !m1.is_empty() {
+                report.cpu_migrations = Some(
+                    m1.iter()
+                        .map(|(tid, v)| v.saturating_sub(*m0.get(tid).unwrap_or(&0)))
+                        .sum(),
+                );
+            }
         }
     }
 }
@@ -240,7 +291,7 @@ mod tests {
         // Either the machine counts (then instructions were retired), or the row says why.
         match (r.instructions, &r.hw_counters_unavailable) {
             (Some(i), None) => assert!(i > 1_000_000 && r.ipc.unwrap() > 0.0, "{r:?}"),
-            (None, Some(why)) => assert!(why.contains("perf_event_open"), "{why}"),
+            (_, Some(why)) => assert!(why.contains("perf_event_open"), "{why}"),
             other => panic!("{other:?}"),
         }
     }
