@@ -138,7 +138,9 @@ pub fn tick_text(v: f64) -> String {
     } else if a >= 1.0 {
         format!("{v:.2}")
     } else {
-        format!("{v:.3}")
+        // Three significant digits: 0.5, 0.025, 0.00012.
+        let digits = (2 - a.log10().floor() as i32).max(3) as usize;
+        format!("{v:.digits$}")
     };
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -217,6 +219,8 @@ mod tests {
         assert_eq!(tick_text(20.0), "20");
         assert_eq!(tick_text(1500.0), "1500");
         assert_eq!(tick_text(2.5), "2.5");
+        assert_eq!(tick_text(0.025), "0.025");
+        assert_eq!(tick_text(0.00012), "0.00012");
     }
 
     #[test]

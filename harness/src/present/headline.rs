@@ -111,8 +111,16 @@ pub const INTRO: &str = "Medians: each runtime against the fastest of its group,
 /// A row measured well enough to be compared: its median and the median's interval.
 fn measured(s: &ScenarioResult) -> Option<&LatencyStats> {
     let l = &s.measurement.as_ref()?.latency;
-    (s.status == ScenarioStatus::Ok && l.p50_ms > 0.0 && l.median_ci95_low_ms > 0.0).then_some(l)
+    (s.status == ScenarioStatus::Ok
+        && l.samples >= MIN_SAMPLES
+        && l.p50_ms > 0.0
+        && l.median_ci95_low_ms > 0.0)
+        .then_some(l)
 }
+
+/// Below this many samples a median has no 95% interval from order statistics (its ranks
+/// fall outside the sample): such a row is not ranked.
+const MIN_SAMPLES: u64 = 6;
 
 /// The settings of a row but its runtime and variant: `b1 s128 t2` (and the load or the
 /// device when not one closed-loop worker on the CPU).
@@ -475,7 +483,12 @@ fn serving_across(r: &Results) -> Option<String> {
         format!("{} to {}", f(lo), f(hi))
     };
     let mut protocols: Vec<&str> = tax.iter().map(|t| t.protocol.as_str()).collect();
+    protocols.sort_unstable();
     protocols.dedup();
+    let tax: Vec<_> = tax.iter().filter(|t| t.in_process_p50_ms > 0.0).collect();
+    if tax.len() < 2 {
+        return None;
+    }
     let added = range(
         tax.iter()
             .map(|t| t.served_p50_ms - t.in_process_p50_ms)
@@ -488,15 +501,21 @@ fn serving_across(r: &Results) -> Option<String> {
             .collect(),
         &|v| format!("{v:.2}x"),
     );
-    let lost = range(
-        tax.iter()
-            .filter(|t| t.in_process_per_s > 0.0)
-            .map(|t| (1.0 - t.served_per_s / t.in_process_per_s) * 100.0)
-            .collect(),
-        &|v| format!("{v:.1}%"),
-    );
+    let lost: Vec<f64> = tax
+        .iter()
+        .filter(|t| t.in_process_per_s > 0.0)
+        .map(|t| (1.0 - t.served_per_s / t.in_process_per_s) * 100.0)
+        .collect();
+    let lost = if lost.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; throughput {} lower",
+            range(lost, &|v| format!("{v:.1}%"))
+        )
+    };
     Some(format!(
-        "serving tax across {} scenarios over {}: p50 {added} ({ratio} the in-process median); throughput {lost} lower",
+        "serving tax across {} scenarios over {}: p50 {added} ({ratio} the in-process median){lost}",
         tax.len(),
         protocols.join(", ")
     ))

@@ -145,6 +145,12 @@ fn latency_chart(r: &Results, runtimes: &[String]) -> String {
     svg
 }
 
+/// The width a panel needs for its bold title from `left` (bold DejaVu Sans is at most 10%
+/// wider than the book weight the metrics are for).
+fn title_width(title: &str, left: f64) -> f64 {
+    left + text_width(title, 12.0) * 1.1 + 6.0
+}
+
 /// A panel's x-axis title, centred under a plot that ends at `bottom`.
 fn axis_title(left: f64, plot_w: f64, bottom: f64, title: &str) -> String {
     text(
@@ -215,7 +221,7 @@ fn cdf_chart(r: &Results, runtimes: &[String]) -> String {
             .fold(0f64, f64::max)
             + 18.0;
         let (left, top, plot_w, plot_h) = (44.0, 24.0, 230.0, 150.0);
-        let w = left + plot_w + 12.0 + key_w + 6.0;
+        let w = (left + plot_w + 12.0 + key_w + 6.0).max(title_width(&label, left));
         let h = top + plot_h + 40.0;
         let x = |v: f64| left + (v.ln() - lo.ln()) / (hi.ln() - lo.ln()) * plot_w;
         let y = |q: f64| top + (1.0 - nines(q) / 3.0) * plot_h;
@@ -397,7 +403,8 @@ fn throughput_chart(r: &Results, runtimes: &[String], axis: &str) -> String {
             .fold(0f64, f64::max)
             + 10.0;
         let (top, plot_w, plot_h) = (24.0, 220.0, 140.0);
-        let w = left + plot_w + 14.0 + name_w + 6.0;
+        let w = (left + plot_w + 14.0 + name_w + 6.0)
+            .max(title_width(&format!("{label} · items/s"), left));
         let h = top + plot_h + 40.0;
         // Batch sizes and worker counts grow geometrically: a log axis spaces them evenly.
         let log = xmin > 0.0 && xmax / xmin >= 8.0;
@@ -479,9 +486,10 @@ fn throughput_chart(r: &Results, runtimes: &[String], axis: &str) -> String {
                 .collect();
             let _ = write!(
                 svg,
-                r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"><title>{} {label}: {}</title></polyline>"#,
+                r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"><title>{} {}: {}</title></polyline>"#,
                 path.join(" "),
                 esc(rt),
+                esc(label),
                 esc(&tip.join(", "))
             );
             let (ex, ey) = pts.last().map(|(a, b)| (x(*a), y(*b))).unwrap_or_default();
@@ -525,6 +533,9 @@ fn accuracy_chart(r: &Results, runtimes: &[String]) -> String {
             (cos.is_finite() && p50 > 0.0).then_some((s, p50, cos))
         })
         .collect();
+    if pts.is_empty() {
+        return "<p>No scenario had outputs compared with a reference: nothing to plot.</p>".into();
+    }
     if !pts.iter().any(|(s, _, _)| s.variant != "fp32") {
         return "<p>Every measured row is fp32: no precision was traded for speed, so there is nothing to plot here (<code>--variant fp16,int8</code> adds the lower-precision exports).</p>".into();
     }
@@ -753,6 +764,14 @@ td:first-child,th:first-child{{text-align:left}}
         );
         for h in &headline {
             let _ = write!(out, "<li>{}</li>", esc(h));
+        }
+        out.push_str("</ul>");
+    }
+    let served = super::headline::serving_lines(r);
+    if served.len() > super::headline::HEADLINE_DETAIL_MAX {
+        out.push_str("<h2>Serving tax</h2><p class=\"note\">Each served row against the same runtime in process, same inputs and load: latency added at the median (and as a ratio with its 95% interval) and throughput lost.</p><ul>");
+        for v in &served {
+            let _ = write!(out, "<li>{}</li>", esc(v));
         }
         out.push_str("</ul>");
     }

@@ -58,7 +58,13 @@ impl Protocol for KserveHttp {
                 })
                 .unwrap_or_default()
         };
-        let declared = |k: &str| v["parameters"][k].as_u64().map(|n| n as usize);
+        // Within what an i64 token id can hold (a server could declare anything).
+        let declared = |k: &str| {
+            v["parameters"][k]
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| n.min(i64::MAX as u64) as usize)
+        };
         let vocab = Vocab {
             size: declared("vocab_size"),
             type_size: declared("type_vocab_size"),
