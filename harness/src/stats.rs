@@ -46,7 +46,8 @@ pub fn median_ci_ranks(n: u64) -> (u64, u64) {
 /// Confidence level of the order-statistic intervals of [`quantile_ci_ranks`]: 95%.
 const CI_ALPHA: f64 = 0.05;
 /// Two-sided 95% normal quantile.
-const Z95: f64 = 1.959_963_984_540_054;
+/// z for a two-sided 95% interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
 /// Up to this many samples the quantile interval's ranks come from the exact binomial; above,
 /// from its normal approximation (with continuity correction), within a rank of the exact.
 const EXACT_BINOMIAL_UP_TO: u64 = 100_000;
@@ -160,13 +161,19 @@ fn low_sample(n: u64) -> Vec<String> {
         .collect()
 }
 
+/// The standard error on a log scale of a quantity whose 95% interval is `[low, high]`
+/// (both above 0): the interval's log half-width over 1.96.
+pub fn log_se95(low: f64, high: f64) -> f64 {
+    (high.ln() - low.ln()) / (2.0 * Z95)
+}
+
 /// The ratio `other / base` of two medians and its 95% interval, from each median's own
 /// interval (order statistics): on a log scale each half-width is 1.96 standard errors, and
 /// the two add in quadrature. `None` when a median or its interval is missing.
 pub fn median_ratio_ci(base: &LatencyStats, other: &LatencyStats) -> Option<(f64, f64, f64)> {
     let log_se = |l: &LatencyStats| {
         (l.p50_ms > 0.0 && l.median_ci95_low_ms > 0.0 && l.median_ci95_high_ms > 0.0)
-            .then(|| (l.median_ci95_high_ms.ln() - l.median_ci95_low_ms.ln()) / (2.0 * Z95))
+            .then(|| log_se95(l.median_ci95_low_ms, l.median_ci95_high_ms))
     };
     let (sb, so) = (log_se(base)?, log_se(other)?);
     let ratio = other.p50_ms / base.p50_ms;

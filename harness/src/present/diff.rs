@@ -515,14 +515,8 @@ pub fn headline(rows: &[DiffRow], min_change: f64) -> Headline {
         .iter()
         .filter(|r| r.verdict != Verdict::Unmatched && r.p50_ratio_ci95_low.is_some())
         .collect();
-    let mut runtimes: Vec<&str> = Vec::new();
-    for r in &judged {
-        if !runtimes.contains(&r.runtime.as_str()) {
-            runtimes.push(&r.runtime);
-        }
-    }
+    let runtimes = super::distinct(judged.iter().map(|r| r.runtime.as_str()));
     if judged.len() > runtimes.len() {
-        const Z95: f64 = 1.959_964;
         let each: Vec<String> = runtimes
             .iter()
             .map(|rt| {
@@ -536,10 +530,10 @@ pub fn headline(rows: &[DiffRow], min_change: f64) -> Headline {
                             r.p50_ratio_ci95_low.unwrap_or(1.0),
                             r.p50_ratio_ci95_high.unwrap_or(1.0),
                         );
-                        ((hi.ln() - lo.ln()) / (2.0 * Z95)).powi(2)
+                        stats::log_se95(lo, hi).powi(2)
                     })
                     .sum();
-                let w = Z95 * var.sqrt() / k;
+                let w = stats::Z95 * var.sqrt() / k;
                 format!(
                     "{rt} {:.3}x [{:.3}, {:.3}] over {}",
                     mean.exp(),

@@ -10,6 +10,7 @@
 //! errors, and the two add in quadrature. It is the noise within this run; separate runs of one build also drift by a
 //! few percent (see `harness diff --min-change`).
 
+use super::distinct;
 use crate::analysis::serving_tax;
 use crate::results::{ParityStatus, Results, ScenarioResult, ScenarioStatus};
 use crate::stats::{median_ratio_ci, LatencyStats};
@@ -153,25 +154,24 @@ pub fn key(s: &ScenarioResult) -> (String, String) {
 /// The groups with two or more measured runtimes, in the order of their first row. Served
 /// rows are left out (the serving tax is their comparison).
 pub fn groups(r: &Results) -> Vec<Group> {
-    let mut order: Vec<(String, String, Vec<&ScenarioResult>)> = Vec::new();
-    for s in &r.scenarios {
-        if s.served.is_some() || measured(s).is_none() {
+    // Per group: each measured row's runtime and latency.
+    type Rows<'a> = Vec<(&'a str, &'a LatencyStats)>;
+    let mut order: Vec<(String, String, Rows)> = Vec::new();
+    for s in r.scenarios.iter().filter(|s| s.served.is_none()) {
+        let Some(l) = measured(s) else {
             continue;
-        }
+        };
         let (k, label) = key(s);
+        let row = (s.runtime.as_str(), l);
         match order.iter_mut().find(|(o, _, _)| *o == k) {
-            Some((_, _, rows)) => rows.push(s),
-            None => order.push((k, label, vec![s])),
+            Some((_, _, rows)) => rows.push(row),
+            None => order.push((k, label, vec![row])),
         }
     }
     order
         .into_iter()
         .filter(|(_, _, rows)| rows.len() > 1)
-        .map(|(_, label, rows)| {
-            let mut rows: Vec<(&str, &LatencyStats)> = rows
-                .iter()
-                .filter_map(|s| measured(s).map(|l| (s.runtime.as_str(), l)))
-                .collect();
+        .map(|(_, label, mut rows)| {
             rows.sort_by(|a, b| a.1.p50_ms.total_cmp(&b.1.p50_ms));
             let fastest = rows[0].1;
             let ranked = rows
@@ -200,15 +200,11 @@ pub fn groups(r: &Results) -> Vec<Group> {
 /// Across groups, one line: for each runtime (in the run's order), where it is fastest
 /// (alone or tied) and how far behind it is elsewhere, at best and at worst.
 fn across(r: &Results, groups: &[Group]) -> String {
-    let mut runtimes: Vec<&str> = Vec::new();
-    for s in &r.scenarios {
-        let ranked = groups
+    let runtimes = distinct(r.scenarios.iter().map(|s| s.runtime.as_str()).filter(|rt| {
+        groups
             .iter()
-            .any(|g| g.ranked.iter().any(|x| x.runtime == s.runtime));
-        if ranked && !runtimes.contains(&s.runtime.as_str()) {
-            runtimes.push(&s.runtime);
-        }
-    }
+            .any(|g| g.ranked.iter().any(|x| x.runtime == *rt))
+    }));
     let mut each = Vec::new();
     for rt in runtimes {
         let mut first = 0;
@@ -351,13 +347,7 @@ pub fn variant_gains(r: &Results) -> Vec<VariantGain> {
 /// One line per runtime and settings with variants: `ort b1 s128 t2 against fp32: fp16
 /// 1.42x faster [1.38, 1.46] at cosine 0.999912; int8 ...`.
 pub fn variant_lines(gains: &[VariantGain]) -> Vec<String> {
-    let mut labels: Vec<&str> = Vec::new();
-    for g in gains {
-        if !labels.contains(&g.label.as_str()) {
-            labels.push(&g.label);
-        }
-    }
-    labels
+    distinct(gains.iter().map(|g| g.label.as_str()))
         .iter()
         .map(|label| {
             let parts: Vec<String> = gains
@@ -373,21 +363,9 @@ pub fn variant_lines(gains: &[VariantGain]) -> Vec<String> {
 /// One line per variant across several runtimes and settings: where it is faster and by
 /// how much, and the lowest accuracy it kept.
 fn variant_across(gains: &[VariantGain]) -> Vec<String> {
-    let mut labels: Vec<&str> = Vec::new();
-    for g in gains {
-        if !labels.contains(&g.label.as_str()) {
-            labels.push(&g.label);
-        }
-    }
     let mut lines = Vec::new();
-    if labels.len() > 1 {
-        let mut variants: Vec<&str> = Vec::new();
-        for g in gains {
-            if !variants.contains(&g.variant.as_str()) {
-                variants.push(&g.variant);
-            }
-        }
-        for v in variants {
+    if distinct(gains.iter().map(|g| g.label.as_str())).len() > 1 {
+        for v in distinct(gains.iter().map(|g| g.variant.as_str())) {
             let of: Vec<&VariantGain> = gains.iter().filter(|g| g.variant == v).collect();
             let faster: Vec<f64> = of
                 .iter()
@@ -546,17 +524,18 @@ pub fn headline(r: &Results) -> Vec<String> {
         lines.extend(served);
     }
     lines.extend(serving_across(r));
-    let mut failed: Vec<String> = Vec::new();
-    for s in &r.scenarios {
-        if s.parity.status == ParityStatus::Fail && !failed.contains(&s.runtime) {
-            failed.push(s.runtime.clone());
-        }
-    }
-    for rt in &failed {
+    let failing = |s: &&ScenarioResult| s.parity.status == ParityStatus::Fail;
+    for rt in distinct(
+        r.scenarios
+            .iter()
+            .filter(failing)
+            .map(|s| s.runtime.as_str()),
+    ) {
         let n = r
             .scenarios
             .iter()
-            .filter(|s| &s.runtime == rt && s.parity.status == ParityStatus::Fail)
+            .filter(failing)
+            .filter(|s| s.runtime == rt)
             .count();
         lines.push(format!(
             "parity FAIL: {rt} disagrees with the reference in {n} row(s): its figures answer a different question (see the notes)"
@@ -569,17 +548,12 @@ pub fn headline(r: &Results) -> Vec<String> {
             join_and(&skipped.iter().map(String::as_str).collect::<Vec<_>>())
         ));
     }
-    let errors: Vec<&str> = {
-        let mut v: Vec<&str> = Vec::new();
-        for s in &r.scenarios {
-            if matches!(s.status, ScenarioStatus::Error | ScenarioStatus::Failed)
-                && !v.contains(&s.runtime.as_str())
-            {
-                v.push(&s.runtime);
-            }
-        }
-        v
-    };
+    let errors = distinct(
+        r.scenarios
+            .iter()
+            .filter(|s| matches!(s.status, ScenarioStatus::Error | ScenarioStatus::Failed))
+            .map(|s| s.runtime.as_str()),
+    );
     if !errors.is_empty() {
         lines.push(format!(
             "failed: {} had rows that did not run (see the notes)",

@@ -17,8 +17,8 @@ const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
 ];
 
-fn runtime_color(runtimes: &[String], name: &str) -> &'static str {
-    let i = runtimes.iter().position(|r| r == name).unwrap_or(0);
+fn runtime_color(runtimes: &[&str], name: &str) -> &'static str {
+    let i = runtimes.iter().position(|r| *r == name).unwrap_or(0);
     COLORS[i % COLORS.len()]
 }
 
@@ -52,7 +52,7 @@ fn panels_of<'a>(
 }
 
 /// Bars of p50 per scenario, with marks at p90 and p99, on a latency axis in ms.
-fn latency_chart(r: &Results, runtimes: &[String]) -> String {
+fn latency_chart(r: &Results, runtimes: &[&str]) -> String {
     let rows: Vec<&ScenarioResult> = r
         .scenarios
         .iter()
@@ -172,7 +172,7 @@ fn nines(q: f64) -> f64 {
 /// Latency distributions: per group of scenarios that differ only by runtime, a panel with
 /// each runtime's CDF from its histogram (log latency axis, percentiles on a scale of nines)
 /// and a key naming each line with its p50.
-fn cdf_chart(r: &Results, runtimes: &[String]) -> String {
+fn cdf_chart(r: &Results, runtimes: &[&str]) -> String {
     let series = |s: &ScenarioResult| -> Option<Vec<(f64, f64)>> {
         let h = decode_histogram(&s.measurement.as_ref()?.latency.histogram)?;
         let n = h.len() as f64;
@@ -313,7 +313,7 @@ fn cdf_chart(r: &Results, runtimes: &[String]) -> String {
 /// Items/s against an axis (batch or concurrency): per combination of the other settings, a
 /// panel with one line per runtime, each named at its end (names spread so that they never
 /// overlap).
-fn throughput_chart(r: &Results, runtimes: &[String], axis: &str) -> String {
+fn throughput_chart(r: &Results, runtimes: &[&str], axis: &str) -> String {
     let key = |s: &ScenarioResult| -> f64 {
         if axis == "batch" {
             s.batch as f64
@@ -518,7 +518,7 @@ fn throughput_chart(r: &Results, runtimes: &[String], axis: &str) -> String {
 /// Accuracy against speed: p50 (x, log) and the cosine to the parity reference (y, on a
 /// scale of nines: 0.99, 0.999, ...) per scenario; colour by runtime, shape by variant.
 /// Left out, with a sentence, when every row is fp32 (no precision was traded).
-fn accuracy_chart(r: &Results, runtimes: &[String]) -> String {
+fn accuracy_chart(r: &Results, runtimes: &[&str]) -> String {
     let pts: Vec<(&ScenarioResult, f64, f64)> = r
         .scenarios
         .iter()
@@ -539,12 +539,7 @@ fn accuracy_chart(r: &Results, runtimes: &[String]) -> String {
     if !pts.iter().any(|(s, _, _)| s.variant != "fp32") {
         return "<p>Every measured row is fp32: no precision was traded for speed, so there is nothing to plot here (<code>--variant fp16,int8</code> adds the lower-precision exports).</p>".into();
     }
-    let mut variants: Vec<&str> = Vec::new();
-    for (s, _, _) in &pts {
-        if !variants.contains(&s.variant.as_str()) {
-            variants.push(&s.variant);
-        }
-    }
+    let variants = super::distinct(pts.iter().map(|(s, _, _)| s.variant.as_str()));
     // Nines of the cosine: 1 - cos of 1e-k sits at k; identical outputs at the top.
     const TOP: f64 = 7.0;
     let n9 = |c: f64| (-(1.0 - c).max(10f64.powf(-TOP)).log10()).clamp(0.0, TOP);
@@ -709,12 +704,7 @@ fn profile_cell(s: &ScenarioResult) -> String {
 
 /// The whole report: one HTML file, styles inline, charts as SVG.
 pub fn to_html(r: &Results) -> String {
-    let mut runtimes: Vec<String> = Vec::new();
-    for s in &r.scenarios {
-        if !runtimes.contains(&s.runtime) {
-            runtimes.push(s.runtime.clone());
-        }
-    }
+    let runtimes = super::distinct(r.scenarios.iter().map(|s| s.runtime.as_str()));
     let e = &r.environment;
     let legend: String = runtimes
         .iter()

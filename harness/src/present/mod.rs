@@ -37,6 +37,17 @@ pub fn write_all(dir: &Path, r: &Results) -> std::io::Result<()> {
     write_atomic(&dir.join("report.html"), &html::to_html(r))
 }
 
+/// The distinct values of `items`, in the order they first appear.
+pub(crate) fn distinct<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for x in items {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
