@@ -41,12 +41,29 @@ pub enum Command {
     Worker,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ArrivalsArg {
-    /// Exponential gaps, seeded by --seed
-    Poisson,
-    /// Equal gaps
-    Constant,
+/// `--arrivals`: poisson, constant, or gamma:CV.
+fn arrivals(s: &str) -> Result<crate::results::Arrivals, String> {
+    use crate::results::Arrivals;
+    match s.trim() {
+        "poisson" => Ok(Arrivals::Poisson),
+        "constant" => Ok(Arrivals::Constant),
+        g if g.to_ascii_lowercase().starts_with("gamma") => {
+            crate::net::load::traffic::parse_gamma(g).map(|cv| Arrivals::Gamma { cv })
+        }
+        other => Err(format!(
+            "'{other}': poisson, constant, or gamma:CV (e.g. gamma:2 for bursts, gamma:0.5 for smoother than Poisson)"
+        )),
+    }
+}
+
+/// `--ramp`: a duration above zero, in seconds.
+fn ramp(s: &str) -> Result<f64, String> {
+    crate::net::load::traffic::parse_ramp(s)
+}
+
+/// `--trace-speed`: a positive time scale.
+fn speed(s: &str) -> Result<f64, String> {
+    crate::net::load::traffic::parse_speed(s)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -379,9 +396,14 @@ pub struct TrafficArgs {
     /// --concurrency workers; latency counted from each request's scheduled time)
     #[arg(long, value_delimiter = ',', value_parser = rate)]
     pub rate: Vec<f64>,
-    /// Open loop: arrival process
-    #[arg(long, value_enum, default_value = "poisson")]
-    pub arrivals: ArrivalsArg,
+    /// Open loop: arrival process: poisson (exponential gaps, seeded by --seed), constant
+    /// (equal gaps), or gamma:CV (gamma gaps with that coefficient of variation: above 1
+    /// bursts, below 1 smoother than Poisson)
+    #[arg(long, default_value = "poisson", value_parser = arrivals)]
+    pub arrivals: crate::results::Arrivals,
+    /// Open loop: the rate rises linearly from 0 over this long, then holds (e.g. 30s)
+    #[arg(long, value_parser = ramp)]
+    pub ramp: Option<f64>,
 }
 
 /// When warm-up and measurement end (the same rules in-process and over the network).
@@ -562,6 +584,12 @@ pub struct ServeArgs {
     pub ort_lib: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    Events,
+    Threads,
+}
+
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Server URL: http://127.0.0.1:8000 (HTTP protocols; for http-get the exact URL to GET),
@@ -608,10 +636,39 @@ pub struct LoadArgs {
     /// Per-request timeout, for sending and the whole answer (counted as a "timeout" error)
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub timeout: Duration,
+    /// Replay recorded traffic instead of --rate: a CSV (header row; a time column offset_s,
+    /// offset_ms or timestamp; optional batch and seq (or tokens, words) per request) or
+    /// JSONL file with the same keys. Each request is sent at its recorded time with its own
+    /// shape, over --concurrency connections; latency counts from the recorded time
+    #[arg(long, conflicts_with_all = ["rate", "find_max_rate"])]
+    pub trace: Option<PathBuf>,
+    /// Replay: time scale (2 replays twice as fast, 0.5 at half speed)
+    #[arg(long, default_value = "1", value_parser = speed, requires = "trace")]
+    pub trace_speed: f64,
+    /// Find the highest open-loop rate that meets every --slo objective (latency percentiles
+    /// such as p99:20ms, an error rate such as errors:1%) at each --concurrency: probes long
+    /// enough for their percentile, bisected to 5%, the edge repeated
+    #[arg(long, conflicts_with = "rate")]
+    pub find_max_rate: bool,
+    /// How the load is driven: `events` (a few threads, each an event loop over many
+    /// keep-alive connections, like wrk; HTTP/1.1 protocols without streaming) or `threads`
+    /// (one blocking thread per connection; every protocol). Protocols the event engine
+    /// does not speak use threads
+    #[arg(long, value_enum, default_value = "events")]
+    pub engine: EngineArg,
+    /// Event engine: client threads [default: one per CPU, at most one per connection]
+    #[arg(long, value_parser = positive)]
+    pub client_threads: Option<usize>,
+    /// Event engine: busy-poll this long before sleeping (catches answers without a context
+    /// switch, at the cost of CPU; longer for a client on cores the server does not use; 0s:
+    /// never)
+    #[arg(long, default_value = "10us", value_parser = duration)]
+    pub client_spin: Duration,
     /// Completions: tokens to generate per request
     #[arg(long, default_value_t = 64, value_parser = positive)]
     pub max_tokens: usize,
-    /// Completions: objectives for goodput, e.g. ttft:200ms,tpot:50ms,e2e:2s
+    /// Objectives: for --find-max-rate, latency percentiles and an error rate
+    /// (p99:20ms,p50:5ms,errors:1%); for completions' goodput, ttft:200ms,tpot:50ms,e2e:2s
     #[arg(long)]
     pub slo: Option<String>,
     /// Results folder [default: results/<UTC timestamp>]

@@ -9,6 +9,7 @@
 //! (`net::server`) and the load generator (`net::load`), which feeds the same engine.
 
 pub mod analysis;
+pub mod capacity;
 pub mod cli;
 pub mod engine;
 pub mod environment;
@@ -404,16 +405,33 @@ fn run_load(a: &LoadArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
     let (model, settings) = header(None);
     let mut log = engine::runlog::RunLog::create(&out, model, settings, Vec::new(), Vec::new())?;
     let mut write_error = None;
-    let outcome = net::load::run_load(&opts, &mut |row| {
+    let mut emit = |row: results::ScenarioResult| {
         eprintln!("{}", present::progress::row_line(&row));
         if let Err(e) = log.push(row) {
             write_error.get_or_insert(e);
         }
-    });
+    };
+    let outcome = if opts.find_max_rate.is_some() {
+        net::load::find_capacity(&opts, &mut emit)
+    } else {
+        net::load::run_load(&opts, &mut emit).map(|info| (info, Vec::new()))
+    };
     if let Some(e) = write_error {
         return Err(e.into());
     }
-    log.results.model = header(Some(&outcome?)).0;
+    let (info, searches) = outcome?;
+    for s in &searches {
+        eprintln!(
+            "capacity of {} under {}: {:.1}/s ({} probes): {}",
+            s.group,
+            capacity::describe(&s.result.objectives),
+            s.result.capacity,
+            s.result.probes.len(),
+            s.result.verdict
+        );
+    }
+    log.results.capacity = searches;
+    log.results.model = header(Some(&info)).0;
     let interrupted = opts.interrupt.load(std::sync::atomic::Ordering::Relaxed);
     let results = log.finish(interrupted)?;
     finish(&results, &out, a.json, stdout)

@@ -487,8 +487,9 @@ pub fn throughput(m: &Measurement, batch: usize) -> f64 {
     }
 }
 
-/// Closed loop (N workers, each waits for its answer before the next) or open loop (a
-/// seeded arrival schedule, served by N workers; latency counted from the scheduled time).
+/// Closed loop (N workers, each waits for its answer before the next), open loop (a seeded
+/// arrival schedule, served by N workers; latency counted from the scheduled time), or the
+/// replay of a recorded trace (its offsets and shapes; latency from the recorded time).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum LoadMode {
@@ -500,11 +501,25 @@ pub enum LoadMode {
         arrivals: Arrivals,
         concurrency: usize,
         seed: u64,
+        /// The rate rises linearly from 0 over this many seconds, then holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ramp_s: Option<f64>,
+    },
+    Replay {
+        /// The trace file, as given.
+        file: String,
+        /// Time scale: 2 replays twice as fast.
+        speed: f64,
+        requests: u64,
+        /// From the first request to the last, after scaling.
+        duration_s: f64,
+        concurrency: usize,
     },
 }
 
 /// The load tag in scenario ids: `c4` for closed loop with 4 workers,
-/// `open-poisson-100/s-c1` for an open loop.
+/// `open-poisson-100/s-c1` for an open loop (`open-gamma2-100/s-ramp30s-c1`),
+/// `replay-trace.csv-x1-c16` for a replayed trace.
 impl std::fmt::Display for LoadMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -513,15 +528,39 @@ impl std::fmt::Display for LoadMode {
                 rate,
                 arrivals,
                 concurrency,
+                ramp_s,
                 ..
-            } => write!(
-                f,
-                "open-{}-{rate}/s-c{concurrency}",
-                match arrivals {
-                    Arrivals::Poisson => "poisson",
-                    Arrivals::Constant => "constant",
+            } => {
+                write!(f, "open-{}-{rate}/s", arrivals.tag())?;
+                if let Some(r) = ramp_s {
+                    write!(f, "-ramp{r}s")?;
                 }
-            ),
+                write!(f, "-c{concurrency}")
+            }
+            LoadMode::Replay {
+                file,
+                speed,
+                concurrency,
+                ..
+            } => {
+                let name = std::path::Path::new(file)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| file.clone());
+                write!(f, "replay-{name}-x{speed}-c{concurrency}")
+            }
+        }
+    }
+}
+
+impl Arrivals {
+    /// The arrivals' name in scenario ids.
+    pub fn tag(&self) -> String {
+        match self {
+            Arrivals::Poisson => "poisson".into(),
+            Arrivals::Constant => "constant".into(),
+            Arrivals::Gamma { cv } => format!("gamma{cv}"),
+            Arrivals::Trace => "trace".into(),
         }
     }
 }
@@ -540,9 +579,21 @@ impl LoadMode {
                     rate,
                     arrivals,
                     concurrency,
+                    ramp_s,
                     ..
                 } => format!(
-                    "open loop, {rate}/s {arrivals:?} arrivals over {concurrency} {unit}(s); latency from the scheduled send"
+                    "open loop, {rate}/s {} arrivals{} over {concurrency} {unit}(s); latency from the scheduled send",
+                    arrivals.tag(),
+                    ramp_s.map(|r| format!(" (rising from 0 over {r} s)")).unwrap_or_default()
+                ),
+                LoadMode::Replay {
+                    file,
+                    speed,
+                    requests,
+                    duration_s,
+                    concurrency,
+                } => format!(
+                    "replay of {file} ({requests} requests over {duration_s:.1} s at x{speed}) over {concurrency} {unit}(s); latency from each request's recorded time"
                 ),
             })
             .collect::<Vec<_>>()
@@ -551,9 +602,9 @@ impl LoadMode {
 
     pub fn concurrency(&self) -> usize {
         match self {
-            LoadMode::ClosedLoop { concurrency } | LoadMode::OpenLoop { concurrency, .. } => {
-                *concurrency
-            }
+            LoadMode::ClosedLoop { concurrency }
+            | LoadMode::OpenLoop { concurrency, .. }
+            | LoadMode::Replay { concurrency, .. } => *concurrency,
         }
     }
 
@@ -561,12 +612,23 @@ impl LoadMode {
         match self {
             LoadMode::ClosedLoop { .. } => "closed-loop",
             LoadMode::OpenLoop { .. } => "open-loop",
+            LoadMode::Replay { .. } => "replay",
         }
     }
 
+    /// The intended mean rate (requests/s) of an open loop or a replay.
     pub fn rate(&self) -> Option<f64> {
         match self {
             LoadMode::OpenLoop { rate, .. } => Some(*rate),
+            LoadMode::Replay {
+                requests,
+                duration_s,
+                ..
+            } => Some(if *duration_s > 0.0 {
+                *requests as f64 / duration_s
+            } else {
+                0.0
+            }),
             LoadMode::ClosedLoop { .. } => None,
         }
     }
@@ -575,39 +637,48 @@ impl LoadMode {
 /// A send later than this after its scheduled time counts as late.
 pub const LATE_NS: u64 = 1_000_000;
 
-struct Record {
-    scheduled: u64,
-    start: u64,
-    end: u64,
-    info: Option<StepInfo>,
+/// One measured step as the driver saw it: when it was due (its start in closed loop), sent
+/// and answered (ns on the scenario's clock).
+pub(crate) struct Record {
+    pub scheduled: u64,
+    pub start: u64,
+    pub end: u64,
+    pub info: Option<StepInfo>,
+    /// Which prepared request was sent (a replayed trace's shapes); 0 with one request.
+    pub tag: u32,
+    /// Open loop: sent late although a worker (connection) was free when it was due: the
+    /// client, not the server, was behind.
+    pub client_late: bool,
 }
 
-struct WorkerOut {
-    records: Vec<Record>,
-    failures: BTreeMap<String, u64>,
+/// What one worker (or one event loop, for all its connections) returns.
+pub(crate) struct WorkerOut {
+    pub records: Vec<Record>,
+    pub failures: BTreeMap<String, u64>,
 }
 
-const WARM: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
+pub(crate) const WARM: u8 = 0;
+pub(crate) const MEASURE: u8 = 1;
+pub(crate) const STOP: u8 = 2;
 
-/// Arrival offsets (ns from the window start) for up to `max_time` at `rate`.
-fn schedule(rate: f64, arrivals: Arrivals, seed: u64, max_time: Duration) -> Vec<u64> {
-    use rand::{Rng, SeedableRng};
-    let n = ((rate * max_time.as_secs_f64() * 1.5) as usize).clamp(16, 50_000_000);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut t = 0f64;
-    (0..n)
-        .map(|k| match arrivals {
-            Arrivals::Constant => (k as f64 / rate * 1e9) as u64,
-            Arrivals::Poisson => {
-                let at = t;
-                let u: f64 = rng.random_range(f64::EPSILON..1.0);
-                t += -u.ln() / rate * 1e9;
-                at as u64
-            }
-        })
-        .collect()
+/// Arrival offsets (ns from the window start) for up to `max_time` at `rate` (rising from 0
+/// over `ramp_s` first, when given).
+fn schedule(
+    rate: f64,
+    arrivals: Arrivals,
+    seed: u64,
+    max_time: Duration,
+    ramp_s: Option<f64>,
+) -> Vec<u64> {
+    use crate::net::load::traffic;
+    let expected = traffic::cumulative_intensity(rate, ramp_s, max_time.as_secs_f64());
+    let n = ((expected * 1.5) as usize).clamp(16, 50_000_000);
+    let unit = match arrivals {
+        Arrivals::Constant | Arrivals::Trace => traffic::unit_constant(n),
+        Arrivals::Poisson => traffic::unit_poisson(seed, n),
+        Arrivals::Gamma { cv } => traffic::unit_gamma(cv, seed, n),
+    };
+    traffic::timed(&unit, rate, ramp_s)
 }
 
 /// Sleeps until `deadline` (ns on `clock`), finishing with a short spin; returns false if the
@@ -689,23 +760,60 @@ pub struct StepRecord {
     pub info: StepInfo,
 }
 
-/// What the coordinator and the workers of one scenario share.
-struct Shared<'a> {
-    phase: std::sync::atomic::AtomicU8,
-    warm_done: std::sync::atomic::AtomicU64,
-    completed: std::sync::atomic::AtomicU64,
-    gave_up: std::sync::atomic::AtomicUsize,
+/// What the coordinator and the drivers of one scenario (worker threads, event loops)
+/// share: the phase, the counters the stop rule reads, the open-loop schedule.
+pub(crate) struct Shared<'a> {
+    pub phase: std::sync::atomic::AtomicU8,
+    pub warm_done: std::sync::atomic::AtomicU64,
+    pub completed: std::sync::atomic::AtomicU64,
+    /// Units (workers, connections) that stopped after too many failures in a row.
+    pub gave_up: std::sync::atomic::AtomicUsize,
     /// The next open-loop arrival to serve.
-    next: std::sync::atomic::AtomicU64,
-    window_start: std::sync::atomic::AtomicU64,
+    pub next: std::sync::atomic::AtomicU64,
+    pub window_start: std::sync::atomic::AtomicU64,
+    /// Set with STOP when the run was interrupted: drivers drop what is in flight instead of
+    /// waiting for it.
+    pub abandon: std::sync::atomic::AtomicBool,
     /// Open loop: arrival offsets from the window start; empty for closed loop.
-    offsets: Vec<u64>,
-    clock: MonotonicClock,
+    pub offsets: Vec<u64>,
+    pub clock: MonotonicClock,
     /// With a CI target the coordinator needs the latencies while the window runs.
-    latencies: Option<std::sync::Mutex<Vec<u64>>>,
+    pub latencies: Option<std::sync::Mutex<Vec<u64>>>,
     /// The warm-up's latencies, for the coordinator's steadiness test.
-    warmup: std::sync::Mutex<Warmup>,
-    cfg: &'a MeasureConfig,
+    pub warmup: std::sync::Mutex<Warmup>,
+    pub cfg: &'a MeasureConfig,
+}
+
+impl Shared<'_> {
+    /// A warm-up step's latency.
+    pub fn warm_step(&self, ns: u64) {
+        use std::sync::atomic::Ordering;
+        self.warm_done.fetch_add(1, Ordering::Relaxed);
+        self.warmup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ns);
+    }
+
+    /// A measured step answered: counted for the stop rule (and its latency for the CI).
+    pub fn measured_step(&self, scheduled: u64, end: u64) {
+        use std::sync::atomic::Ordering;
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = &self.latencies {
+            l.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(end - scheduled);
+        }
+    }
+
+    /// Open loop: takes the next arrival, its due time on the clock; None when the schedule
+    /// is spent.
+    pub fn take_arrival(&self) -> Option<(usize, u64)> {
+        use std::sync::atomic::Ordering;
+        let k = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        let off = self.offsets.get(k)?;
+        Some((k, self.window_start.load(Ordering::Acquire) + off))
+    }
 }
 
 /// One worker's loop: warm-up steps, then measured steps (each at its scheduled time in
@@ -723,10 +831,12 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
         if p == STOP {
             break;
         }
+        let mut free_before_due = false;
         let scheduled = if p == MEASURE && open {
-            let k = sh.next.fetch_add(1, Ordering::Relaxed) as usize;
-            let Some(off) = sh.offsets.get(k) else { break };
-            let due = sh.window_start.load(Ordering::Acquire) + off;
+            let Some((_, due)) = sh.take_arrival() else {
+                break;
+            };
+            free_before_due = sh.clock.now_ns() < due;
             if !wait_until(&sh.clock, due, &sh.phase) {
                 break;
             }
@@ -741,23 +851,17 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
             Ok(info) => {
                 consecutive = 0;
                 if p == WARM {
-                    sh.warm_done.fetch_add(1, Ordering::Relaxed);
-                    sh.warmup
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(b - a);
+                    sh.warm_step(b - a);
                     continue;
                 }
-                sh.completed.fetch_add(1, Ordering::Relaxed);
-                if let Some(l) = &sh.latencies {
-                    let lat = b - scheduled.unwrap_or(a);
-                    l.lock().unwrap_or_else(|p| p.into_inner()).push(lat);
-                }
+                sh.measured_step(scheduled.unwrap_or(a), b);
                 out.records.push(Record {
                     scheduled: scheduled.unwrap_or(a),
                     start: a,
                     end: b,
                     info,
+                    tag: 0,
+                    client_late: free_before_due && a - scheduled.unwrap_or(a) > LATE_NS,
                 });
             }
             Err(e) => {
@@ -789,7 +893,10 @@ struct Window {
 fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     use std::sync::atomic::Ordering;
     let cfg = sh.cfg;
-    let tick = Duration::from_micros(500);
+    // Each tick wakes this thread on cores the workers (and a local server) use: every 2 ms
+    // costs little and ends a window within 2 ms of its rule (the window's length is
+    // measured exactly either way).
+    let tick = Duration::from_millis(2);
     let t0 = sh.clock.now_ns();
     let max_ns = cfg.max_time.as_nanos() as u64;
     let warmup = || sh.warmup.lock().unwrap_or_else(|p| p.into_inner());
@@ -827,6 +934,9 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
         }
     };
     let we = sh.clock.now_ns();
+    if reason == StopReason::Interrupted {
+        sh.abandon.store(true, Ordering::Release);
+    }
     sh.phase.store(STOP, Ordering::Release);
     hooks.window_end();
     Window {
@@ -838,8 +948,9 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     }
 }
 
-/// The open-loop figures: the schedule kept or not, late sends, backlog, and the service
-/// times alone (what a coordinated-omission-blind tool reports).
+/// The open-loop figures: the schedule kept or not, late sends (and those the client was
+/// late for), the send lag, backlog, and the service times alone (what a
+/// coordinated-omission-blind tool reports).
 /// `counted` are the requests in the latencies (answered in the window or in flight when it
 /// closed); `sent` those answered in the window (the achieved rate).
 fn open_loop_stats(
@@ -849,26 +960,27 @@ fn open_loop_stats(
     offsets: &[u64],
     window_ns: u64,
 ) -> Option<OpenLoopStats> {
-    let LoadMode::OpenLoop {
-        rate,
-        arrivals,
-        seed,
-        ..
-    } = mode
-    else {
-        return None;
+    let (rate, arrivals, seed) = match mode {
+        LoadMode::OpenLoop {
+            rate,
+            arrivals,
+            seed,
+            ..
+        } => (*rate, *arrivals, *seed),
+        LoadMode::Replay { .. } => (mode.rate().unwrap_or(0.0), Arrivals::Trace, 0),
+        LoadMode::ClosedLoop { .. } => return None,
     };
     let lags: Vec<u64> = counted.iter().map(|r| r.start - r.scheduled).collect();
     let due = offsets.iter().filter(|&&o| o <= window_ns).count() as u64;
     Some(OpenLoopStats {
-        target_rate: *rate,
+        target_rate: rate,
         achieved_rate: if window_ns > 0 {
             sent as f64 / (window_ns as f64 / 1e9)
         } else {
             0.0
         },
-        arrivals: *arrivals,
-        seed: *seed,
+        arrivals,
+        seed,
         late_sends: lags.iter().filter(|&&l| l > LATE_NS).count() as u64,
         late_threshold_ms: ms(LATE_NS),
         max_send_lag_ms: ms(lags.iter().copied().max().unwrap_or(0)),
@@ -876,6 +988,8 @@ fn open_loop_stats(
         uncorrected: LatencyStats::from_samples(
             &counted.iter().map(|r| r.end - r.start).collect::<Vec<_>>(),
         ),
+        send_lag: Some(LatencyStats::from_samples(&lags)),
+        late_client: counted.iter().filter(|r| r.client_late).count() as u64,
     })
 }
 
@@ -888,9 +1002,97 @@ pub fn measure_workers<W: Workload>(
     hooks: &mut dyn WindowHooks,
     place_worker: &(dyn Fn(usize) + Sync),
 ) -> Result<(Measurement, Option<OpenLoopStats>, Vec<StepRecord>), W::Error> {
-    use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+    measure_workers_driven(models, mode, cfg, hooks, place_worker)
+        .map(|d| (d.measurement, d.open, d.steps))
+}
 
+/// [`measure_workers`], with everything a driven measurement returns.
+pub(crate) fn measure_workers_driven<W: Workload>(
+    models: &mut [W],
+    mode: &LoadMode,
+    cfg: &MeasureConfig,
+    hooks: &mut dyn WindowHooks,
+    place_worker: &(dyn Fn(usize) + Sync),
+) -> Result<Driven, W::Error> {
     let n = mode.concurrency().max(1).min(models.len());
+    // First inference of each instance, outside any window; the first one is reported.
+    let t = Instant::now();
+    models[0].step()?;
+    let first_ns = t.elapsed().as_nanos() as u64;
+    for m in models.iter_mut().take(n).skip(1) {
+        m.step()?;
+    }
+    let offsets = schedule_of(mode, cfg);
+    let drive: Drive = Box::new(move |sh: &Shared| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = models
+                .iter_mut()
+                .take(n)
+                .enumerate()
+                .map(|(worker, model)| {
+                    s.spawn(move || {
+                        place_worker(worker);
+                        worker_loop(model, sh)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("measurement worker"))
+                .collect()
+        })
+    });
+    Ok(measure_driven(
+        n, mode, offsets, cfg, hooks, first_ns, drive,
+    ))
+}
+
+/// The open-loop arrival offsets of `mode` for up to `cfg.max_time`; empty for closed loop.
+pub(crate) fn schedule_of(mode: &LoadMode, cfg: &MeasureConfig) -> Vec<u64> {
+    match mode {
+        LoadMode::OpenLoop {
+            rate,
+            arrivals,
+            seed,
+            ramp_s,
+            ..
+        } => schedule(*rate, *arrivals, *seed, cfg.max_time, *ramp_s),
+        // A replay's offsets are its trace's (the caller has them).
+        LoadMode::ClosedLoop { .. } | LoadMode::Replay { .. } => Vec::new(),
+    }
+}
+
+/// Runs the units of one scenario until the coordinator stops them (worker threads, event
+/// loops), returning every unit's records.
+pub(crate) type Drive<'a> = Box<dyn FnOnce(&Shared) -> Vec<WorkerOut> + Send + 'a>;
+
+/// What a driven scenario measured.
+pub(crate) struct Driven {
+    pub measurement: Measurement,
+    pub open: Option<OpenLoopStats>,
+    pub steps: Vec<StepRecord>,
+    /// Counted requests (answered in the window or in flight at its end) per tag.
+    pub tags: BTreeMap<u32, u64>,
+    /// Their latencies (ns, from the scheduled time in open loop), in no order.
+    pub latencies: Vec<u64>,
+}
+
+/// The measurement of `units` workers or connections run by `drive` on its own thread(s),
+/// coordinated from this one: the same phases, window, stop rule and statistics whatever
+/// drives the load. `offsets`: the open-loop schedule (empty for closed loop); `first_ns`:
+/// the first step, taken by the caller outside the window.
+pub(crate) fn measure_driven(
+    units: usize,
+    mode: &LoadMode,
+    offsets: Vec<u64>,
+    cfg: &MeasureConfig,
+    hooks: &mut dyn WindowHooks,
+    first_ns: u64,
+    drive: Drive,
+) -> Driven {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+    let n = units.max(1);
     let sh = Shared {
         phase: AtomicU8::new(WARM),
         warm_done: AtomicU64::new(0),
@@ -898,46 +1100,19 @@ pub fn measure_workers<W: Workload>(
         gave_up: AtomicUsize::new(0),
         next: AtomicU64::new(0),
         window_start: AtomicU64::new(0),
-        offsets: match mode {
-            LoadMode::OpenLoop {
-                rate,
-                arrivals,
-                seed,
-                ..
-            } => schedule(*rate, *arrivals, *seed, cfg.max_time),
-            LoadMode::ClosedLoop { .. } => Vec::new(),
-        },
+        abandon: AtomicBool::new(false),
+        offsets,
         clock: MonotonicClock::new(),
         latencies: cfg.target_ci.map(|_| std::sync::Mutex::new(Vec::new())),
         warmup: std::sync::Mutex::new(Warmup::new(cfg)),
         cfg,
     };
-    // First inference of each instance, outside any window; the first one is reported.
-    let t = sh.clock.now_ns();
-    models[0].step()?;
-    let first_ns = sh.clock.now_ns() - t;
-    for m in models.iter_mut().take(n).skip(1) {
-        m.step()?;
-    }
 
     let (outs, w) = std::thread::scope(|s| {
         let sh = &sh;
-        let handles: Vec<_> = models
-            .iter_mut()
-            .take(n)
-            .enumerate()
-            .map(|(worker, model)| {
-                s.spawn(move || {
-                    place_worker(worker);
-                    worker_loop(model, sh)
-                })
-            })
-            .collect();
+        let handle = s.spawn(move || drive(sh));
         let w = coordinate(sh, n, hooks);
-        let outs: Vec<WorkerOut> = handles
-            .into_iter()
-            .map(|h| h.join().expect("measurement worker"))
-            .collect();
+        let outs: Vec<WorkerOut> = handle.join().expect("load driver");
         (outs, w)
     });
 
@@ -961,6 +1136,10 @@ pub fn measure_workers<W: Workload>(
     }
     let window_ns = w.end - w.start;
     let counted: Vec<&Record> = records.iter().chain(&tail).collect();
+    let mut tags: BTreeMap<u32, u64> = BTreeMap::new();
+    for r in &counted {
+        *tags.entry(r.tag).or_default() += 1;
+    }
     let corrected: Vec<u64> = counted.iter().map(|r| r.end - r.scheduled).collect();
     let measurement = Measurement {
         warmup_end: Some(w.warm_end.into()),
@@ -977,7 +1156,7 @@ pub fn measure_workers<W: Workload>(
         stop_reason: w.reason,
         share_s: cfg.share.map(|d| d.as_secs_f64()),
     };
-    let open_stats = open_loop_stats(mode, &counted, records.len() as u64, &sh.offsets, window_ns);
+    let open = open_loop_stats(mode, &counted, records.len() as u64, &sh.offsets, window_ns);
     // Streaming figures are per second of the window: the steps answered inside it.
     let steps = records
         .into_iter()
@@ -988,7 +1167,13 @@ pub fn measure_workers<W: Workload>(
             })
         })
         .collect();
-    Ok((measurement, open_stats, steps))
+    Driven {
+        measurement,
+        open,
+        steps,
+        tags,
+        latencies: corrected,
+    }
 }
 
 #[cfg(test)]
@@ -997,9 +1182,9 @@ mod tests {
 
     #[test]
     fn schedules_are_seeded_and_keep_the_rate() {
-        let a = schedule(100.0, Arrivals::Poisson, 3, Duration::from_secs(100));
-        let b = schedule(100.0, Arrivals::Poisson, 3, Duration::from_secs(100));
-        let c = schedule(100.0, Arrivals::Poisson, 4, Duration::from_secs(100));
+        let a = schedule(100.0, Arrivals::Poisson, 3, Duration::from_secs(100), None);
+        let b = schedule(100.0, Arrivals::Poisson, 3, Duration::from_secs(100), None);
+        let c = schedule(100.0, Arrivals::Poisson, 4, Duration::from_secs(100), None);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.windows(2).all(|w| w[0] <= w[1]));
@@ -1009,7 +1194,7 @@ mod tests {
         // Exponential gaps: about 1/e of them exceed the mean.
         let over = a.windows(2).filter(|w| (w[1] - w[0]) as f64 > 1e7).count() as f64;
         assert!((over / (a.len() - 1) as f64 - (-1f64).exp()).abs() < 0.02);
-        let k = schedule(100.0, Arrivals::Constant, 0, Duration::from_secs(1));
+        let k = schedule(100.0, Arrivals::Constant, 0, Duration::from_secs(1), None);
         assert_eq!(&k[..3], &[0, 10_000_000, 20_000_000]);
     }
 }

@@ -11,7 +11,6 @@ use crate::engine::runlog::default_out_dir;
 use crate::engine::Pinning;
 use crate::measure::{LoadMode, MeasureConfig};
 use crate::net;
-use crate::results::Arrivals;
 use crate::results::{Slo, Tolerance};
 use crate::Error;
 
@@ -41,10 +40,7 @@ pub fn load_modes(a: &cli::TrafficArgs, seed: u64) -> Vec<LoadMode> {
             .map(|concurrency| LoadMode::ClosedLoop { concurrency })
             .collect();
     }
-    let arrivals = match a.arrivals {
-        cli::ArrivalsArg::Poisson => Arrivals::Poisson,
-        cli::ArrivalsArg::Constant => Arrivals::Constant,
-    };
+    let (arrivals, ramp_s) = (a.arrivals, a.ramp);
     a.rate
         .iter()
         .flat_map(|&rate| {
@@ -53,6 +49,7 @@ pub fn load_modes(a: &cli::TrafficArgs, seed: u64) -> Vec<LoadMode> {
                 arrivals,
                 concurrency,
                 seed,
+                ramp_s,
             })
         })
         .collect()
@@ -131,12 +128,32 @@ pub fn compare(a: &CompareArgs, interrupt: Arc<AtomicBool>) -> Result<CompareOpt
 
 /// `harness load`'s options.
 pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadOptions, Error> {
-    let slo = a
-        .slo
+    let (slo, objectives) = split_slo(a.slo.as_deref())?;
+    if a.find_max_rate && objectives.is_empty() {
+        return Err(Error::BadInput(
+            "--find-max-rate needs a latency percentile or error-rate objective in --slo, e.g. --slo p99:20ms or --slo p99:50ms,errors:1%".into(),
+        ));
+    }
+    let trace = a
+        .trace
         .as_deref()
-        .map(Slo::parse)
+        .map(|p| net::load::traffic::load_trace(p, a.trace_speed))
         .transpose()
-        .map_err(|e| Error::BadInput(format!("--slo {e}")))?;
+        .map_err(|e| Error::BadInput(format!("--trace {e}")))?
+        .map(Arc::new);
+    let modes = match &trace {
+        Some(t) => dedup(&a.traffic.concurrency)
+            .into_iter()
+            .map(|concurrency| LoadMode::Replay {
+                file: t.source.clone(),
+                speed: a.trace_speed,
+                requests: t.entries.len() as u64,
+                duration_s: t.duration_ns() as f64 / 1e9,
+                concurrency,
+            })
+            .collect(),
+        None => load_modes(&a.traffic, a.seed),
+    };
     let protocol = net::load::by_name(&a.protocol).ok_or_else(|| {
         Error::BadInput(format!(
             "unknown protocol '{}' ({})",
@@ -151,7 +168,7 @@ pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadO
         batch: a.batch.clone(),
         seq: a.seq.clone(),
         overrides: Vec::new(),
-        modes: load_modes(&a.traffic, a.seed),
+        modes,
         measure: MeasureConfig {
             // Errors are data under load: a server answering 503 keeps being measured; a
             // dead one fails fast (connection refused costs microseconds).
@@ -169,8 +186,46 @@ pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadO
         slo,
         local: None,
         interrupt,
+        engine: match a.engine {
+            cli::EngineArg::Events => net::load::Engine::Events,
+            cli::EngineArg::Threads => net::load::Engine::Threads,
+        },
+        client_threads: a.client_threads.unwrap_or(0),
+        client_spin: a.client_spin,
+        trace,
+        find_max_rate: a.find_max_rate.then_some(objectives),
+        arrivals: a.traffic.arrivals,
         budget: None,
     })
+}
+
+/// `--slo` split into completions' goodput objectives (ttft, tpot, e2e) and the capacity
+/// search's (latency percentiles, error rate).
+fn split_slo(s: Option<&str>) -> Result<(Option<Slo>, Vec<crate::capacity::Objective>), Error> {
+    let Some(s) = s else {
+        return Ok((None, Vec::new()));
+    };
+    let capacity_key = |part: &str| {
+        let k = part.trim().to_ascii_lowercase();
+        k.starts_with("error")
+            || (k.starts_with('p') && k[1..].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let (cap, good): (Vec<&str>, Vec<&str>) = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .partition(|p| capacity_key(p));
+    let bad = |e: String| Error::BadInput(format!("--slo {e}"));
+    let objectives = if cap.is_empty() {
+        Vec::new()
+    } else {
+        crate::capacity::parse_objectives(&cap.join(",")).map_err(bad)?
+    };
+    let slo = if good.is_empty() {
+        None
+    } else {
+        Some(Slo::parse(&good.join(",")).map_err(bad)?)
+    };
+    Ok((slo, objectives))
 }
 
 /// `harness serve`'s options.

@@ -115,6 +115,7 @@ fn open_loop_latency_counts_from_the_schedule() {
         arrivals: Arrivals::Constant,
         concurrency: 1,
         seed: 1,
+        ramp_s: None,
     };
     let (m, open) = measure_load(&mut m, &mode, &cfg(1000, 10), &mut (), &|_| {}).unwrap();
     let o = open.unwrap();
@@ -156,6 +157,7 @@ fn an_overloaded_open_loop_reports_the_shortfall() {
         arrivals: Arrivals::Poisson,
         concurrency: 1,
         seed: 7,
+        ramp_s: None,
     };
     let (m, open) = measure_load(&mut m, &mode, &cfg(800, 10), &mut (), &|_| {}).unwrap();
     let o = open.unwrap();

@@ -92,6 +92,7 @@ impl RunLog {
                 merged_from: Vec::new(),
                 runtimes,
                 scenarios: Vec::new(),
+                capacity: Vec::new(),
             },
             out: out.to_path_buf(),
         };

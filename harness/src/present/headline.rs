@@ -801,6 +801,9 @@ mod tests {
             metrics_error: None,
             prompt_tokens_per_request: None,
             streaming: None,
+            client_limited: None,
+            engine: None,
+            replay: None,
         });
         let mut inproc = inproc;
         inproc.throughput_per_s = Some(100.0);

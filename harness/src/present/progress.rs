@@ -83,7 +83,9 @@ pub fn row_line(r: &ScenarioResult) -> String {
         if let Some(c) = sv.client_cores_busy {
             s.push_str(&format!(", client {c:.2} cores"));
         }
-        if sv.client_saturated {
+        if let Some(why) = &sv.client_limited {
+            s.push_str(&format!(" (CLIENT-LIMITED: {why})"));
+        } else if sv.client_saturated {
             s.push_str(" (CLIENT SATURATED: the figures may describe the load generator)");
         }
         if let Some(b) = sv.server_avg_batch {
@@ -104,6 +106,12 @@ pub fn row_line(r: &ScenarioResult) -> String {
             ", achieved {:.1}/s of {:.1}/s, {} late sends",
             o.achieved_rate, o.target_rate, o.late_sends
         ));
+        if let Some(lag) = &o.send_lag {
+            s.push_str(&format!(
+                " (send lag p50 {:.3} ms, p99 {:.3} ms)",
+                lag.p50_ms, lag.p99_ms
+            ));
+        }
     }
     s
 }

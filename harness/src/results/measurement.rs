@@ -77,13 +77,18 @@ pub struct Measurement {
 }
 
 /// How arrivals are spaced in an open loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arrivals {
     /// Exponential gaps (a Poisson process), seeded.
     Poisson,
     /// Equal gaps of 1/rate.
     Constant,
+    /// Gamma-distributed gaps with this coefficient of variation (1: Poisson; above: bursts),
+    /// seeded.
+    Gamma { cv: f64 },
+    /// A recorded trace's own times.
+    Trace,
 }
 
 /// What an open loop adds: the schedule kept or not, and the latencies without the
@@ -103,6 +108,13 @@ pub struct OpenLoopStats {
     pub backlog_at_end: u64,
     /// Service time alone (send to answer): what a coordinated-omission-blind tool reports.
     pub uncorrected: LatencyStats,
+    /// Scheduled time to send, per request: how well the client kept the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_lag: Option<LatencyStats>,
+    /// Late sends for which a worker or connection was free when they fell due: the client,
+    /// not the server (nor too few connections), was behind.
+    #[serde(default)]
+    pub late_client: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

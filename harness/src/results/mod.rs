@@ -20,7 +20,7 @@ pub use id::ScenarioId;
 pub use measurement::{Arrivals, LatencyStats, Measurement, OpenLoopStats, StopReason};
 pub use parity::{OutputDiff, Parity, ParityStatus, Tolerance};
 pub use resources::{GpuInfo, GpuReport, MonitorCost, ResourceReport};
-pub use served::{ServedInfo, Slo, StreamingStats};
+pub use served::{CapacitySearch, ReplayShape, ReplayStats, ServedInfo, Slo, StreamingStats};
 
 pub const SCHEMA: &str = "harness-results";
 pub const SCHEMA_VERSION: u32 = 1;
@@ -43,6 +43,10 @@ pub struct Results {
     pub merged_from: Vec<String>,
     pub runtimes: Vec<RuntimeStatus>,
     pub scenarios: Vec<ScenarioResult>,
+    /// `harness load --find-max-rate`: each search's capacity, probes and verdict (the probes
+    /// are also rows in `scenarios`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity: Vec<CapacitySearch>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

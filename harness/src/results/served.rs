@@ -63,4 +63,42 @@ pub struct ServedInfo {
     /// Embeddings: the server's usage.prompt_tokens per request.
     pub prompt_tokens_per_request: Option<f64>,
     pub streaming: Option<StreamingStats>,
+    /// Why the client, not the server, may have limited this row (sends late while a
+    /// connection was free, or its threads busy); None: the client kept up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_limited: Option<String>,
+    /// How the load was driven ("events (2 thread(s), 64 connection(s), spin 10us)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// A replayed trace: what it held and what was sent of each shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayStats>,
+}
+
+/// A replayed trace, per shape: the requests it holds and those counted (answered in the
+/// window or in flight at its end).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayStats {
+    pub file: String,
+    pub speed: f64,
+    pub requests: u64,
+    pub duration_s: f64,
+    pub shapes: Vec<ReplayShape>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub in_trace: u64,
+    pub counted: u64,
+}
+
+/// One capacity search (`--find-max-rate`): the rows it probed share `group`'s prefix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CapacitySearch {
+    /// The scenario the search ran ("ours/kserve-http/b1/s128/c64").
+    pub group: String,
+    #[serde(flatten)]
+    pub result: crate::capacity::Capacity,
 }

@@ -6,6 +6,7 @@
 //! model, the request every worker sends, the worker, how it fetches one decoded answer, and
 //! what it adds to a row's statistics. [`PROTOCOLS`] is the registry the CLI reads.
 
+mod evloop;
 mod http_get;
 mod kserve_grpc;
 mod kserve_http;
@@ -14,23 +15,27 @@ mod openai_embeddings;
 mod protocol;
 pub mod scrape;
 pub mod streaming;
+pub mod traffic;
 mod words;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use runtimes::{HostTensor, ModelInfo};
 
 use super::client::Target;
+use crate::capacity;
 use crate::engine::{runlog, Row};
 use crate::measure::{self, LoadMode};
 use crate::monitor::MonitorHooks;
 use crate::results::{
-    ModelSummary, Parity, ScenarioId, ScenarioResult, ServedInfo, Settings, Tolerance,
+    CapacitySearch, ModelSummary, Parity, ReplayShape, ReplayStats, ScenarioId, ScenarioResult,
+    ServedInfo, Settings, Tolerance,
 };
 
 pub use protocol::{
-    Finished, HttpRequest, LoadError, LoadOptions, NetWorker, Protocol, Request, Scenario,
+    Engine, Finished, HttpRequest, LoadError, LoadOptions, NetWorker, Protocol, Request, Scenario,
 };
 pub use words::sentence;
 
@@ -138,6 +143,168 @@ pub fn run_load(
     run_load_as(o, &id, emit)
 }
 
+/// `harness load --find-max-rate`: per shape and concurrency, a short closed-loop run for the
+/// scale, then the capacity search's open-loop probes, every one a row. Returns the model
+/// and each search's result.
+pub fn find_capacity(
+    o: &LoadOptions,
+    emit: &mut dyn FnMut(ScenarioResult),
+) -> Result<(ModelInfo, Vec<CapacitySearch>), LoadError> {
+    let objectives = o.find_max_rate.clone().unwrap_or_default();
+    let target = o.target()?;
+    let info = discover(o, &target)?;
+    let id = |shape: Option<(usize, usize)>, mode: &LoadMode| ScenarioId::Network {
+        label: o.label.clone(),
+        protocol: o.protocol.name().to_string(),
+        shape,
+        load: mode.to_string(),
+    };
+    let mut searches = Vec::new();
+    for shape in shapes(o) {
+        for mode in &o.modes {
+            if o.interrupt.load(Ordering::Relaxed) {
+                return Ok((info, searches));
+            }
+            let concurrency = mode.concurrency();
+            searches.push(search_one(
+                o,
+                &target,
+                &info,
+                shape,
+                concurrency,
+                &objectives,
+                &id,
+                emit,
+            ));
+        }
+    }
+    Ok((info, searches))
+}
+
+/// One capacity search at `concurrency` connections.
+#[allow(clippy::too_many_arguments)]
+fn search_one(
+    o: &LoadOptions,
+    target: &Target,
+    info: &ModelInfo,
+    shape: Option<(usize, usize)>,
+    concurrency: usize,
+    objectives: &[capacity::Objective],
+    id: &IdFor,
+    emit: &mut dyn FnMut(ScenarioResult),
+) -> CapacitySearch {
+    let closed = LoadMode::ClosedLoop { concurrency };
+    let group = id(shape, &closed).to_string();
+    // The scale: what the connections carry in closed loop, briefly.
+    let scale_cfg = measure::MeasureConfig {
+        min_time: Duration::from_secs(2),
+        max_time: Duration::from_secs(4),
+        min_samples: 10,
+        target_ci: None,
+        budget: None,
+        share: None,
+        ..o.measure.clone()
+    };
+    let (row, _) = measure_probe(
+        o,
+        &scale_cfg,
+        target,
+        info,
+        shape,
+        &closed,
+        id(shape, &closed),
+    );
+    let closed_rate = row
+        .measurement
+        .as_ref()
+        .filter(|m| m.window_s > 0.0 && m.iterations > 0)
+        .map(|m| m.iterations as f64 / m.window_s);
+    let error = row.error.clone();
+    emit(row);
+    let Some(closed_rate) = closed_rate else {
+        return CapacitySearch {
+            group,
+            result: capacity::Capacity {
+                objectives: objectives.to_vec(),
+                capacity: 0.0,
+                failed_above: None,
+                probes: Vec::new(),
+                verdict: format!(
+                    "not searched: the closed-loop run at {concurrency} connection(s) measured nothing ({})",
+                    error.unwrap_or_else(|| "no answers".into())
+                ),
+                resolution: 0.0,
+                stopped: "closed loop failed".into(),
+            },
+        };
+    };
+    // Open loop over these connections cannot carry more than closed loop did (a little
+    // more for noise); the search starts at half of it.
+    let cfg = capacity::SearchConfig {
+        start_rate: round3(closed_rate * 0.5),
+        min_rate: round3((closed_rate * 0.01).max(0.1)),
+        max_rate: round3(closed_rate * 1.25),
+        resolution: 0.05,
+        max_probes: 14,
+        min_probe_s: o.measure.min_time.as_secs_f64(),
+        max_probe_s: o.measure.max_time.as_secs_f64(),
+        tail_samples: 10,
+        min_achieved: 0.95,
+    };
+    let mut probe = |rate: f64, duration_s: f64| -> Option<capacity::Observed> {
+        if o.interrupt.load(Ordering::Relaxed) {
+            return None;
+        }
+        let rate = round3(rate);
+        let mode = LoadMode::OpenLoop {
+            rate,
+            arrivals: o.arrivals,
+            concurrency,
+            seed: o.seed,
+            ramp_s: None,
+        };
+        let span = Duration::from_secs_f64(duration_s);
+        let pcfg = measure::MeasureConfig {
+            min_time: span,
+            max_time: span + Duration::from_secs(2),
+            min_samples: 0,
+            target_ci: None,
+            budget: None,
+            share: None,
+            ..o.measure.clone()
+        };
+        let (row, latencies) =
+            measure_probe(o, &pcfg, target, info, shape, &mode, id(shape, &mode));
+        let obs = capacity::Observed {
+            intended_rate: rate,
+            achieved_rate: row.open_loop.as_ref().map_or(0.0, |x| x.achieved_rate),
+            sent: latencies.len() as u64 + row.measurement.as_ref().map_or(0, |m| m.failures),
+            errors: row.measurement.as_ref().map_or(0, |m| m.failures),
+            latencies_ms: latencies.iter().map(|&ns| ns as f64 / 1e6).collect(),
+            client_limited: row
+                .served
+                .as_ref()
+                .is_some_and(|s| s.client_limited.is_some()),
+        };
+        let interrupted = o.interrupt.load(Ordering::Relaxed);
+        emit(row);
+        (!interrupted).then_some(obs)
+    };
+    CapacitySearch {
+        group,
+        result: capacity::search(objectives, &cfg, &mut probe),
+    }
+}
+
+/// A rate rounded to three significant digits (readable scenario ids).
+fn round3(x: f64) -> f64 {
+    if !(x.is_finite() && x > 0.0) {
+        return x;
+    }
+    let k = 10f64.powi(2 - x.log10().floor() as i32);
+    (x * k).round() / k
+}
+
 /// Runs every (batch, seq, mode) scenario against the target, naming each row with `id`;
 /// `emit` gets each row as it finishes (so a caller can write results after every
 /// scenario). Setup problems (target unreachable, unknown model) are errors before
@@ -183,9 +350,10 @@ pub fn run_load_as(
     Ok(info)
 }
 
-/// The (batch, seq) of each scenario, None for a protocol without shapes.
+/// The (batch, seq) of each scenario, None for a protocol without shapes (and for a replay,
+/// whose requests take their trace's shapes).
 fn shapes(o: &LoadOptions) -> Vec<Option<(usize, usize)>> {
-    if o.protocol.shaped() {
+    if o.protocol.shaped() && o.trace.is_none() {
         o.batch
             .iter()
             .flat_map(|&b| o.seq.iter().map(move |&s| Some((b, s))))
@@ -211,6 +379,20 @@ fn measure_scenario(
     mode: &LoadMode,
     id: ScenarioId,
 ) -> ScenarioResult {
+    measure_probe(o, cfg, target, info, shape, mode, id).0
+}
+
+/// [`measure_scenario`], with the latencies behind the row (ns; empty when nothing was
+/// measured).
+fn measure_probe(
+    o: &LoadOptions,
+    cfg: &measure::MeasureConfig,
+    target: &Target,
+    info: &ModelInfo,
+    shape: Option<(usize, usize)>,
+    mode: &LoadMode,
+    id: ScenarioId,
+) -> (ScenarioResult, Vec<u64>) {
     let network = matches!(id, ScenarioId::Network { .. });
     let mut row = ScenarioResult {
         applied: BTreeMap::from([("protocol".to_string(), o.protocol.name().to_string())]),
@@ -221,33 +403,67 @@ fn measure_scenario(
         row.device = format!("{}:{}", target.host, target.port);
         row.threads = o.server_threads;
     }
-    let (batch, seq) = shape.unwrap_or((1, 0));
-    let sc = match o.protocol.prepare(o, target, info, batch, seq) {
-        Ok(sc) => sc,
-        Err(e) => {
-            Row::fail(&mut row, e.to_string(), "setup", false);
-            return row;
-        }
+    // One prepared request; a replay's, one per shape in its trace (first seen first).
+    let replay = match (&o.trace, mode) {
+        (Some(t), LoadMode::Replay { .. }) => Some(t.clone()),
+        _ => None,
     };
-    row.shapes = sc.shapes.clone();
-    row.batch = sc.batch;
-    row.seq = sc.seq;
-    let workers: Result<Vec<Box<dyn NetWorker>>, LoadError> = (0..mode.concurrency().max(1))
-        .map(|_| sc.request.worker(target, o.timeout))
-        .collect();
-    let mut ws = match workers {
-        Ok(w) => w,
-        Err(e) => {
-            Row::fail(&mut row, e.to_string(), "setup", false);
-            return row;
-        }
+    let (b0, s0) = (
+        o.batch.first().copied().unwrap_or(1),
+        o.seq.first().copied().unwrap_or(128),
+    );
+    let shapes = match &replay {
+        Some(t) => t.distinct_shapes(b0, s0),
+        None => vec![shape.unwrap_or((1, 0))],
     };
+    let mut prepared = Vec::with_capacity(shapes.len());
+    for &(batch, seq) in &shapes {
+        match o.protocol.prepare(o, target, info, batch, seq) {
+            Ok(sc) => prepared.push(sc),
+            Err(e) => {
+                Row::fail(&mut row, e.to_string(), "setup", false);
+                return (row, Vec::new());
+            }
+        }
+    }
+    let sc = &prepared[0];
+    if replay.is_some() {
+        row.batch = 1;
+        row.seq = None;
+    } else {
+        row.shapes = sc.shapes.clone();
+        row.batch = sc.batch;
+        row.seq = sc.seq;
+    }
+    let http: Option<Vec<&HttpRequest>> = (o.engine == Engine::Events)
+        .then(|| prepared.iter().map(|p| p.request.http()).collect())
+        .flatten();
+    if replay.is_some() && http.is_none() {
+        Row::fail(
+            &mut row,
+            format!(
+                "--trace replays need the event engine, which speaks HTTP/1.1 without streaming (kserve-http, openai-embeddings, http-get); {} with --engine {} cannot replay",
+                o.protocol.name(),
+                if o.engine == Engine::Events { "events" } else { "threads" }
+            ),
+            "setup",
+            false,
+        );
+        return (row, Vec::new());
+    }
     let mut hooks =
         scrape::ScrapeHooks::new(MonitorHooks::new(&o.interrupt), o.metrics_url.clone());
-    let r = measure::measure_workers(&mut ws, mode, cfg, &mut hooks, &|_| {});
-    let connects: u64 = ws.iter().map(|w| w.connects()).sum();
+    let (r, connects, engine, client_threads) = match &http {
+        Some(h) => drive_events(o, cfg, target, mode, h, &mut hooks),
+        None => drive_threads(o, cfg, target, mode, sc, &mut hooks),
+    };
+    row.applied.insert("engine".into(), engine.clone());
     match r {
-        Err(e) => {
+        Err(Setup::Failed(e)) => {
+            Row::fail(&mut row, e.to_string(), "setup", false);
+            (row, Vec::new())
+        }
+        Err(Setup::First(e)) => {
             let hint = o.protocol.failure_hint(o).unwrap_or_default();
             Row::fail(
                 &mut row,
@@ -255,25 +471,230 @@ fn measure_scenario(
                 &e.kind,
                 false,
             );
+            (row, Vec::new())
         }
-        Ok((m, open, steps)) => {
+        Ok(d) => {
             let resources = hooks.inner.report.take();
-            let mut served = served_info(o, &sc, connects, resources.as_ref(), &hooks);
+            let mut served = served_info(o, sc, connects, resources.as_ref(), &hooks);
+            served.engine = Some(engine);
             o.protocol.add_statistics(
                 &Finished {
                     options: o,
                     target,
-                    scenario: &sc,
-                    steps: &steps,
-                    window_s: m.window_s,
+                    scenario: sc,
+                    steps: &d.steps,
+                    window_s: d.measurement.window_s,
                 },
                 &mut served,
             );
+            let window_s = d.measurement.window_s;
+            if let (Some(t), LoadMode::Replay { speed, .. }) = (&replay, mode) {
+                served.replay = Some(ReplayStats {
+                    speed: *speed,
+                    ..replay_stats(t, &shapes, &d.tags, b0, s0)
+                });
+            }
             row.served = Some(served);
-            Row::complete(&mut row, m, open, resources, "requests");
+            Row::complete(&mut row, d.measurement, d.open, resources, "requests");
+            if let Some(rs) = row.served.as_ref().and_then(|s| s.replay.as_ref()) {
+                // Items per second: each request counted with its own batch.
+                let items: u64 = rs.shapes.iter().map(|s| s.counted * s.batch as u64).sum();
+                row.throughput_per_s = Some(if window_s > 0.0 {
+                    items as f64 / window_s
+                } else {
+                    0.0
+                });
+            }
+            let limited = client_limited(&row, client_threads);
+            if let Some(s) = row.served.as_mut() {
+                s.client_limited = limited;
+            }
+            (row, d.latencies)
         }
     }
-    row
+}
+
+/// What a replay held and sent, per shape.
+fn replay_stats(
+    t: &traffic::Trace,
+    shapes: &[(usize, usize)],
+    tags: &BTreeMap<u32, u64>,
+    b0: usize,
+    s0: usize,
+) -> ReplayStats {
+    let per_entry = t.shapes(b0, s0);
+    ReplayStats {
+        file: t.source.clone(),
+        speed: 0.0,
+        requests: t.entries.len() as u64,
+        duration_s: t.duration_ns() as f64 / 1e9,
+        shapes: shapes
+            .iter()
+            .enumerate()
+            .map(|(k, &(batch, seq))| ReplayShape {
+                batch,
+                seq,
+                in_trace: per_entry.iter().filter(|&&x| x == (batch, seq)).count() as u64,
+                counted: tags.get(&(k as u32)).copied().unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+/// The client's self-check: whether it, not the server, may have limited the row. Late
+/// sends while a connection was free mean its loop fell behind its schedule; threads nearly
+/// always busy mean it could not have sent faster.
+pub fn client_limited(row: &ScenarioResult, client_threads: usize) -> Option<String> {
+    let served = row.served.as_ref()?;
+    let m = row.measurement.as_ref()?;
+    let cores = served.client_cores_busy.unwrap_or(0.0);
+    let mut why = Vec::new();
+    if let Some(o) = &row.open_loop {
+        let counted = m.latency.samples.max(1);
+        if o.late_client > (counted / 100).max(1) {
+            why.push(format!(
+                "{} of {} sends ({:.1}%) left more than {} ms after their time although a connection was free",
+                o.late_client,
+                counted,
+                100.0 * o.late_client as f64 / counted as f64,
+                o.late_threshold_ms
+            ));
+        }
+    }
+    let threads = client_threads.max(1) as f64;
+    if cores >= 0.9 * threads.min(served.client_cpus.max(1) as f64) {
+        why.push(format!(
+            "the client used {cores:.2} cores with {client_threads} thread(s)"
+        ));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "{}: the client may have limited this row; add --client-threads or run the client on cores the server does not use",
+            why.join("; ")
+        )
+    })
+}
+
+/// Why a scenario measured nothing.
+enum Setup {
+    Failed(LoadError),
+    First(crate::net::client::NetError),
+}
+
+type Outcome = Result<measure::Driven, Setup>;
+
+/// Measures with one blocking thread per connection: every protocol. Returns the outcome,
+/// connections opened, the engine in words and the client threads.
+fn drive_threads(
+    o: &LoadOptions,
+    cfg: &measure::MeasureConfig,
+    target: &Target,
+    mode: &LoadMode,
+    sc: &Scenario,
+    hooks: &mut scrape::ScrapeHooks,
+) -> (Outcome, u64, String, usize) {
+    let n = mode.concurrency().max(1);
+    let engine = format!("threads ({n}, one per connection)");
+    let workers: Result<Vec<Box<dyn NetWorker>>, LoadError> = (0..n)
+        .map(|_| sc.request.worker(target, o.timeout))
+        .collect();
+    let mut ws = match workers {
+        Ok(w) => w,
+        Err(e) => return (Err(Setup::Failed(e)), 0, engine, n),
+    };
+    let r =
+        measure::measure_workers_driven(&mut ws, mode, cfg, hooks, &|_| {}).map_err(Setup::First);
+    let connects: u64 = ws.iter().map(|w| w.connects()).sum();
+    (r, connects, engine, n)
+}
+
+/// The event-loop threads the engine runs for `connections`.
+pub fn client_threads(o: &LoadOptions, connections: usize) -> usize {
+    let auto = runtimes::online_cpus();
+    let t = if o.client_threads == 0 {
+        auto
+    } else {
+        o.client_threads
+    };
+    t.clamp(1, connections.max(1))
+}
+
+/// Measures with the event-driven engine: the first request on a blocking connection (its
+/// time and its error, as with threads), then the event loops. `http`: the prepared
+/// requests (a replay's, one per shape of its trace).
+fn drive_events(
+    o: &LoadOptions,
+    cfg: &measure::MeasureConfig,
+    target: &Target,
+    mode: &LoadMode,
+    http: &[&HttpRequest],
+    hooks: &mut scrape::ScrapeHooks,
+) -> (Outcome, u64, String, usize) {
+    let connections = mode.concurrency().max(1);
+    let threads = client_threads(o, connections);
+    let engine = format!(
+        "events ({threads} thread(s), {connections} connection(s), spin {})",
+        humantime::format_duration(o.client_spin)
+    );
+    let mut first = match http[0].worker(target, o.timeout) {
+        Ok(w) => w,
+        Err(e) => return (Err(Setup::Failed(e)), 0, engine, threads),
+    };
+    let t = std::time::Instant::now();
+    if let Err(e) = first.step() {
+        return (Err(Setup::First(e)), first.connects(), engine, threads);
+    }
+    let first_ns = t.elapsed().as_nanos() as u64;
+    drop(first);
+    // A replay: its offsets, and which request each sends; the window spans the trace.
+    let (offsets, tag_of, cfg) = match (&o.trace, mode) {
+        (Some(t), LoadMode::Replay { .. }) => {
+            let (b0, s0) = (
+                o.batch.first().copied().unwrap_or(1),
+                o.seq.first().copied().unwrap_or(128),
+            );
+            let distinct = t.distinct_shapes(b0, s0);
+            let tags: Vec<u32> = t
+                .shapes(b0, s0)
+                .iter()
+                .map(|s| distinct.iter().position(|d| d == s).unwrap_or(0) as u32)
+                .collect();
+            let span = Duration::from_nanos(t.duration_ns()) + Duration::from_millis(1);
+            let cfg = measure::MeasureConfig {
+                min_time: span,
+                min_samples: 0,
+                max_time: span + o.timeout,
+                target_ci: None,
+                share: None,
+                ..cfg.clone()
+            };
+            (t.offsets(), tags, cfg)
+        }
+        _ => (measure::schedule_of(mode, cfg), Vec::new(), cfg.clone()),
+    };
+    let ev = evloop::EvConfig {
+        addr: target.addr,
+        connections,
+        threads,
+        timeout: o.timeout,
+        requests: http.iter().map(|h| h.bytes.clone()).collect(),
+        tag_of: std::sync::Arc::new(tag_of),
+        expect_binary: http[0].expect_binary,
+        expect_body: http[0].expect_body,
+        spin: o.client_spin,
+        connects: Default::default(),
+    };
+    let d = measure::measure_driven(
+        connections,
+        mode,
+        offsets,
+        &cfg,
+        hooks,
+        first_ns,
+        Box::new(|sh| evloop::drive(&ev, sh)),
+    );
+    let connects = 1 + ev.connects.load(Ordering::Relaxed);
+    (Ok(d), connects, engine, threads)
 }
 
 /// The network figures every protocol's row has: the request, the connections, the client's
@@ -306,12 +727,100 @@ fn served_info(
         metrics_error: hooks.error.clone(),
         prompt_tokens_per_request: None,
         streaming: None,
+        client_limited: None,
+        engine: None,
+        replay: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn served_row(cores: f64, late_client: u64, samples: u64) -> ScenarioResult {
+        let mut row = Row::blank(
+            &ScenarioId::Network {
+                label: "x".into(),
+                protocol: "http-get".into(),
+                shape: None,
+                load: "c1".into(),
+            },
+            &LoadMode::ClosedLoop { concurrency: 8 },
+            Tolerance::default(),
+        );
+        let mut served = served_info(
+            &LoadOptions::new("http://127.0.0.1:1", HTTP_GET, None),
+            &Scenario {
+                request: Box::new(HttpRequest {
+                    bytes: Default::default(),
+                    expect_binary: false,
+                    expect_body: false,
+                }),
+                request_bytes: 0,
+                shapes: BTreeMap::new(),
+                batch: 1,
+                seq: None,
+            },
+            0,
+            None,
+            &scrape::ScrapeHooks::new(MonitorHooks::new(&Default::default()), None),
+        );
+        served.client_cores_busy = Some(cores);
+        served.client_cpus = 2;
+        row.served = Some(served);
+        let samples_ns: Vec<u64> = (0..samples).map(|k| 1_000_000 + k).collect();
+        let m = crate::results::Measurement {
+            first_inference_ms: 1.0,
+            warmup_iterations: 0,
+            warmup_ms: 0.0,
+            latency: crate::results::LatencyStats::from_samples(&samples_ns),
+            window_s: 1.0,
+            iterations: samples,
+            failures: 0,
+            in_flight_at_end: 0,
+            failure_kinds: BTreeMap::new(),
+            stop_reason: crate::results::StopReason::MinimaMet,
+            stable: None,
+            share_s: None,
+            warmup_end: None,
+        };
+        row.measurement = Some(m);
+        row.open_loop = Some(crate::results::OpenLoopStats {
+            target_rate: 100.0,
+            achieved_rate: 100.0,
+            arrivals: crate::results::Arrivals::Poisson,
+            seed: 1,
+            late_sends: late_client,
+            late_threshold_ms: 1.0,
+            max_send_lag_ms: 2.0,
+            backlog_at_end: 0,
+            uncorrected: crate::results::LatencyStats::from_samples(&samples_ns),
+            send_lag: None,
+            late_client,
+        });
+        row
+    }
+
+    #[test]
+    fn the_client_says_when_it_may_have_limited_a_row() {
+        // Kept up: few late sends, idle threads.
+        assert_eq!(client_limited(&served_row(0.3, 1, 1000), 2), None);
+        // Late with a connection free, beyond 1%.
+        let why = client_limited(&served_row(0.3, 50, 1000), 2).unwrap();
+        assert!(why.contains("50 of 1000 sends (5.0%)"), "{why}");
+        // Its one thread always busy.
+        let why = client_limited(&served_row(0.95, 0, 1000), 1).unwrap();
+        assert!(why.contains("0.95 cores with 1 thread"), "{why}");
+        // Two threads at 0.95 cores: room left.
+        assert_eq!(client_limited(&served_row(0.95, 0, 1000), 2), None);
+    }
+
+    #[test]
+    fn rates_round_to_three_significant_digits() {
+        assert_eq!(round3(3631.1508), 3630.0);
+        assert_eq!(round3(0.123456), 0.123);
+        assert_eq!(round3(12.3456), 12.3);
+    }
 
     #[test]
     fn every_protocol_is_registered_once_and_found_by_name() {

@@ -70,6 +70,18 @@ pub struct Scenario {
 /// A prepared request: it makes one worker (one connection) per call.
 pub trait Request: Send + Sync {
     fn worker(&self, target: &Target, timeout: Duration) -> Result<Box<dyn NetWorker>, LoadError>;
+    /// The prepared HTTP/1.1 exchange, for a request the event-driven engine can send.
+    fn http(&self) -> Option<&HttpRequest> {
+        None
+    }
+}
+
+/// How the load is driven: an event loop per client thread over many connections (HTTP/1.1
+/// protocols without streaming), or one blocking thread per connection (every protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Events,
+    Threads,
 }
 
 /// One connection's unit of load.
@@ -127,6 +139,18 @@ pub struct LoadOptions {
     /// them (same seed, same tensors), and outputs can be compared.
     pub local: Option<ModelInfo>,
     pub interrupt: Arc<AtomicBool>,
+    /// The event-driven engine where the protocol allows it, else a thread per connection.
+    pub engine: Engine,
+    /// The event-driven engine's threads; 0: one per CPU, at most one per connection.
+    pub client_threads: usize,
+    /// The event engine busy-polls this long before sleeping (0: never).
+    pub client_spin: Duration,
+    /// A recorded trace to replay (its modes are [`LoadMode::Replay`]).
+    pub trace: Option<Arc<super::traffic::Trace>>,
+    /// Search for the highest rate meeting these objectives at each concurrency.
+    pub find_max_rate: Option<Vec<crate::capacity::Objective>>,
+    /// The capacity search's arrival process (`--arrivals`).
+    pub arrivals: crate::results::Arrivals,
     /// What is left of a budget shared with scenarios beyond these (compare's served rows);
     /// None: `measure.budget`, if any, is these scenarios' alone.
     pub budget: Option<crate::measure::Budget>,
@@ -156,6 +180,12 @@ impl LoadOptions {
             slo: None,
             local: None,
             interrupt: Arc::new(AtomicBool::new(false)),
+            engine: Engine::Events,
+            client_threads: 0,
+            client_spin: DEFAULT_SPIN,
+            trace: None,
+            find_max_rate: None,
+            arrivals: crate::results::Arrivals::Poisson,
             budget: None,
         }
     }
@@ -174,6 +204,12 @@ impl LoadOptions {
         Target::parse(&self.target, self.protocol.default_port()).map_err(LoadError::Setup)
     }
 }
+
+/// The event engine's busy-poll before sleeping: an answer arriving within it is read without
+/// a sleep and a wake-up (the costliest part of a loopback exchange). 10 µs measured best on
+/// a 2-vCPU machine the server shares (longer spins take the server's CPU); a client on its
+/// own cores gains from more (`--client-spin`). Costs at most this much CPU per wake-up.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -214,6 +250,10 @@ impl Request for HttpRequest {
             expect_binary: self.expect_binary,
             expect_body: self.expect_body,
         }))
+    }
+
+    fn http(&self) -> Option<&HttpRequest> {
+        Some(self)
     }
 }
 
