@@ -142,6 +142,10 @@ pub struct Probe {
     pub repeat: bool,
     #[serde(default)]
     pub client_limited: bool,
+    /// What weakens the probe without failing it (a percentile from fewer samples than it
+    /// needs: a rougher estimate, which the repeat at the edge checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The outcome of a search (rates in requests/s).
@@ -234,6 +238,7 @@ pub fn judge(
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len() as u64;
     let mut reasons = Vec::new();
+    let mut notes = Vec::new();
     let mut values = Vec::with_capacity(objectives.len());
     for o in objectives {
         match o {
@@ -248,7 +253,7 @@ pub fn judge(
                 values.push(v);
                 let needed = needed_samples(cfg.tail_samples, *percentile);
                 if n < needed {
-                    reasons.push(format!("too few samples for {name}: {n} < {needed}"));
+                    notes.push(format!("too few samples for {name}: {n} < {needed}"));
                 }
                 if v.is_nan() {
                     reasons.push(format!("{name}: no latencies measured"));
@@ -291,6 +296,7 @@ pub fn judge(
         reasons,
         repeat: false,
         client_limited: obs.client_limited,
+        notes,
     }
 }
 
@@ -430,10 +436,10 @@ fn verdict(cap: &Capacity, confirmed: bool, noisy: &[f64]) -> String {
             limited.join(", ")
         ));
     }
-    let mut reasons = cap.probes.iter().flat_map(|p| &p.reasons);
-    if reasons.any(|r| r.starts_with("too few samples")) {
+    let mut notes = cap.probes.iter().flat_map(|p| &p.notes);
+    if notes.any(|r| r.starts_with("too few samples")) {
         v.push_str(
-            "; some probes had too few samples: raise the max probe seconds or lower tail samples",
+            "; some probes had too few samples for their percentile (rougher estimates): raise the max probe seconds (--max-time)",
         );
     }
     v
@@ -616,10 +622,15 @@ mod tests {
             "even the lowest rate 50/s fails (p99 1000 ms > 20 ms); capacity 0",
         );
         assert!(c.probes.iter().all(|p| !p.passed));
-        // Too-short probes at low rates fail for want of samples, and the verdict says so.
+        // Too-short probes are judged on what they have (a rougher estimate, not a failure:
+        // fewer samples at lower rates must not push the search down), and the verdict says so.
         let c = run(20.0, cfg(|c| c.max_probe_s = 5.0), model(|x| x));
-        assert_eq!(c.stopped, "lowest rate fails");
-        says(&c, "too few samples for p99: 5 < 1000");
+        let want = analytic(20.0);
+        assert!(
+            c.capacity > 0.8 * want && c.capacity <= 1.05 * want,
+            "{c:?}"
+        );
+        assert!(c.probes.iter().any(|p| !p.notes.is_empty()), "{c:?}");
         says(&c, "raise the max probe seconds");
     }
 
@@ -702,9 +713,9 @@ mod tests {
         (o.achieved_rate, o.errors) = (81.2, 10);
         let p = judge(&obj, &cfg(|_| ()), 100.0, 3.12, &o);
         assert!(!p.passed && p.values.len() == 2 && p.requests == 312);
-        assert_eq!(p.reasons[0], "too few samples for p99: 312 < 1000");
+        assert_eq!(p.notes, ["too few samples for p99: 312 < 1000"]);
         assert_eq!(
-            p.reasons[1..],
+            p.reasons,
             ["errors 3.21% > 1%", "achieved 81.2/s of 100/s (81%)"]
         );
         let p = judge(&obj, &cfg(|_| ()), 100.0, 1.0, &Observed::default());

@@ -776,6 +776,9 @@ pub(crate) struct Shared<'a> {
     pub abandon: std::sync::atomic::AtomicBool,
     /// Open loop: arrival offsets from the window start; empty for closed loop.
     pub offsets: Vec<u64>,
+    /// The units that warm up: all in closed loop; one in open loop, so that the window's
+    /// first arrivals do not queue behind a closed-loop burst from every connection.
+    pub warm_units: usize,
     pub clock: MonotonicClock,
     /// With a CI target the coordinator needs the latencies while the window runs.
     pub latencies: Option<std::sync::Mutex<Vec<u64>>>,
@@ -818,7 +821,7 @@ impl Shared<'_> {
 
 /// One worker's loop: warm-up steps, then measured steps (each at its scheduled time in
 /// open loop) until the coordinator says stop or the failures in a row reach the limit.
-fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
+fn worker_loop<W: Workload>(model: &mut W, sh: &Shared, worker: usize) -> WorkerOut {
     use std::sync::atomic::Ordering;
     let open = !sh.offsets.is_empty();
     let mut out = WorkerOut {
@@ -830,6 +833,11 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared) -> WorkerOut {
         let p = sh.phase.load(Ordering::Acquire);
         if p == STOP {
             break;
+        }
+        if p == WARM && open && worker >= sh.warm_units {
+            // An open loop warms up on one worker (see `warm_units`).
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
         }
         let mut free_before_due = false;
         let scheduled = if p == MEASURE && open {
@@ -902,7 +910,8 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     let warmup = || sh.warmup.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let el = sh.clock.now_ns() - t0;
-        let warmed = sh.warm_done.load(Ordering::Relaxed) >= cfg.warmup_iters * n as u64;
+        let warmed =
+            sh.warm_done.load(Ordering::Relaxed) >= cfg.warmup_iters * sh.warm_units as u64;
         if warmup().over(warmed, el)
             || el >= max_ns
             || hooks.interrupted()
@@ -1032,7 +1041,7 @@ pub(crate) fn measure_workers_driven<W: Workload>(
                 .map(|(worker, model)| {
                     s.spawn(move || {
                         place_worker(worker);
-                        worker_loop(model, sh)
+                        worker_loop(model, sh, worker)
                     })
                 })
                 .collect();
@@ -1101,6 +1110,7 @@ pub(crate) fn measure_driven(
         next: AtomicU64::new(0),
         window_start: AtomicU64::new(0),
         abandon: AtomicBool::new(false),
+        warm_units: if offsets.is_empty() { n } else { 1 },
         offsets,
         clock: MonotonicClock::new(),
         latencies: cfg.target_ci.map(|_| std::sync::Mutex::new(Vec::new())),

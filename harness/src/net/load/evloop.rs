@@ -51,7 +51,7 @@ pub fn drive(cfg: &EvConfig, sh: &Shared) -> Vec<WorkerOut> {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let mine = (t..cfg.connections).step_by(threads).count();
-                s.spawn(move || match Loop::new(cfg, sh, mine) {
+                s.spawn(move || match Loop::new(cfg, sh, mine, t) {
                     Ok(mut l) => l.run(),
                     Err(e) => {
                         // The loop could not start (no epoll, no timer): its connections
@@ -290,6 +290,8 @@ struct Loop<'a> {
     out: WorkerOut,
     scratch: Vec<u8>,
     spin_ns: u64,
+    /// This loop's index (the first warms an open loop up, on its first connection).
+    thread: usize,
 }
 
 const TIMER_TOKEN: u64 = u64::MAX;
@@ -303,7 +305,12 @@ fn cvt(r: libc::c_int, what: &str) -> Result<libc::c_int, String> {
 }
 
 impl<'a> Loop<'a> {
-    fn new(cfg: &'a EvConfig, sh: &'a Shared<'a>, connections: usize) -> Result<Loop<'a>, String> {
+    fn new(
+        cfg: &'a EvConfig,
+        sh: &'a Shared<'a>,
+        connections: usize,
+        thread: usize,
+    ) -> Result<Loop<'a>, String> {
         // SAFETY: plain syscalls; the descriptors are owned at once.
         let epoll = unsafe {
             OwnedFd::from_raw_fd(cvt(
@@ -339,6 +346,7 @@ impl<'a> Loop<'a> {
                 failures: BTreeMap::new(),
             },
             scratch: vec![0u8; 64 << 10],
+            thread,
             spin_ns: cfg.spin.as_nanos().min(u64::MAX as u128) as u64,
         };
         l.register(l.timer.as_raw_fd(), TIMER_TOKEN, libc::EPOLLIN as u32)?;
@@ -391,8 +399,17 @@ impl<'a> Loop<'a> {
                 }
             } else if open && phase == MEASURE {
                 self.send_due(now);
+            } else if open {
+                // An open loop warms up on one connection, so that the window's first
+                // arrivals do not queue behind a burst from all of them.
+                if self.thread == 0 {
+                    if let Some(i) = self.idle.iter().position(|&c| c == 0) {
+                        self.idle.swap_remove(i);
+                        self.start(0, now, 0, false, true);
+                    }
+                }
             } else {
-                // Closed loop, and the warm-up of an open loop: every free connection sends.
+                // Closed loop: every free connection sends.
                 while let Some(c) = self.idle.pop() {
                     self.start(c, now, 0, false, phase == WARM);
                 }

@@ -551,7 +551,10 @@ pub fn client_limited(row: &ScenarioResult, client_threads: usize) -> Option<Str
     let mut why = Vec::new();
     if let Some(o) = &row.open_loop {
         let counted = m.latency.samples.max(1);
-        if o.late_client > (counted / 100).max(1) {
+        // Late sends matter when the lag is material against the latencies measured (a few
+        // ms late in a 100 ms p99 change nothing; on a trivial endpoint they are the result).
+        let lag_p99 = o.send_lag.as_ref().map_or(o.max_send_lag_ms, |l| l.p99_ms);
+        if o.late_client > (counted / 100).max(1) && lag_p99 > 0.1 * m.latency.p99_ms {
             why.push(format!(
                 "{} of {} sends ({:.1}%) left more than {} ms after their time although a connection was free",
                 o.late_client,
