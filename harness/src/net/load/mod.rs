@@ -662,7 +662,9 @@ fn drive_events(
                 .iter()
                 .map(|s| distinct.iter().position(|d| d == s).unwrap_or(0) as u32)
                 .collect();
-            let span = Duration::from_nanos(t.duration_ns()) + Duration::from_millis(1);
+            // The trace, and a margin for the last sends (a burst at its end leaves over a
+            // few ms on a busy machine): a request sent after the window would go uncounted.
+            let span = Duration::from_nanos(t.duration_ns()) + Duration::from_millis(250);
             let cfg = measure::MeasureConfig {
                 min_time: span,
                 min_samples: 0,
