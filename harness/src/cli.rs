@@ -48,7 +48,7 @@ fn arrivals(s: &str) -> Result<crate::results::Arrivals, String> {
         "poisson" => Ok(Arrivals::Poisson),
         "constant" => Ok(Arrivals::Constant),
         g if g.to_ascii_lowercase().starts_with("gamma") => {
-            crate::net::load::traffic::parse_gamma(g).map(|cv| Arrivals::Gamma { cv })
+            crate::traffic::parse_gamma(g).map(|cv| Arrivals::Gamma { cv })
         }
         other => Err(format!(
             "'{other}': poisson, constant, or gamma:CV (e.g. gamma:2 for bursts, gamma:0.5 for smoother than Poisson)"
@@ -58,12 +58,12 @@ fn arrivals(s: &str) -> Result<crate::results::Arrivals, String> {
 
 /// `--ramp`: a duration above zero, in seconds.
 fn ramp(s: &str) -> Result<f64, String> {
-    crate::net::load::traffic::parse_ramp(s)
+    crate::traffic::parse_ramp(s)
 }
 
 /// `--trace-speed`: a positive time scale.
 fn speed(s: &str) -> Result<f64, String> {
-    crate::net::load::traffic::parse_speed(s)
+    crate::traffic::parse_speed(s)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -584,12 +584,6 @@ pub struct ServeArgs {
     pub ort_lib: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineArg {
-    Events,
-    Threads,
-}
-
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Server URL: http://127.0.0.1:8000 (HTTP protocols; for http-get the exact URL to GET),
@@ -655,7 +649,7 @@ pub struct LoadArgs {
     /// (one blocking thread per connection; every protocol). Protocols the event engine
     /// does not speak use threads
     #[arg(long, value_enum, default_value = "events")]
-    pub engine: EngineArg,
+    pub engine: crate::net::load::Engine,
     /// Event engine: client threads [default: one per CPU, at most one per connection]
     #[arg(long, value_parser = positive)]
     pub client_threads: Option<usize>,

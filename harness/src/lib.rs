@@ -24,6 +24,7 @@ pub mod profile;
 pub mod results;
 pub mod selfcheck;
 pub mod stats;
+pub mod traffic;
 
 use std::io::Write;
 use std::path::Path;

@@ -652,6 +652,7 @@ pub(crate) struct Record {
 }
 
 /// What one worker (or one event loop, for all its connections) returns.
+#[derive(Default)]
 pub(crate) struct WorkerOut {
     pub records: Vec<Record>,
     pub failures: BTreeMap<String, u64>,
@@ -670,7 +671,7 @@ fn schedule(
     max_time: Duration,
     ramp_s: Option<f64>,
 ) -> Vec<u64> {
-    use crate::net::load::traffic;
+    use crate::traffic;
     let expected = traffic::cumulative_intensity(rate, ramp_s, max_time.as_secs_f64());
     let n = ((expected * 1.5) as usize).clamp(16, 50_000_000);
     let unit = match arrivals {
@@ -824,10 +825,7 @@ impl Shared<'_> {
 fn worker_loop<W: Workload>(model: &mut W, sh: &Shared, worker: usize) -> WorkerOut {
     use std::sync::atomic::Ordering;
     let open = !sh.offsets.is_empty();
-    let mut out = WorkerOut {
-        records: Vec::new(),
-        failures: BTreeMap::new(),
-    };
+    let mut out = WorkerOut::default();
     let mut consecutive = 0u64;
     loop {
         let p = sh.phase.load(Ordering::Acquire);

@@ -137,7 +137,7 @@ pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadO
     let trace = a
         .trace
         .as_deref()
-        .map(|p| net::load::traffic::load_trace(p, a.trace_speed))
+        .map(|p| crate::traffic::load_trace(p, a.trace_speed))
         .transpose()
         .map_err(|e| Error::BadInput(format!("--trace {e}")))?
         .map(Arc::new);
@@ -186,10 +186,7 @@ pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadO
         slo,
         local: None,
         interrupt,
-        engine: match a.engine {
-            cli::EngineArg::Events => net::load::Engine::Events,
-            cli::EngineArg::Threads => net::load::Engine::Threads,
-        },
+        engine: a.engine,
         client_threads: a.client_threads.unwrap_or(0),
         client_spin: a.client_spin,
         trace,

@@ -7,6 +7,7 @@
 //! is marked as the client's lateness. The phases, window and statistics are the
 //! coordinator's ([`crate::measure::measure_driven`]), the same as for worker threads.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -257,17 +258,12 @@ impl Conn {
     }
 }
 
-/// How an exchange ended, short of an answer.
-struct Failure {
-    kind: &'static str,
-    message: String,
-}
+/// How an exchange ended, short of an answer: the kind the row counts (`connect`, `io`,
+/// `timeout`, `bad-response`, `http-503`, ...), as the blocking client names them.
+struct Failure(Cow<'static, str>);
 
-fn fail(kind: &'static str, message: impl Into<String>) -> Failure {
-    Failure {
-        kind,
-        message: message.into(),
-    }
+fn fail(kind: &'static str) -> Failure {
+    Failure(Cow::Borrowed(kind))
 }
 
 /// One thread's loop: its epoll instance, its timer, its connections.
@@ -341,10 +337,7 @@ impl<'a> Loop<'a> {
             schedule_spent: false,
             next_scan: u64::MAX,
             timeout_ns: cfg.timeout.as_nanos().min(u64::MAX as u128) as u64,
-            out: WorkerOut {
-                records: Vec::new(),
-                failures: BTreeMap::new(),
-            },
+            out: WorkerOut::default(),
             scratch: vec![0u8; 64 << 10],
             thread,
             spin_ns: cfg.spin.as_nanos().min(u64::MAX as u128) as u64,
@@ -470,13 +463,7 @@ impl<'a> Loop<'a> {
                 self.expire(now);
             }
         }
-        std::mem::replace(
-            &mut self.out,
-            WorkerOut {
-                records: Vec::new(),
-                failures: BTreeMap::new(),
-            },
-        )
+        std::mem::take(&mut self.out)
     }
 
     /// Open loop, measuring: free connections take arrivals and send those due.
@@ -556,7 +543,7 @@ impl<'a> Loop<'a> {
     fn connect(&mut self, c: usize) -> Result<(), Failure> {
         use socket2::{Domain, Protocol, Socket, Type};
         let addr = self.cfg.addr;
-        let io = |e: std::io::Error| fail("connect", format!("connecting to {addr}: {e}"));
+        let io = |_| fail("connect");
         let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(io)?;
         s.set_nonblocking(true).map_err(io)?;
@@ -572,7 +559,7 @@ impl<'a> Loop<'a> {
             c as u64,
             (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
         )
-        .map_err(|e| fail("connect", e))?;
+        .map_err(|_| fail("connect"))?;
         self.cfg.connects.fetch_add(1, Ordering::Relaxed);
         let conn = &mut self.conns[c];
         conn.stream = Some(stream);
@@ -594,9 +581,8 @@ impl<'a> Loop<'a> {
                     .stream
                     .as_ref()
                     .and_then(|s| s.take_error().ok().flatten());
-                if let Some(e) = err {
-                    let addr = self.cfg.addr;
-                    return self.failed(c, fail("connect", format!("connecting to {addr}: {e}")));
+                if err.is_some() {
+                    return self.failed(c, fail("connect"));
                 }
                 if conn.busy {
                     self.conns[c].state = State::Writing;
@@ -635,11 +621,11 @@ impl<'a> Loop<'a> {
                 return;
             }
             match s.write(&req[conn.written..]) {
-                Ok(0) => return self.lost(c, "sending the request: the connection closed"),
+                Ok(0) => return self.lost(c),
                 Ok(n) => conn.written += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return self.lost(c, &format!("sending the request: {e}")),
+                Err(_) => return self.lost(c),
             }
         }
     }
@@ -655,7 +641,7 @@ impl<'a> Loop<'a> {
                     Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => return self.lost(c, &format!("reading the answer: {e}")),
+                    Err(_) => return self.lost(c),
                 }
             };
             if n == 0 {
@@ -665,7 +651,7 @@ impl<'a> Loop<'a> {
                     self.conns[c].close_after = true;
                     return self.answered(c);
                 }
-                return self.lost(c, "the server closed the connection without answering");
+                return self.lost(c);
             }
             match self.take(c, n) {
                 Err(f) => return self.failed(c, f),
@@ -680,10 +666,7 @@ impl<'a> Loop<'a> {
         let conn = &mut self.conns[c];
         conn.answer_bytes += n;
         if conn.answer_bytes > MAX_ANSWER_BYTES {
-            return Err(fail(
-                "bad-response",
-                format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20),
-            ));
+            return Err(fail("bad-response"));
         }
         let mut bytes = &self.scratch[..n];
         if conn.status == 0 {
@@ -693,81 +676,45 @@ impl<'a> Loop<'a> {
             let used = match r.parse(&conn.head) {
                 Ok(httparse::Status::Partial) => {
                     if conn.head.len() > MAX_HEAD_BYTES {
-                        return Err(fail(
-                            "bad-response",
-                            format!(
-                                "the status line and headers are longer than {} KiB",
-                                MAX_HEAD_BYTES >> 10
-                            ),
-                        ));
+                        return Err(fail("bad-response"));
                     }
                     return Ok(false);
                 }
                 Ok(httparse::Status::Complete(used)) => used,
-                Err(e) => {
-                    let start: String = String::from_utf8_lossy(&conn.head)
-                        .chars()
-                        .take(80)
-                        .collect();
-                    return Err(fail(
-                        "bad-response",
-                        format!("not an HTTP/1.x answer ({e}): {start:?}"),
-                    ));
-                }
+                // Not an HTTP/1.x answer.
+                Err(_) => return Err(fail("bad-response")),
             };
             conn.status = r.code.unwrap_or(0);
             conn.close_after = r.version == Some(0);
-            let mut framing = Framing::Close;
+            let (mut length, mut chunked) = (None, false);
             for h in r.headers.iter() {
                 let name = h.name;
                 if name.eq_ignore_ascii_case("content-length") {
                     let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-                    let len: u64 = v.parse().map_err(|_| {
-                        fail(
-                            "bad-response",
-                            format!("Content-Length {v:?} is not a number"),
-                        )
-                    })?;
+                    let len: u64 = v.parse().map_err(|_| fail("bad-response"))?;
                     if len > MAX_ANSWER_BYTES as u64 {
-                        return Err(fail(
-                            "bad-response",
-                            format!(
-                                "Content-Length {len} is beyond the {} MiB the client reads",
-                                MAX_ANSWER_BYTES >> 20
-                            ),
-                        ));
+                        return Err(fail("bad-response"));
                     }
-                    framing = Framing::Length(len);
+                    length = Some(len);
                 } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    if String::from_utf8_lossy(h.value)
+                    chunked |= String::from_utf8_lossy(h.value)
                         .to_ascii_lowercase()
-                        .contains("chunked")
-                    {
-                        framing = Framing::Chunked;
-                    }
+                        .contains("chunked");
                 } else if name.eq_ignore_ascii_case("connection") {
                     conn.close_after = h.value.eq_ignore_ascii_case(b"close");
                 } else if name.eq_ignore_ascii_case("inference-header-content-length") {
                     conn.has_ihcl = true;
                 }
             }
-            // Chunked framing wins over a length (RFC 9112 6.3).
-            if let (Framing::Length(_), true) = (
-                framing,
-                r.headers.iter().any(|h| {
-                    h.name.eq_ignore_ascii_case("transfer-encoding")
-                        && String::from_utf8_lossy(h.value)
-                            .to_ascii_lowercase()
-                            .contains("chunked")
-                }),
-            ) {
-                framing = Framing::Chunked;
-            }
-            // No body, whatever the headers say (RFC 9112 6.3).
-            if conn.status == 204 || conn.status == 304 || conn.status < 200 {
-                framing = Framing::Length(0);
-            }
-            conn.framing = framing;
+            // RFC 9112 6.3: no body for these statuses, whatever the headers say; chunked
+            // framing wins over a length; else the length, else the body ends at the close.
+            conn.framing = if conn.status == 204 || conn.status == 304 || conn.status < 200 {
+                Framing::Length(0)
+            } else if chunked {
+                Framing::Chunked
+            } else {
+                length.map_or(Framing::Close, Framing::Length)
+            };
             let body_start = n - (conn.head.len() - used);
             conn.head.clear();
             bytes = &self.scratch[body_start..n];
@@ -782,10 +729,7 @@ impl<'a> Loop<'a> {
                 Ok(conn.body_read >= len)
             }
             Framing::Chunked => {
-                let (used, data) = conn
-                    .chunk
-                    .feed(bytes)
-                    .map_err(|e| fail("bad-response", e))?;
+                let (used, data) = conn.chunk.feed(bytes).map_err(|_| fail("bad-response"))?;
                 conn.body_read += data;
                 if used < bytes.len() {
                     conn.close_after = true;
@@ -803,15 +747,14 @@ impl<'a> Loop<'a> {
     fn answered(&mut self, c: usize) {
         let end = self.sh.clock.now_ns();
         let conn = &self.conns[c];
+        // Asked for binary outputs, an answer must say where they start; an answer must not be
+        // empty where one is expected.
         let verdict = if conn.status != 200 {
-            Err(fail_status(conn.status))
-        } else if self.cfg.expect_binary && !conn.has_ihcl {
-            Err(fail(
-                "bad-response",
-                "asked for binary outputs, got an answer without Inference-Header-Content-Length",
-            ))
-        } else if self.cfg.expect_body && conn.body_read == 0 {
-            Err(fail("bad-response", "empty answer"))
+            Err(Failure(Cow::Owned(format!("http-{}", conn.status))))
+        } else if (self.cfg.expect_binary && !conn.has_ihcl)
+            || (self.cfg.expect_body && conn.body_read == 0)
+        {
+            Err(fail("bad-response"))
         } else {
             Ok(())
         };
@@ -847,7 +790,7 @@ impl<'a> Loop<'a> {
     /// The connection broke under a request: resent once on a fresh connection when it was
     /// a kept-alive one that had carried nothing of this answer (the server closed it
     /// meanwhile), else a failure of kind `io`.
-    fn lost(&mut self, c: usize, message: &str) {
+    fn lost(&mut self, c: usize) {
         let conn = &self.conns[c];
         let nothing_read = conn.status == 0 && conn.head.is_empty();
         if conn.reused && !conn.retried && nothing_read {
@@ -855,7 +798,7 @@ impl<'a> Loop<'a> {
             self.conns[c].retried = true;
             return self.send(c);
         }
-        self.failed(c, fail("io", message))
+        self.failed(c, fail("io"))
     }
 
     /// The request on `c` failed: the connection is closed, the failure counted.
@@ -866,12 +809,7 @@ impl<'a> Loop<'a> {
     }
 
     fn count_failure(&mut self, c: usize, f: Failure) {
-        let kind = if f.kind == "http" {
-            f.message.clone()
-        } else {
-            f.kind.to_string()
-        };
-        *self.out.failures.entry(kind).or_default() += 1;
+        *self.out.failures.entry(f.0.into_owned()).or_default() += 1;
         let conn = &mut self.conns[c];
         conn.consecutive += 1;
         if conn.consecutive >= self.sh.cfg.max_consecutive_failures {
@@ -912,26 +850,13 @@ impl<'a> Loop<'a> {
                 continue;
             }
             if conn.deadline <= now {
-                let timeout = humantime::format_duration(self.cfg.timeout);
-                self.failed(
-                    c,
-                    fail(
-                        "timeout",
-                        format!("no complete answer within {timeout} (--timeout)"),
-                    ),
-                );
+                // No complete answer within --timeout.
+                self.failed(c, fail("timeout"));
             } else {
                 next = next.min(conn.deadline);
             }
         }
         self.next_scan = next;
-    }
-}
-
-fn fail_status(status: u16) -> Failure {
-    Failure {
-        kind: "http",
-        message: format!("http-{status}"),
     }
 }
 

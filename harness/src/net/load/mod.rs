@@ -15,7 +15,6 @@ mod openai_embeddings;
 mod protocol;
 pub mod scrape;
 pub mod streaming;
-pub mod traffic;
 mod words;
 
 use std::collections::BTreeMap;
@@ -33,6 +32,7 @@ use crate::results::{
     CapacitySearch, ModelSummary, Parity, ReplayShape, ReplayStats, ScenarioId, ScenarioResult,
     ServedInfo, Settings, Tolerance,
 };
+use crate::traffic;
 
 pub use protocol::{
     Engine, Finished, HttpRequest, LoadError, LoadOptions, NetWorker, Protocol, Request, Scenario,
@@ -134,13 +134,17 @@ pub fn run_load(
     o: &LoadOptions,
     emit: &mut dyn FnMut(ScenarioResult),
 ) -> Result<ModelInfo, LoadError> {
-    let id = |shape: Option<(usize, usize)>, mode: &LoadMode| ScenarioId::Network {
+    run_load_as(o, &network_id(o), emit)
+}
+
+/// How `harness load` names its rows: `LABEL/PROTOCOL/b1/s128/c1`.
+fn network_id(o: &LoadOptions) -> impl Fn(Option<(usize, usize)>, &LoadMode) -> ScenarioId + '_ {
+    move |shape, mode| ScenarioId::Network {
         label: o.label.clone(),
         protocol: o.protocol.name().to_string(),
         shape,
         load: mode.to_string(),
-    };
-    run_load_as(o, &id, emit)
+    }
 }
 
 /// `harness load --find-max-rate`: per shape and concurrency, a short closed-loop run for the
@@ -153,12 +157,7 @@ pub fn find_capacity(
     let objectives = o.find_max_rate.clone().unwrap_or_default();
     let target = o.target()?;
     let info = discover(o, &target)?;
-    let id = |shape: Option<(usize, usize)>, mode: &LoadMode| ScenarioId::Network {
-        label: o.label.clone(),
-        protocol: o.protocol.name().to_string(),
-        shape,
-        load: mode.to_string(),
-    };
+    let id = network_id(o);
     let mut searches = Vec::new();
     for shape in shapes(o) {
         for mode in &o.modes {
@@ -403,17 +402,10 @@ fn measure_probe(
         row.device = format!("{}:{}", target.host, target.port);
         row.threads = o.server_threads;
     }
-    // One prepared request; a replay's, one per shape in its trace (first seen first).
-    let replay = match (&o.trace, mode) {
-        (Some(t), LoadMode::Replay { .. }) => Some(t.clone()),
-        _ => None,
-    };
-    let (b0, s0) = (
-        o.batch.first().copied().unwrap_or(1),
-        o.seq.first().copied().unwrap_or(128),
-    );
+    // One prepared request; a replay's, one per shape in its trace.
+    let replay = replay_plan(o, mode);
     let shapes = match &replay {
-        Some(t) => t.distinct_shapes(b0, s0),
+        Some(r) => r.shapes.clone(),
         None => vec![shape.unwrap_or((1, 0))],
     };
     let mut prepared = Vec::with_capacity(shapes.len());
@@ -454,7 +446,7 @@ fn measure_probe(
     let mut hooks =
         scrape::ScrapeHooks::new(MonitorHooks::new(&o.interrupt), o.metrics_url.clone());
     let (r, connects, engine, client_threads) = match &http {
-        Some(h) => drive_events(o, cfg, target, mode, h, &mut hooks),
+        Some(h) => drive_events(o, cfg, target, mode, h, replay.as_ref(), &mut hooks),
         None => drive_threads(o, cfg, target, mode, sc, &mut hooks),
     };
     row.applied.insert("engine".into(), engine.clone());
@@ -488,12 +480,7 @@ fn measure_probe(
                 &mut served,
             );
             let window_s = d.measurement.window_s;
-            if let (Some(t), LoadMode::Replay { speed, .. }) = (&replay, mode) {
-                served.replay = Some(ReplayStats {
-                    speed: *speed,
-                    ..replay_stats(t, &shapes, &d.tags, b0, s0)
-                });
-            }
+            served.replay = replay.as_ref().map(|r| replay_stats(r, &d.tags));
             row.served = Some(served);
             Row::complete(&mut row, d.measurement, d.open, resources, "requests");
             if let Some(rs) = row.served.as_ref().and_then(|s| s.replay.as_ref()) {
@@ -514,27 +501,59 @@ fn measure_probe(
     }
 }
 
-/// What a replay held and sent, per shape.
-fn replay_stats(
-    t: &traffic::Trace,
-    shapes: &[(usize, usize)],
-    tags: &BTreeMap<u32, u64>,
-    b0: usize,
-    s0: usize,
-) -> ReplayStats {
-    let per_entry = t.shapes(b0, s0);
+/// A replay's requests: one per distinct shape of its trace (first seen first), and which of
+/// them each of its arrivals sends.
+struct ReplayPlan<'a> {
+    trace: &'a traffic::Trace,
+    speed: f64,
+    shapes: Vec<(usize, usize)>,
+    tag_of: std::sync::Arc<Vec<u32>>,
+}
+
+/// The plan of `mode` when it replays `o`'s trace (a shape the trace leaves out is the first
+/// `--batch`/`--seq`).
+fn replay_plan<'a>(o: &'a LoadOptions, mode: &LoadMode) -> Option<ReplayPlan<'a>> {
+    let (Some(trace), LoadMode::Replay { speed, .. }) = (&o.trace, mode) else {
+        return None;
+    };
+    let (b0, s0) = (
+        o.batch.first().copied().unwrap_or(1),
+        o.seq.first().copied().unwrap_or(128),
+    );
+    let shapes = trace.distinct_shapes(b0, s0);
+    let tag_of: Vec<u32> = trace
+        .shapes(b0, s0)
+        .iter()
+        .map(|s| shapes.iter().position(|d| d == s).unwrap_or(0) as u32)
+        .collect();
+    Some(ReplayPlan {
+        trace,
+        speed: *speed,
+        shapes,
+        tag_of: std::sync::Arc::new(tag_of),
+    })
+}
+
+/// What a replay held and counted (`tags`: counted requests per request index), per shape.
+fn replay_stats(r: &ReplayPlan, tags: &BTreeMap<u32, u64>) -> ReplayStats {
+    let mut in_trace = vec![0u64; r.shapes.len()];
+    for &t in r.tag_of.iter() {
+        in_trace[t as usize] += 1;
+    }
     ReplayStats {
-        file: t.source.clone(),
-        speed: 0.0,
-        requests: t.entries.len() as u64,
-        duration_s: t.duration_ns() as f64 / 1e9,
-        shapes: shapes
+        file: r.trace.source.clone(),
+        speed: r.speed,
+        requests: r.trace.entries.len() as u64,
+        duration_s: r.trace.duration_ns() as f64 / 1e9,
+        shapes: r
+            .shapes
             .iter()
+            .zip(in_trace)
             .enumerate()
-            .map(|(k, &(batch, seq))| ReplayShape {
+            .map(|(k, (&(batch, seq), in_trace))| ReplayShape {
                 batch,
                 seq,
-                in_trace: per_entry.iter().filter(|&&x| x == (batch, seq)).count() as u64,
+                in_trace,
                 counted: tags.get(&(k as u32)).copied().unwrap_or(0),
             })
             .collect(),
@@ -624,13 +643,14 @@ pub fn client_threads(o: &LoadOptions, connections: usize) -> usize {
 
 /// Measures with the event-driven engine: the first request on a blocking connection (its
 /// time and its error, as with threads), then the event loops. `http`: the prepared
-/// requests (a replay's, one per shape of its trace).
+/// requests (a replay's, one per shape of its trace, in `replay`'s order).
 fn drive_events(
     o: &LoadOptions,
     cfg: &measure::MeasureConfig,
     target: &Target,
     mode: &LoadMode,
     http: &[&HttpRequest],
+    replay: Option<&ReplayPlan>,
     hooks: &mut scrape::ScrapeHooks,
 ) -> (Outcome, u64, String, usize) {
     let connections = mode.concurrency().max(1);
@@ -650,21 +670,11 @@ fn drive_events(
     let first_ns = t.elapsed().as_nanos() as u64;
     drop(first);
     // A replay: its offsets, and which request each sends; the window spans the trace.
-    let (offsets, tag_of, cfg) = match (&o.trace, mode) {
-        (Some(t), LoadMode::Replay { .. }) => {
-            let (b0, s0) = (
-                o.batch.first().copied().unwrap_or(1),
-                o.seq.first().copied().unwrap_or(128),
-            );
-            let distinct = t.distinct_shapes(b0, s0);
-            let tags: Vec<u32> = t
-                .shapes(b0, s0)
-                .iter()
-                .map(|s| distinct.iter().position(|d| d == s).unwrap_or(0) as u32)
-                .collect();
+    let (offsets, tag_of, cfg) = match replay {
+        Some(r) => {
             // The trace, and a margin for the last sends (a burst at its end leaves over a
             // few ms on a busy machine): a request sent after the window would go uncounted.
-            let span = Duration::from_nanos(t.duration_ns()) + Duration::from_millis(250);
+            let span = Duration::from_nanos(r.trace.duration_ns()) + Duration::from_millis(250);
             let cfg = measure::MeasureConfig {
                 min_time: span,
                 min_samples: 0,
@@ -673,9 +683,13 @@ fn drive_events(
                 share: None,
                 ..cfg.clone()
             };
-            (t.offsets(), tags, cfg)
+            (r.trace.offsets(), r.tag_of.clone(), cfg)
         }
-        _ => (measure::schedule_of(mode, cfg), Vec::new(), cfg.clone()),
+        None => (
+            measure::schedule_of(mode, cfg),
+            Default::default(),
+            cfg.clone(),
+        ),
     };
     let ev = evloop::EvConfig {
         addr: target.addr,
@@ -683,7 +697,7 @@ fn drive_events(
         threads,
         timeout: o.timeout,
         requests: http.iter().map(|h| h.bytes.clone()).collect(),
-        tag_of: std::sync::Arc::new(tag_of),
+        tag_of,
         expect_binary: http[0].expect_binary,
         expect_body: http[0].expect_body,
         spin: o.client_spin,

@@ -78,7 +78,7 @@ pub trait Request: Send + Sync {
 
 /// How the load is driven: an event loop per client thread over many connections (HTTP/1.1
 /// protocols without streaming), or one blocking thread per connection (every protocol).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
     Events,
     Threads,
@@ -146,7 +146,7 @@ pub struct LoadOptions {
     /// The event engine busy-polls this long before sleeping (0: never).
     pub client_spin: Duration,
     /// A recorded trace to replay (its modes are [`LoadMode::Replay`]).
-    pub trace: Option<Arc<super::traffic::Trace>>,
+    pub trace: Option<Arc<crate::traffic::Trace>>,
     /// Search for the highest rate meeting these objectives at each concurrency.
     pub find_max_rate: Option<Vec<crate::capacity::Objective>>,
     /// The capacity search's arrival process (`--arrivals`).
