@@ -658,6 +658,10 @@ pub struct LoadArgs {
     /// never)
     #[arg(long, default_value = "10us", value_parser = duration)]
     pub client_spin: Duration,
+    /// Event engine, gRPC: requests in flight that share one HTTP/2 connection (16
+    /// connections at --concurrency 64 --streams 4)
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    pub streams: usize,
     /// Completions: tokens to generate per request
     #[arg(long, default_value_t = 64, value_parser = positive)]
     pub max_tokens: usize,

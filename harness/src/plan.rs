@@ -189,6 +189,7 @@ pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadO
         engine: a.engine,
         client_threads: a.client_threads.unwrap_or(0),
         client_spin: a.client_spin,
+        streams: a.streams,
         trace,
         find_max_rate: a.find_max_rate.then_some(objectives),
         arrivals: a.traffic.arrivals,

@@ -13,6 +13,14 @@ use std::time::{Duration, Instant};
 use common::{fixture, harness, results, tmp, Server};
 use serde_json::Value;
 
+/// These tests time servers on a small machine: one at a time, so that none measures the
+/// others' load.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A keep-alive HTTP server with one worker: every request holds the worker for `service`
 /// (so the capacity is 1/service per second), connections are read by their own threads;
 /// records each request's arrival time (from its start). Stops accepting after `life`.
@@ -123,6 +131,7 @@ fn capacity(tag: &str, port: u16, slo: &str) -> Value {
 
 #[test]
 fn the_capacity_search_finds_a_known_capacity_and_a_tighter_slo_lowers_it() {
+    let _serial = serial();
     // One worker, 2 ms a request: at most 500 requests/s. Under p90 <= 20 ms the search must
     // land below that and not far below (an M/D/1 queue meets it up to ~90% load; this
     // machine's noise takes some); under p90 <= 4 ms (twice the service time) lower still.
@@ -158,6 +167,7 @@ fn the_capacity_search_finds_a_known_capacity_and_a_tighter_slo_lowers_it() {
 
 #[test]
 fn a_replayed_trace_keeps_its_times_and_shapes() {
+    let _serial = serial();
     // 300 requests over 3 s in bursts (10 at once every 100 ms), three shapes, against our
     // own server over KServe HTTP.
     let dir = tmp("replay");
@@ -233,6 +243,7 @@ fn a_replayed_trace_keeps_its_times_and_shapes() {
 
 #[test]
 fn replayed_sends_reach_the_server_at_the_trace_times() {
+    let _serial = serial();
     // The server's own clock: the gaps between arrivals are the trace's, within the lag.
     let (port, seen) = one_worker_server(Duration::from_micros(100), Duration::from_secs(30));
     let dir = tmp("replay-times");
@@ -282,6 +293,7 @@ fn replayed_sends_reach_the_server_at_the_trace_times() {
 
 #[test]
 fn bad_traces_and_objectives_are_clear_errors() {
+    let _serial = serial();
     let dir = tmp("bad-trace");
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.csv");
@@ -353,6 +365,7 @@ fn bad_traces_and_objectives_are_clear_errors() {
 
 #[test]
 fn bursty_and_ramped_arrivals_keep_their_rate_and_both_engines_agree() {
+    let _serial = serial();
     let (port, _) = one_worker_server(Duration::from_micros(200), Duration::from_secs(60));
     let target = format!("http://127.0.0.1:{port}/");
     let dir = tmp("arrivals");
@@ -420,4 +433,72 @@ fn bursty_and_ramped_arrivals_keep_their_rate_and_both_engines_agree() {
     );
     // One worker at 0.2 ms: both near 5000/s, within 30% of each other on a noisy machine.
     assert!((a / b - 1.0).abs() < 0.3, "events {a}/s, threads {b}/s");
+}
+
+#[test]
+fn grpc_streams_share_connections_and_keep_an_open_loop_schedule() {
+    let _serial = serial();
+    // Our server over gRPC: 8 requests in flight on 2 HTTP/2 connections, closed and open
+    // loop, against the blocking engine's one connection per request.
+    let server = Server::start("grpc-streams", &fixture(), &["--runtime", "tract"]);
+    let grpc = format!("127.0.0.1:{}", server.grpc.unwrap());
+    let dir = tmp("grpc-streams");
+    let run_with = |tag: &str, extra: &[&str]| -> Value {
+        let out = dir.join(tag);
+        let mut args = vec![
+            "load",
+            "--target",
+            &grpc,
+            "--protocol",
+            "kserve-grpc",
+            "--model",
+            "tiny-bert",
+            "--vocab",
+            "128",
+            "--seq",
+            "8",
+            "--warmup-time",
+            "200ms",
+            "--min-time",
+            "1s",
+            "--max-time",
+            "3s",
+            "--target-ci",
+            "off",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let run = harness(&args);
+        assert_eq!(run.code, 0, "{tag}: {}", run.stderr);
+        let row = results(&out)["scenarios"][0].clone();
+        assert_eq!(row["status"], "ok", "{tag}: {row}");
+        row
+    };
+    let streams = run_with("streams", &["--concurrency", "8", "--streams", "4"]);
+    let served = &streams["served"];
+    assert!(
+        served["engine"]
+            .as_str()
+            .unwrap()
+            .contains("8 stream(s) over 2 connection(s)"),
+        "{served}"
+    );
+    // The first request's own connection, then the two the streams share.
+    assert_eq!(served["connects"], 3, "{served}");
+    let threads = run_with("threads", &["--concurrency", "8", "--engine", "threads"]);
+    assert_eq!(threads["served"]["connects"], 8);
+    let (a, b) = (
+        streams["throughput_per_s"].as_f64().unwrap(),
+        threads["throughput_per_s"].as_f64().unwrap(),
+    );
+    assert!((a / b - 1.0).abs() < 0.3, "streams {a}/s, threads {b}/s");
+    let open = run_with(
+        "open",
+        &["--rate", "300", "--concurrency", "8", "--streams", "4"],
+    );
+    let o = &open["open_loop"];
+    let achieved = o["achieved_rate"].as_f64().unwrap();
+    assert!((achieved - 300.0).abs() < 45.0, "{o}");
+    assert!(o["send_lag"]["p50_ms"].as_f64().unwrap() < 2.0, "{o}");
 }

@@ -9,7 +9,7 @@ use runtimes::{HostTensor, ModelInfo};
 
 use super::kserve_http::{inputs_hint, kserve_scenario, model_info};
 use super::protocol::{LoadError, LoadOptions, NetWorker, Protocol, Request, Scenario};
-use crate::measure::StepInfo;
+use crate::measure::{Clock, Record, Shared, StepInfo, WorkerOut, LATE_NS, MEASURE, STOP, WARM};
 use crate::net::client::{NetError, Target};
 use crate::net::pb;
 use crate::net::tensors::{dtype_from_kserve, from_le_bytes, kserve_dtype, to_le_bytes};
@@ -185,6 +185,177 @@ impl Request for GrpcRequest {
             request: self.0.clone(),
         }))
     }
+
+    fn grpc(&self) -> Option<Arc<pb::ModelInferRequest>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The gRPC side of the event-driven engine: requests in flight as tasks on a few runtime
+/// threads, several of them (`streams`) sharing each HTTP/2 connection.
+pub(super) struct Streams {
+    pub target: Target,
+    pub timeout: Duration,
+    pub request: Arc<pb::ModelInferRequest>,
+    /// Requests in flight at most (`--concurrency`).
+    pub units: usize,
+    /// Of them, how many share one connection.
+    pub streams: usize,
+    pub threads: usize,
+    pub connects: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Streams {
+    /// The connections the units share.
+    pub fn connections(&self) -> usize {
+        self.units.max(1).div_ceil(self.streams.max(1))
+    }
+
+    /// Runs every unit until the coordinator stops them; one [`WorkerOut`] per unit. Each
+    /// client thread runs its own runtime with its share of the connections and the units on
+    /// them (as the HTTP engine's event loops do).
+    pub fn drive(&self, sh: &Shared) -> Vec<WorkerOut> {
+        let connections = self.connections();
+        let threads = self.threads.clamp(1, connections);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| s.spawn(move || self.drive_thread(sh, (t..connections).step_by(threads))))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("gRPC client thread"))
+                .collect()
+        })
+    }
+
+    /// One client thread: connections `mine`, each with its units.
+    fn drive_thread(&self, sh: &Shared, mine: impl Iterator<Item = usize>) -> Vec<WorkerOut> {
+        use std::sync::atomic::Ordering;
+        let streams = self.streams.max(1);
+        let units: Vec<(usize, usize)> = mine
+            .flat_map(|c| {
+                (c * streams..((c + 1) * streams).min(self.units.max(1))).map(move |u| (c, u))
+            })
+            .collect();
+        let all_fail = |kind: &str| {
+            sh.gave_up.fetch_add(units.len(), Ordering::Relaxed);
+            vec![WorkerOut {
+                records: Vec::new(),
+                failures: [(kind.to_string(), 1)].into(),
+            }]
+        };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return all_fail("client");
+        };
+        let uri = format!("http://{}:{}", self.target.host, self.target.port);
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(uri) else {
+            return all_fail("connect");
+        };
+        let endpoint = endpoint.timeout(self.timeout).tcp_nodelay(true);
+        rt.block_on(async {
+            let mut channels = std::collections::BTreeMap::new();
+            for &(c, _) in &units {
+                if channels.contains_key(&c) {
+                    continue;
+                }
+                match endpoint.connect().await {
+                    Ok(ch) => {
+                        self.connects.fetch_add(1, Ordering::Relaxed);
+                        channels.insert(c, ch);
+                    }
+                    Err(_) => return all_fail("connect"),
+                }
+            }
+            let loops = units.iter().map(|&(c, unit)| {
+                let client =
+                    GrpcClient::new(channels[&c].clone()).max_decoding_message_size(usize::MAX);
+                stream_loop(client, self.request.clone(), sh, unit)
+            });
+            futures_util::future::join_all(loops).await
+        })
+    }
+}
+
+/// One unit's loop, as [`crate::measure`]'s worker loop: warm-up calls, then measured calls
+/// (each at its scheduled time in open loop) until the coordinator says stop or the failures
+/// in a row reach the limit.
+async fn stream_loop(
+    mut client: GrpcClient,
+    request: Arc<pb::ModelInferRequest>,
+    sh: &Shared<'_>,
+    unit: usize,
+) -> WorkerOut {
+    use std::sync::atomic::Ordering;
+    let open = !sh.offsets.is_empty();
+    let mut out = WorkerOut::default();
+    let mut consecutive = 0u64;
+    loop {
+        let p = sh.phase.load(Ordering::Acquire);
+        if p == STOP {
+            break;
+        }
+        if p == WARM && open && unit >= sh.warm_units {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        let (scheduled, free_before_due) = if p == MEASURE && open {
+            let Some((_, due)) = sh.take_arrival() else {
+                break;
+            };
+            let free = sh.clock.now_ns() < due;
+            // Sleep to a millisecond before (the timer's resolution), then yield to the due
+            // time.
+            let left = due.saturating_sub(sh.clock.now_ns());
+            if left > 1_500_000 {
+                tokio::time::sleep(Duration::from_nanos(left - 1_000_000)).await;
+            }
+            while sh.clock.now_ns() < due {
+                if sh.phase.load(Ordering::Acquire) == STOP {
+                    return out;
+                }
+                tokio::task::yield_now().await;
+            }
+            (Some(due), free)
+        } else {
+            (None, false)
+        };
+        let a = sh.clock.now_ns();
+        let r = client.model_infer((*request).clone()).await;
+        let b = sh.clock.now_ns();
+        match r {
+            Ok(_) => {
+                consecutive = 0;
+                if p == WARM {
+                    sh.warm_step(b - a);
+                    continue;
+                }
+                let due = scheduled.unwrap_or(a);
+                sh.measured_step(due, b);
+                out.records.push(Record {
+                    scheduled: due,
+                    start: a,
+                    end: b,
+                    info: None,
+                    tag: 0,
+                    client_late: free_before_due && a - due > LATE_NS,
+                });
+            }
+            Err(status) => {
+                consecutive += 1;
+                *out.failures
+                    .entry(format!("grpc-{}", grpc_code(status.code())))
+                    .or_default() += 1;
+                if consecutive >= sh.cfg.max_consecutive_failures {
+                    sh.gave_up.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A gRPC worker: its own single-threaded runtime and HTTP/2 connection.

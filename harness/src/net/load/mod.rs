@@ -445,9 +445,13 @@ fn measure_probe(
     }
     let mut hooks =
         scrape::ScrapeHooks::new(MonitorHooks::new(&o.interrupt), o.metrics_url.clone());
-    let (r, connects, engine, client_threads) = match &http {
-        Some(h) => drive_events(o, cfg, target, mode, h, replay.as_ref(), &mut hooks),
-        None => drive_threads(o, cfg, target, mode, sc, &mut hooks),
+    let grpc = (o.engine == Engine::Events && replay.is_none())
+        .then(|| sc.request.grpc())
+        .flatten();
+    let (r, connects, engine, client_threads) = match (&http, grpc) {
+        (Some(h), _) => drive_events(o, cfg, target, mode, h, replay.as_ref(), &mut hooks),
+        (None, Some(request)) => drive_streams(o, cfg, target, mode, sc, request, &mut hooks),
+        (None, None) => drive_threads(o, cfg, target, mode, sc, &mut hooks),
     };
     row.applied.insert("engine".into(), engine.clone());
     match r {
@@ -628,6 +632,63 @@ fn drive_threads(
         measure::measure_workers_driven(&mut ws, mode, cfg, hooks, &|_| {}).map_err(Setup::First);
     let connects: u64 = ws.iter().map(|w| w.connects()).sum();
     (r, connects, engine, n)
+}
+
+/// Measures gRPC on the event engine: the first request on a worker of its own (its time and
+/// its error, as with threads), then every request in flight a task, `--streams` of them
+/// sharing each HTTP/2 connection.
+fn drive_streams(
+    o: &LoadOptions,
+    cfg: &measure::MeasureConfig,
+    target: &Target,
+    mode: &LoadMode,
+    sc: &Scenario,
+    request: std::sync::Arc<crate::net::pb::ModelInferRequest>,
+    hooks: &mut scrape::ScrapeHooks,
+) -> (Outcome, u64, String, usize) {
+    let units = mode.concurrency().max(1);
+    let mut streams = kserve_grpc::Streams {
+        target: target.clone(),
+        timeout: o.timeout,
+        request,
+        units,
+        streams: o.streams.clamp(1, units),
+        threads: 1,
+        connects: Default::default(),
+    };
+    streams.threads = client_threads(o, streams.connections());
+    let engine = format!(
+        "events (gRPC: {} thread(s), {units} stream(s) over {} connection(s))",
+        streams.threads,
+        streams.connections()
+    );
+    let mut first = match sc.request.worker(target, o.timeout) {
+        Ok(w) => w,
+        Err(e) => return (Err(Setup::Failed(e)), 0, engine, streams.threads),
+    };
+    let t = std::time::Instant::now();
+    if let Err(e) = first.step() {
+        return (
+            Err(Setup::First(e)),
+            first.connects(),
+            engine,
+            streams.threads,
+        );
+    }
+    let first_ns = t.elapsed().as_nanos() as u64;
+    let connects = first.connects();
+    drop(first);
+    let d = measure::measure_driven(
+        units,
+        mode,
+        measure::schedule_of(mode, cfg),
+        cfg,
+        hooks,
+        first_ns,
+        Box::new(|sh| streams.drive(sh)),
+    );
+    let connects = connects + streams.connects.load(Ordering::Relaxed);
+    (Ok(d), connects, engine, streams.threads)
 }
 
 /// The event-loop threads the engine runs for `connections`.

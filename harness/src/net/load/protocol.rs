@@ -74,10 +74,15 @@ pub trait Request: Send + Sync {
     fn http(&self) -> Option<&HttpRequest> {
         None
     }
+    /// The prepared KServe gRPC request, for the event-driven engine's streams.
+    fn grpc(&self) -> Option<Arc<crate::net::pb::ModelInferRequest>> {
+        None
+    }
 }
 
-/// How the load is driven: an event loop per client thread over many connections (HTTP/1.1
-/// protocols without streaming), or one blocking thread per connection (every protocol).
+/// How the load is driven: a few client threads each driving many requests in flight (an
+/// event loop over HTTP/1.1 connections; gRPC streams, several per connection), or one
+/// blocking thread per connection (every protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
     Events,
@@ -145,6 +150,8 @@ pub struct LoadOptions {
     pub client_threads: usize,
     /// The event engine busy-polls this long before sleeping (0: never).
     pub client_spin: Duration,
+    /// gRPC on the event engine: requests in flight that share one HTTP/2 connection.
+    pub streams: usize,
     /// A recorded trace to replay (its modes are [`LoadMode::Replay`]).
     pub trace: Option<Arc<crate::traffic::Trace>>,
     /// Search for the highest rate meeting these objectives at each concurrency.
@@ -183,6 +190,7 @@ impl LoadOptions {
             engine: Engine::Events,
             client_threads: 0,
             client_spin: DEFAULT_SPIN,
+            streams: 1,
             trace: None,
             find_max_rate: None,
             arrivals: crate::results::Arrivals::Poisson,
