@@ -14,6 +14,7 @@ pub fn merge(runs: Vec<(String, Results)>) -> Result<Results, String> {
     for (name, r) in iter {
         merged.merged_from.push(name.clone());
         merged.interrupted |= r.interrupted;
+        merged.capacity.extend(r.capacity);
         for s in r.scenarios {
             match merged.scenarios.iter_mut().find(|m| m.id == s.id) {
                 Some(m) => combine(m, &s).map_err(|e| format!("{name}: {}: {e}", s.id))?,

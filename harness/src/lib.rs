@@ -421,17 +421,10 @@ fn run_load(a: &LoadArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
         return Err(e.into());
     }
     let (info, searches) = outcome?;
-    for s in &searches {
-        eprintln!(
-            "capacity of {} under {}: {:.1}/s ({} probes): {}",
-            s.group,
-            capacity::describe(&s.result.objectives),
-            s.result.capacity,
-            s.result.probes.len(),
-            s.result.verdict
-        );
-    }
     log.results.capacity = searches;
+    for line in present::capacity_lines(&log.results) {
+        eprintln!("{line}");
+    }
     log.results.model = header(Some(&info)).0;
     let interrupted = opts.interrupt.load(std::sync::atomic::Ordering::Relaxed);
     let results = log.finish(interrupted)?;

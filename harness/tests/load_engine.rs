@@ -126,6 +126,21 @@ fn capacity(tag: &str, port: u16, slo: &str) -> Value {
         probes.len() + 1,
         "the closed-loop run and one row per probe"
     );
+    // summary.md and report.html show the search: its line, and its probes in summary.md.
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("capacity of"))
+        .unwrap();
+    assert!(md.contains("## Capacity") && md.contains(line), "{md}");
+    assert_eq!(
+        md.matches(" | yes | ").count() + md.matches(" | no | ").count(),
+        probes.len(),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Capacity</h2>"));
     searches[0].clone()
 }
 

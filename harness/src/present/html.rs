@@ -773,6 +773,14 @@ td:first-child,th:first-child{{text-align:left}}
         }
         out.push_str("</ul>");
     }
+    let capacity = super::capacity_lines(r);
+    if !capacity.is_empty() {
+        out.push_str("<h2>Capacity</h2><p class=\"note\">The highest open-loop rate meeting every objective (<code>--find-max-rate</code>); each probe is also a row below.</p><ul>");
+        for c in &capacity {
+            let _ = write!(out, "<li>{}</li>", esc(c));
+        }
+        out.push_str("</ul>");
+    }
     let _ = write!(
         out,
         "<h2>Latency per scenario</h2><p class=\"note\">Bar and figure: p50; thin mark: p90; thick mark: p99 (nearest rank).</p>{}",

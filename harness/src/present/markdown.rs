@@ -84,6 +84,7 @@ pub fn to_markdown(r: &Results) -> String {
             );
         }
     }
+    capacity(r, &mut out);
     profiles(r, &mut out);
     let _ = writeln!(out, "\n## Runtimes\n");
     for rt in &r.runtimes {
@@ -99,6 +100,38 @@ pub fn to_markdown(r: &Results) -> String {
 }
 
 /// Context switches per inference over a row's window (voluntary and involuntary).
+/// The capacity searches: each one's verdict, then its probes in the order run.
+fn capacity(r: &Results, out: &mut String) {
+    if r.capacity.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Capacity\n\nThe highest open-loop rate meeting every objective (`--find-max-rate`); each probe is also a row above.\n"
+    );
+    for (line, s) in super::capacity_lines(r).iter().zip(&r.capacity) {
+        let _ = writeln!(
+            out,
+            "- {}\n\n| rate /s | seconds | requests | achieved /s | passed | why not |\n|---:|---:|---:|---:|---|---|",
+            line.replace('|', "\\|")
+        );
+        for p in &s.result.probes {
+            let _ = writeln!(
+                out,
+                "| {}{} | {:.1} | {} | {:.1} | {} | {} |",
+                p.rate,
+                if p.repeat { " (repeat)" } else { "" },
+                p.duration_s,
+                p.requests,
+                p.achieved_rate,
+                if p.passed { "yes" } else { "no" },
+                p.reasons.join("; ").replace('|', "\\|")
+            );
+        }
+        out.push('\n');
+    }
+}
+
 pub fn switches_per_inference(s: &crate::results::ScenarioResult) -> Option<f64> {
     let r = s.resources.as_ref()?;
     let n = s.measurement.as_ref()?.iterations;

@@ -37,6 +37,24 @@ pub fn write_all(dir: &Path, r: &Results) -> std::io::Result<()> {
     write_atomic(&dir.join("report.html"), &html::to_html(r))
 }
 
+/// One line per capacity search (`harness load --find-max-rate`): the capacity under its
+/// objectives, the probes it took, and the search's verdict.
+pub fn capacity_lines(r: &Results) -> Vec<String> {
+    r.capacity
+        .iter()
+        .map(|s| {
+            format!(
+                "capacity of {} under {}: {:.1}/s ({} probes): {}",
+                s.group,
+                crate::capacity::describe(&s.result.objectives),
+                s.result.capacity,
+                s.result.probes.len(),
+                s.result.verdict
+            )
+        })
+        .collect()
+}
+
 /// The distinct values of `items`, in the order they first appear.
 pub(crate) fn distinct<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
