@@ -651,6 +651,33 @@ pub(crate) struct Record {
     pub client_late: bool,
 }
 
+/// A step as it was sent: in the warm-up or the window, when it was due (its start in
+/// closed loop) and sent, which request, and whether the client was late for it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sent {
+    pub warm: bool,
+    pub scheduled: u64,
+    pub start: u64,
+    pub tag: u32,
+    pub client_late: bool,
+}
+
+impl Sent {
+    /// A step sent at `start`: due at `scheduled` in open loop (late for the client's sake
+    /// when it was taken before that time, `free_before_due`, and left more than
+    /// [`LATE_NS`] after it), else due when sent.
+    pub fn at(warm: bool, scheduled: Option<u64>, start: u64, free_before_due: bool) -> Sent {
+        let due = scheduled.unwrap_or(start);
+        Sent {
+            warm,
+            scheduled: due,
+            start,
+            tag: 0,
+            client_late: free_before_due && start - due > LATE_NS,
+        }
+    }
+}
+
 /// What one worker (or one event loop, for all its connections) returns.
 #[derive(Default)]
 pub(crate) struct WorkerOut {
@@ -810,6 +837,49 @@ impl Shared<'_> {
         }
     }
 
+    /// Books one finished step of a unit, the same for every driver: a warm-up latency, or
+    /// the measured record into `out`; a failure counted by its kind, with `consecutive`
+    /// the unit's failures in a row. False when the unit gives up (the limit reached; it is
+    /// counted in `gave_up`).
+    pub fn book(
+        &self,
+        out: &mut WorkerOut,
+        consecutive: &mut u64,
+        sent: &Sent,
+        end: u64,
+        result: Result<Option<StepInfo>, String>,
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(info) => {
+                *consecutive = 0;
+                if sent.warm {
+                    self.warm_step(end - sent.start);
+                } else {
+                    self.measured_step(sent.scheduled, end);
+                    out.records.push(Record {
+                        scheduled: sent.scheduled,
+                        start: sent.start,
+                        end,
+                        info,
+                        tag: sent.tag,
+                        client_late: sent.client_late,
+                    });
+                }
+                true
+            }
+            Err(kind) => {
+                *consecutive += 1;
+                *out.failures.entry(kind).or_default() += 1;
+                let gives_up = *consecutive >= self.cfg.max_consecutive_failures;
+                if gives_up {
+                    self.gave_up.fetch_add(1, Ordering::Relaxed);
+                }
+                !gives_up
+            }
+        }
+    }
+
     /// Open loop: takes the next arrival, its due time on the clock; None when the schedule
     /// is spent.
     pub fn take_arrival(&self) -> Option<(usize, u64)> {
@@ -851,33 +921,11 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared, worker: usize) -> Worker
             None
         };
         let a = sh.clock.now_ns();
-        let r = model.step();
+        let r = model.step().map_err(|e| W::error_kind(&e));
         let b = sh.clock.now_ns();
-        match r {
-            Ok(info) => {
-                consecutive = 0;
-                if p == WARM {
-                    sh.warm_step(b - a);
-                    continue;
-                }
-                sh.measured_step(scheduled.unwrap_or(a), b);
-                out.records.push(Record {
-                    scheduled: scheduled.unwrap_or(a),
-                    start: a,
-                    end: b,
-                    info,
-                    tag: 0,
-                    client_late: free_before_due && a - scheduled.unwrap_or(a) > LATE_NS,
-                });
-            }
-            Err(e) => {
-                consecutive += 1;
-                *out.failures.entry(W::error_kind(&e)).or_default() += 1;
-                if consecutive >= sh.cfg.max_consecutive_failures {
-                    sh.gave_up.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-            }
+        let sent = Sent::at(p == WARM, scheduled, a, free_before_due);
+        if !sh.book(&mut out, &mut consecutive, &sent, b, r) {
+            break;
         }
     }
     out

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::measure::{Clock, Record, Shared, WorkerOut, LATE_NS, MEASURE, STOP, WARM};
+use crate::measure::{Clock, Sent, Shared, StepInfo, WorkerOut, MEASURE, STOP, WARM};
 use crate::net::client::MAX_ANSWER_BYTES;
 
 /// The longest status line and headers the engine reads.
@@ -197,13 +197,9 @@ struct Conn {
     /// The head read so far (until it is complete).
     head: Vec<u8>,
     written: usize,
-    tag: u32,
-    scheduled: u64,
-    start: u64,
+    /// The request on it, as sent.
+    sent: Sent,
     deadline: u64,
-    client_late: bool,
-    /// Sent during the warm-up.
-    warm: bool,
     /// The connection carried an answer before this request (a keep-alive the server may
     /// have closed meanwhile: resent once on a fresh connection).
     reused: bool,
@@ -227,12 +223,8 @@ impl Conn {
             busy: false,
             head: Vec::new(),
             written: 0,
-            tag: 0,
-            scheduled: 0,
-            start: 0,
+            sent: Sent::default(),
             deadline: 0,
-            client_late: false,
-            warm: false,
             reused: false,
             retried: false,
             consecutive: 0,
@@ -398,13 +390,13 @@ impl<'a> Loop<'a> {
                 if self.thread == 0 {
                     if let Some(i) = self.idle.iter().position(|&c| c == 0) {
                         self.idle.swap_remove(i);
-                        self.start(0, now, 0, false, true);
+                        self.start(0, None, 0, false, true);
                     }
                 }
             } else {
                 // Closed loop: every free connection sends.
                 while let Some(c) = self.idle.pop() {
-                    self.start(c, now, 0, false, phase == WARM);
+                    self.start(c, None, 0, false, phase == WARM);
                 }
             }
             if self.conns.iter().all(|c| c.state == State::Dead) {
@@ -492,13 +484,21 @@ impl<'a> Loop<'a> {
             };
             self.pending = None;
             let tag = self.cfg.tag_of.get(k).copied().unwrap_or(0);
-            let late = free_early && now - due > LATE_NS;
-            self.start(c, due, tag, late, false);
+            self.start(c, Some(due), tag, free_early, false);
         }
     }
 
     /// Assigns a request to connection `c` (free) and sends it, connecting first if needed.
-    fn start(&mut self, c: usize, scheduled: u64, tag: u32, client_late: bool, warm: bool) {
+    /// `scheduled`: the due time in open loop (None: due when sent); `free_before_due`: the
+    /// connection was free before it.
+    fn start(
+        &mut self,
+        c: usize,
+        scheduled: Option<u64>,
+        tag: u32,
+        free_before_due: bool,
+        warm: bool,
+    ) {
         let now = self.sh.clock.now_ns();
         {
             let conn = &mut self.conns[c];
@@ -506,12 +506,11 @@ impl<'a> Loop<'a> {
                 return;
             }
             conn.busy = true;
-            conn.tag = tag;
-            conn.scheduled = scheduled;
-            conn.start = now;
+            conn.sent = Sent {
+                tag,
+                ..Sent::at(warm, scheduled, now, free_before_due)
+            };
             conn.deadline = now.saturating_add(self.timeout_ns);
-            conn.client_late = client_late;
-            conn.warm = warm;
             conn.retried = false;
             conn.written = 0;
             conn.reset_answer();
@@ -610,7 +609,7 @@ impl<'a> Loop<'a> {
     }
 
     fn write(&mut self, c: usize) {
-        let req = self.cfg.requests[self.conns[c].tag as usize].clone();
+        let req = self.cfg.requests[self.conns[c].sent.tag as usize].clone();
         loop {
             let conn = &mut self.conns[c];
             let Some(s) = conn.stream.as_mut() else {
@@ -764,26 +763,7 @@ impl<'a> Loop<'a> {
             self.conns[c].state = State::Idle;
             self.conns[c].reused = true;
         }
-        match verdict {
-            Err(f) => self.count_failure(c, f),
-            Ok(()) => {
-                let conn = &mut self.conns[c];
-                conn.consecutive = 0;
-                if conn.warm {
-                    self.sh.warm_step(end - conn.start);
-                } else {
-                    self.sh.measured_step(conn.scheduled, end);
-                    self.out.records.push(Record {
-                        scheduled: conn.scheduled,
-                        start: conn.start,
-                        end,
-                        info: None,
-                        tag: conn.tag,
-                        client_late: conn.client_late,
-                    });
-                }
-            }
-        }
+        self.book(c, end, verdict.map(|()| None));
         self.release(c);
     }
 
@@ -804,17 +784,24 @@ impl<'a> Loop<'a> {
     /// The request on `c` failed: the connection is closed, the failure counted.
     fn failed(&mut self, c: usize, f: Failure) {
         self.close(c);
-        self.count_failure(c, f);
+        let end = self.sh.clock.now_ns();
+        self.book(c, end, Err(f));
         self.release(c);
     }
 
-    fn count_failure(&mut self, c: usize, f: Failure) {
-        *self.out.failures.entry(f.0.into_owned()).or_default() += 1;
+    /// Books the request on `c` (see [`Shared::book`]); the connection is dead once it
+    /// gives up.
+    fn book(&mut self, c: usize, end: u64, result: Result<Option<StepInfo>, Failure>) {
         let conn = &mut self.conns[c];
-        conn.consecutive += 1;
-        if conn.consecutive >= self.sh.cfg.max_consecutive_failures {
+        let result = result.map_err(|f| f.0.into_owned());
+        if !self.sh.book(
+            &mut self.out,
+            &mut conn.consecutive,
+            &conn.sent,
+            end,
+            result,
+        ) {
             conn.state = State::Dead;
-            self.sh.gave_up.fetch_add(1, Ordering::Relaxed);
         }
     }
 

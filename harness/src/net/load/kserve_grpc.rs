@@ -9,7 +9,7 @@ use runtimes::{HostTensor, ModelInfo};
 
 use super::kserve_http::{inputs_hint, kserve_scenario, model_info};
 use super::protocol::{LoadError, LoadOptions, NetWorker, Protocol, Request, Scenario};
-use crate::measure::{Clock, Record, Shared, StepInfo, WorkerOut, LATE_NS, MEASURE, STOP, WARM};
+use crate::measure::{Clock, Sent, Shared, StepInfo, WorkerOut, MEASURE, STOP, WARM};
 use crate::net::client::{NetError, Target};
 use crate::net::pb;
 use crate::net::tensors::{dtype_from_kserve, from_le_bytes, kserve_dtype, to_le_bytes};
@@ -323,36 +323,15 @@ async fn stream_loop(
             (None, false)
         };
         let a = sh.clock.now_ns();
-        let r = client.model_infer((*request).clone()).await;
+        let r = client
+            .model_infer((*request).clone())
+            .await
+            .map(|_| None)
+            .map_err(|status| format!("grpc-{}", grpc_code(status.code())));
         let b = sh.clock.now_ns();
-        match r {
-            Ok(_) => {
-                consecutive = 0;
-                if p == WARM {
-                    sh.warm_step(b - a);
-                    continue;
-                }
-                let due = scheduled.unwrap_or(a);
-                sh.measured_step(due, b);
-                out.records.push(Record {
-                    scheduled: due,
-                    start: a,
-                    end: b,
-                    info: None,
-                    tag: 0,
-                    client_late: free_before_due && a - due > LATE_NS,
-                });
-            }
-            Err(status) => {
-                consecutive += 1;
-                *out.failures
-                    .entry(format!("grpc-{}", grpc_code(status.code())))
-                    .or_default() += 1;
-                if consecutive >= sh.cfg.max_consecutive_failures {
-                    sh.gave_up.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-            }
+        let sent = Sent::at(p == WARM, scheduled, a, free_before_due);
+        if !sh.book(&mut out, &mut consecutive, &sent, b, r) {
+            break;
         }
     }
     out
