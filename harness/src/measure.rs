@@ -678,6 +678,21 @@ impl Sent {
     }
 }
 
+/// What a unit does next ([`Shared::next`]).
+pub(crate) enum Next {
+    /// Its part of the run is over.
+    Stop,
+    /// Nothing to send yet: look again shortly.
+    Idle,
+    /// Send, now or at `due` (open loop), the arrival having been taken before its time or
+    /// not (`free_before_due`).
+    Send {
+        warm: bool,
+        due: Option<u64>,
+        free_before_due: bool,
+    },
+}
+
 /// What one worker (or one event loop, for all its connections) returns.
 #[derive(Default)]
 pub(crate) struct WorkerOut {
@@ -880,6 +895,36 @@ impl Shared<'_> {
         }
     }
 
+    /// What unit `unit` does next, the same for every driver: stop, wait (an open loop warms
+    /// up on `warm_units` only), or send: now (warm-up, closed loop) or at the due time of
+    /// the open-loop arrival it takes.
+    pub fn next(&self, unit: usize) -> Next {
+        use std::sync::atomic::Ordering;
+        let p = self.phase.load(Ordering::Acquire);
+        let open = !self.offsets.is_empty();
+        if p == STOP {
+            return Next::Stop;
+        }
+        if p == WARM && open && unit >= self.warm_units {
+            return Next::Idle;
+        }
+        if p == MEASURE && open {
+            return match self.take_arrival() {
+                Some((_, due)) => Next::Send {
+                    warm: false,
+                    due: Some(due),
+                    free_before_due: self.clock.now_ns() < due,
+                },
+                None => Next::Stop,
+            };
+        }
+        Next::Send {
+            warm: p == WARM,
+            due: None,
+            free_before_due: false,
+        }
+    }
+
     /// Open loop: takes the next arrival, its due time on the clock; None when the schedule
     /// is spent.
     pub fn take_arrival(&self) -> Option<(usize, u64)> {
@@ -893,37 +938,30 @@ impl Shared<'_> {
 /// One worker's loop: warm-up steps, then measured steps (each at its scheduled time in
 /// open loop) until the coordinator says stop or the failures in a row reach the limit.
 fn worker_loop<W: Workload>(model: &mut W, sh: &Shared, worker: usize) -> WorkerOut {
-    use std::sync::atomic::Ordering;
-    let open = !sh.offsets.is_empty();
     let mut out = WorkerOut::default();
     let mut consecutive = 0u64;
     loop {
-        let p = sh.phase.load(Ordering::Acquire);
-        if p == STOP {
-            break;
-        }
-        if p == WARM && open && worker >= sh.warm_units {
-            // An open loop warms up on one worker (see `warm_units`).
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
-        }
-        let mut free_before_due = false;
-        let scheduled = if p == MEASURE && open {
-            let Some((_, due)) = sh.take_arrival() else {
-                break;
-            };
-            free_before_due = sh.clock.now_ns() < due;
+        let (warm, scheduled, free_before_due) = match sh.next(worker) {
+            Next::Stop => break,
+            Next::Idle => {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            Next::Send {
+                warm,
+                due,
+                free_before_due,
+            } => (warm, due, free_before_due),
+        };
+        if let Some(due) = scheduled {
             if !wait_until(&sh.clock, due, &sh.phase) {
                 break;
             }
-            Some(due)
-        } else {
-            None
-        };
+        }
         let a = sh.clock.now_ns();
         let r = model.step().map_err(|e| W::error_kind(&e));
         let b = sh.clock.now_ns();
-        let sent = Sent::at(p == WARM, scheduled, a, free_before_due);
+        let sent = Sent::at(warm, scheduled, a, free_before_due);
         if !sh.book(&mut out, &mut consecutive, &sent, b, r) {
             break;
         }

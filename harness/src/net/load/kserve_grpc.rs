@@ -9,7 +9,7 @@ use runtimes::{HostTensor, ModelInfo};
 
 use super::kserve_http::{inputs_hint, kserve_scenario, model_info};
 use super::protocol::{LoadError, LoadOptions, NetWorker, Protocol, Request, Scenario};
-use crate::measure::{Clock, Sent, Shared, StepInfo, WorkerOut, MEASURE, STOP, WARM};
+use crate::measure::{Clock, Next, Sent, Shared, StepInfo, WorkerOut, STOP};
 use crate::net::client::{NetError, Target};
 use crate::net::pb;
 use crate::net::tensors::{dtype_from_kserve, from_le_bytes, kserve_dtype, to_le_bytes};
@@ -289,23 +289,22 @@ async fn stream_loop(
     unit: usize,
 ) -> WorkerOut {
     use std::sync::atomic::Ordering;
-    let open = !sh.offsets.is_empty();
     let mut out = WorkerOut::default();
     let mut consecutive = 0u64;
     loop {
-        let p = sh.phase.load(Ordering::Acquire);
-        if p == STOP {
-            break;
-        }
-        if p == WARM && open && unit >= sh.warm_units {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            continue;
-        }
-        let (scheduled, free_before_due) = if p == MEASURE && open {
-            let Some((_, due)) = sh.take_arrival() else {
-                break;
-            };
-            let free = sh.clock.now_ns() < due;
+        let (warm, scheduled, free_before_due) = match sh.next(unit) {
+            Next::Stop => break,
+            Next::Idle => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            Next::Send {
+                warm,
+                due,
+                free_before_due,
+            } => (warm, due, free_before_due),
+        };
+        if let Some(due) = scheduled {
             // Sleep to a millisecond before (the timer's resolution), then yield to the due
             // time.
             let left = due.saturating_sub(sh.clock.now_ns());
@@ -318,10 +317,7 @@ async fn stream_loop(
                 }
                 tokio::task::yield_now().await;
             }
-            (Some(due), free)
-        } else {
-            (None, false)
-        };
+        }
         let a = sh.clock.now_ns();
         let r = client
             .model_infer((*request).clone())
@@ -329,7 +325,7 @@ async fn stream_loop(
             .map(|_| None)
             .map_err(|status| format!("grpc-{}", grpc_code(status.code())));
         let b = sh.clock.now_ns();
-        let sent = Sent::at(p == WARM, scheduled, a, free_before_due);
+        let sent = Sent::at(warm, scheduled, a, free_before_due);
         if !sh.book(&mut out, &mut consecutive, &sent, b, r) {
             break;
         }
