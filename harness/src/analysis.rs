@@ -111,6 +111,71 @@ pub fn serving_tax(r: &Results) -> Vec<Tax> {
         .collect()
 }
 
+/// The serving tax as capacity: a served capacity search (`compare --served
+/// --find-max-rate`) beside its in-process twin's, under the same objectives.
+#[derive(Debug, Clone)]
+pub struct CapacityTax {
+    /// The in-process scenario ("ort/cpu/fp32/b1/s128/t2").
+    pub scenario: String,
+    pub objectives: String,
+    /// Requests/s.
+    pub in_process: f64,
+    pub served: f64,
+    pub protocol: String,
+}
+
+impl CapacityTax {
+    pub fn line(&self) -> String {
+        let lost = if self.in_process > 0.0 {
+            format!(
+                ", {:.1}% lost",
+                (1.0 - self.served / self.in_process) * 100.0
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "capacity served over {} of {} under {}: {:.1}/s in-process -> {:.1}/s served{lost}",
+            if self.protocol.is_empty() {
+                "the network"
+            } else {
+                &self.protocol
+            },
+            self.scenario,
+            self.objectives,
+            self.in_process,
+            self.served
+        )
+    }
+}
+
+/// Pairs each served capacity search with the search of its fp32 in-process twin.
+pub fn capacity_lost(r: &Results) -> Vec<CapacityTax> {
+    let row = |id: &str| r.scenarios.iter().find(|s| s.id == id);
+    let search = |id: &str| r.capacity.iter().find(|c| c.group == id);
+    r.capacity
+        .iter()
+        .filter_map(|served| {
+            let s = row(&served.group).filter(|s| s.variant == "served" && s.served.is_some())?;
+            let twin = r.scenarios.iter().find(|t| {
+                t.variant == "fp32" && t.served.is_none() && t.same_settings_but_variant(s)
+            })?;
+            let own = search(&twin.id)?;
+            (own.result.objectives == served.result.objectives).then(|| CapacityTax {
+                scenario: twin.id.clone(),
+                objectives: crate::capacity::describe(&own.result.objectives),
+                in_process: own.result.capacity,
+                served: served.result.capacity,
+                protocol: s
+                    .served
+                    .as_ref()
+                    .map(|v| v.protocol.clone())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,14 @@ fn parse_error_rate(part: &str, value: &str) -> Result<f64, String> {
     }
 }
 
+/// `--find-max-rate` as a run asks for it: the objectives, and the arrival process of the
+/// probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindMaxRate {
+    pub objectives: Vec<Objective>,
+    pub arrivals: crate::results::Arrivals,
+}
+
 /// What the caller measured at one rate (rates in requests/s, latencies in ms).
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
@@ -196,6 +204,74 @@ impl Default for SearchConfig {
             tail_samples: 10,
             min_achieved: 0.95,
         }
+    }
+}
+
+/// The search around what closed loop carried over the same connections or workers:
+/// open loop there cannot sustain more (a little more for noise), so the search starts at
+/// half of it and looks between 1% and 125% of it; each probe runs between `min_probe_s`
+/// and `max_probe_s` (the run's `--min-time` and `--max-time`).
+pub fn scaled_config(closed_rate: f64, min_probe_s: f64, max_probe_s: f64) -> SearchConfig {
+    SearchConfig {
+        start_rate: round3(closed_rate * 0.5),
+        min_rate: round3((closed_rate * 0.01).max(0.1)),
+        max_rate: round3(closed_rate * 1.25),
+        resolution: 0.05,
+        max_probes: 14,
+        min_probe_s,
+        max_probe_s,
+        tail_samples: 10,
+        min_achieved: 0.95,
+    }
+}
+
+/// A rate rounded to three significant digits (readable scenario ids).
+pub fn round3(x: f64) -> f64 {
+    if !(x.is_finite() && x > 0.0) {
+        return x;
+    }
+    let k = 10f64.powi(2 - x.log10().floor() as i32);
+    (x * k).round() / k
+}
+
+/// The rate (requests/s) a closed-loop row carried, or why it has none.
+pub fn closed_rate(row: &crate::results::ScenarioResult) -> Result<f64, String> {
+    row.measurement
+        .as_ref()
+        .filter(|m| m.window_s > 0.0 && m.iterations > 0)
+        .map(|m| m.iterations as f64 / m.window_s)
+        .ok_or_else(|| row.error.clone().unwrap_or_else(|| "no answers".into()))
+}
+
+/// A search that could not start: its closed-loop run at `concurrency` measured nothing.
+pub fn not_searched(objectives: &[Objective], concurrency: usize, why: &str) -> Capacity {
+    Capacity {
+        objectives: objectives.to_vec(),
+        capacity: 0.0,
+        failed_above: None,
+        probes: Vec::new(),
+        verdict: format!(
+            "not searched: the closed-loop run at concurrency {concurrency} measured nothing ({why})"
+        ),
+        resolution: 0.0,
+        stopped: "closed loop failed".into(),
+    }
+}
+
+/// What a probe's row observed at `rate`; `latencies_ns` are every counted request's, from
+/// its intended send.
+pub fn observed(rate: f64, row: &crate::results::ScenarioResult, latencies_ns: &[u64]) -> Observed {
+    let failures = row.measurement.as_ref().map_or(0, |m| m.failures);
+    Observed {
+        intended_rate: rate,
+        achieved_rate: row.open_loop.as_ref().map_or(0.0, |x| x.achieved_rate),
+        sent: latencies_ns.len() as u64 + failures,
+        errors: failures,
+        latencies_ms: latencies_ns.iter().map(|&ns| ns as f64 / 1e6).collect(),
+        client_limited: row
+            .served
+            .as_ref()
+            .is_some_and(|s| s.client_limited.is_some()),
     }
 }
 
@@ -359,6 +435,8 @@ pub fn search(
                 }
             }
         };
+        // Rates of three significant digits: the probes' rows are named by them.
+        let fresh = fresh.map(round3);
         let (rate, repeat) = match (fresh, lo) {
             (Ok(r), _) if !tested(r, &cap.probes) => (r, false),
             (_, Some(l)) => {
@@ -514,6 +592,13 @@ mod nan_as_null {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_round_to_three_significant_digits() {
+        assert_eq!(round3(3631.1508), 3630.0);
+        assert_eq!(round3(0.123456), 0.123);
+        assert_eq!(round3(12.3456), 12.3);
+    }
 
     /// M/M/1 with 2 ms service time: capacity 500/s.
     const MU: f64 = 500.0;

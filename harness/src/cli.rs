@@ -270,6 +270,16 @@ pub struct CompareArgs {
     /// tensors, same inputs and load), compare its answers, and show the serving tax
     #[arg(long)]
     pub served: bool,
+    /// After each closed-loop row (and its served twin with --served), find the highest
+    /// open-loop rate over the same workers that meets every --slo objective: probes long
+    /// enough for their percentile, bisected to 5%, the edge repeated. With --served the
+    /// serving tax is also stated as capacity lost
+    #[arg(long, conflicts_with = "rate")]
+    pub find_max_rate: bool,
+    /// Objectives for --find-max-rate: latency percentiles and an error rate, e.g.
+    /// p99:20ms,p50:5ms,errors:1%
+    #[arg(long, requires = "find_max_rate")]
+    pub slo: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -422,9 +422,6 @@ fn run_load(a: &LoadArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
     }
     let (info, searches) = outcome?;
     log.results.capacity = searches;
-    for line in present::capacity_lines(&log.results) {
-        eprintln!("{line}");
-    }
     log.results.model = header(Some(&info)).0;
     let interrupted = opts.interrupt.load(std::sync::atomic::Ordering::Relaxed);
     let results = log.finish(interrupted)?;

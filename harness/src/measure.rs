@@ -244,6 +244,21 @@ impl MeasureConfig {
         }
     }
 
+    /// A capacity probe's window: exactly `seconds` long (2 s of slack for the stop rule's
+    /// tick), whatever the run's sample, CI and budget rules say.
+    pub fn probe(&self, seconds: f64) -> MeasureConfig {
+        let span = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO);
+        MeasureConfig {
+            min_time: span,
+            max_time: span + Duration::from_secs(2),
+            min_samples: 0,
+            target_ci: None,
+            budget: None,
+            share: None,
+            ..self.clone()
+        }
+    }
+
     /// The longest warm-up: `--warmup-max` (at least `--warmup-time`), and with a budget
     /// share no more of it than leaves the minimum time for the window.
     pub fn warmup_cap(&self) -> Duration {

@@ -123,6 +123,14 @@ pub fn compare(a: &CompareArgs, interrupt: Arc<AtomicBool>) -> Result<CompareOpt
         },
         interrupt,
         served: a.served,
+        find_max_rate: match (a.find_max_rate, a.slo.as_deref()) {
+            (false, _) => None,
+            (true, slo) => Some(crate::capacity::FindMaxRate {
+                objectives: crate::capacity::parse_objectives(slo.unwrap_or(""))
+                    .map_err(|e| Error::BadInput(format!("--find-max-rate needs --slo: {e}")))?,
+                arrivals: a.traffic.arrivals,
+            }),
+        },
     })
 }
 

@@ -114,7 +114,7 @@ fn capacity(tag: &str, port: u16, slo: &str) -> Value {
         out.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0, "{tag}: {}", run.stderr);
-    assert!(run.stderr.contains("capacity of"), "{}", run.stderr);
+    assert!(run.stdout.contains("capacity of"), "{}", run.stdout);
     let r = results(&out);
     let searches = r["capacity"].as_array().expect("a capacity section");
     assert_eq!(searches.len(), 1, "{r}");
@@ -129,8 +129,9 @@ fn capacity(tag: &str, port: u16, slo: &str) -> Value {
     // summary.md and report.html show the search: its line, and its probes in summary.md.
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     let line = run
-        .stderr
+        .stdout
         .lines()
+        .map(str::trim)
         .find(|l| l.starts_with("capacity of"))
         .unwrap();
     assert!(md.contains("## Capacity") && md.contains(line), "{md}");

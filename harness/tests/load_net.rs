@@ -511,3 +511,128 @@ fn load_shares_its_budget_between_its_scenarios() {
     let first = rows[0]["measurement"]["share_s"].as_f64().unwrap();
     assert!((1.3..=1.5).contains(&first), "{first}");
 }
+
+#[test]
+fn compare_finds_the_capacity_in_process_and_served_and_states_the_capacity_lost() {
+    let out = tmp("served-capacity");
+    let r = harness(&[
+        "compare",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--runtimes",
+        "ort",
+        "--seq",
+        "8",
+        "--threads",
+        "1",
+        "--warmup-time",
+        "0.1s",
+        "--target-ci",
+        "off",
+        "--min-time",
+        "0.3s",
+        "--max-time",
+        "1s",
+        "--no-overhead",
+        "--served",
+        "--find-max-rate",
+        "--slo",
+        "p99:50ms,errors:1%",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = results(&out);
+    let searches = v["capacity"].as_array().expect("a capacity section");
+    let groups: Vec<&str> = searches
+        .iter()
+        .map(|s| s["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        ["ort/cpu/fp32/b1/s8/t1", "ort/cpu/fp32/b1/s8/t1/served/c1"],
+        "one search after each closed-loop row, in-process (in its worker) and served"
+    );
+    let rows = v["scenarios"].as_array().unwrap();
+    let mut capacities = Vec::new();
+    for s in searches {
+        let probes = s["probes"].as_array().unwrap();
+        assert!(probes.len() >= 3, "{s}");
+        let capacity = s["capacity"].as_f64().unwrap();
+        assert!(capacity > 0.0, "{s}");
+        // The capacity is a rate that passed, and a probe at it is a row of the results.
+        assert!(probes
+            .iter()
+            .any(|p| p["rate"].as_f64() == Some(capacity) && p["passed"] == true));
+        let prefix = format!(
+            "{}/open-poisson-",
+            s["group"].as_str().unwrap().trim_end_matches("/c1")
+        );
+        let probe_rows = rows
+            .iter()
+            .filter(|r| r["id"].as_str().unwrap().starts_with(&prefix))
+            .count();
+        assert_eq!(probe_rows, probes.len(), "{}", s["group"]);
+        capacities.push(capacity);
+    }
+    // Planned rows are still one in-process and one served, each with parity checked.
+    let planned: Vec<&Value> = rows
+        .iter()
+        .filter(|r| !r["id"].as_str().unwrap().contains("/open-"))
+        .collect();
+    assert_eq!(planned.len(), 2);
+    assert_eq!(planned[0]["parity"]["status"], "reference");
+    assert_eq!(planned[1]["parity"]["status"], "pass");
+    // The serving tax as capacity, from the two searches' own figures.
+    let lost = format!(
+        "capacity served over kserve-http of ort/cpu/fp32/b1/s8/t1 under p99 <= 50 ms, errors <= 1%: {:.1}/s in-process -> {:.1}/s served",
+        capacities[0], capacities[1]
+    );
+    assert!(r.stdout.contains(&lost), "{lost}\n{}", r.stdout);
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Capacity") && md.contains(&lost), "{md}");
+}
+
+#[test]
+fn compare_find_max_rate_needs_objectives() {
+    let out = tmp("capacity-bad");
+    let o = out.to_str().unwrap();
+    let m = fixture();
+    let m = m.to_str().unwrap();
+    let r = harness(&["compare", "--model", m, "--find-max-rate", "--out", o]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--find-max-rate needs --slo"),
+        "{}",
+        r.stderr
+    );
+    let r = harness(&[
+        "compare",
+        "--model",
+        m,
+        "--find-max-rate",
+        "--slo",
+        "p101:2ms",
+        "--out",
+        o,
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("bad percentile \"p101\""), "{}", r.stderr);
+    let r = harness(&["compare", "--model", m, "--slo", "p99:2ms", "--out", o]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--find-max-rate"), "{}", r.stderr);
+    let r = harness(&[
+        "compare",
+        "--model",
+        m,
+        "--find-max-rate",
+        "--slo",
+        "p99:2ms",
+        "--rate",
+        "10",
+        "--out",
+        o,
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!out.join("results.json").exists(), "nothing ran");
+}

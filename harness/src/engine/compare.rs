@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use runtimes::{Availability, HostTensor, LoadOptions, ModelFiles, ModelInfo, Runtime, Variant};
+use runtimes::{Availability, LoadOptions, ModelFiles, ModelInfo, Runtime, Variant};
 
-use super::group::{self, GroupSpec, Shape};
+use super::group::{self, GroupSpec, Output, Shape};
 use super::reference::References;
 use super::runlog::RunLog;
 use super::served::ServedPlan;
@@ -66,6 +66,9 @@ pub struct CompareOptions {
     /// Also measure each runtime behind `harness serve` (KServe v2 over HTTP, loopback),
     /// with the same inputs, and compare its answers: the serving tax.
     pub served: bool,
+    /// After each closed-loop row (in-process and served), search the highest open-loop
+    /// rate that meets these objectives over the same workers or connections.
+    pub find_max_rate: Option<crate::capacity::FindMaxRate>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +218,7 @@ impl GroupPlan<'_> {
             device: self.device.label(),
             runtime_options: opts.runtime_options.clone(),
             budget: None,
+            find_max_rate: opts.find_max_rate.clone(),
         }
     }
 
@@ -385,12 +389,17 @@ fn served_rows(
                 runtime: rt.name(),
                 threads,
                 budget: budget(done),
+                find_max_rate: opts.find_max_rate.as_ref(),
             };
             done += 1;
-            plan.rows(info, shapes, references, progress, &mut |row| {
+            let searches = plan.rows(info, shapes, references, progress, &mut |row| {
                 report(&row, progress);
                 log.push(row)
             })?;
+            if !searches.is_empty() {
+                log.results.capacity.extend(searches);
+                log.write()?;
+            }
         }
     }
     Ok(())
@@ -491,13 +500,28 @@ fn run_one_group(
         }
         Ok(())
     };
-    let mut handle = |mut row: ScenarioResult, outputs: Option<Vec<HostTensor>>, index: usize| {
-        if let Some(out) = outputs {
-            row.parity = references.judge(&row.runtime, g.variant, index, out);
-        }
+    let mut handle = |out: Output| {
+        let (row, planned) = match out {
+            Output::Row(mut row, outputs, index) => {
+                if let Some(out) = outputs {
+                    row.parity = references.judge(&row.runtime, g.variant, index, out);
+                }
+                (row, true)
+            }
+            Output::Probe(row) => (row, false),
+            Output::Capacity(search) => {
+                let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
+                saved.log.results.capacity.push(search);
+                if let Err(e) = saved.log.write() {
+                    saved.write_error.get_or_insert(e);
+                }
+                return;
+            }
+        };
         report(&row, progress);
         let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
-        saved.emitted += 1;
+        // Probes are rows beyond the plan: a worker lost later loses planned rows only.
+        saved.emitted += planned as usize;
         // On disk as soon as it is measured.
         if let Err(e) = saved.log.push(row) {
             saved.write_error.get_or_insert(e);
@@ -584,7 +608,7 @@ fn run_in_thread(
     shapes: &[Shape],
     opts: &CompareOptions,
     progress: Progress,
-    handle: &mut (dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>, usize) + Send),
+    handle: &mut (dyn FnMut(Output) + Send),
     stuck: &(dyn Fn(Overrun) + Sync),
 ) -> GroupEnd {
     let spec = GroupSpec {

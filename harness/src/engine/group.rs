@@ -12,10 +12,11 @@ use runtimes::{HostTensor, LoadOptions, Loaded, ModelFiles, ModelInfo, Runtime, 
 use serde::{Deserialize, Serialize};
 
 use super::{ms, pinning, Event, Pinning, Progress, Row};
+use crate::capacity::{self, FindMaxRate};
 use crate::inputs::{self, InputError, ScenarioShape};
 use crate::measure::{self, LoadMode, MeasureConfig};
 use crate::monitor::{self, MonitorHooks};
-use crate::results::{Parity, ScenarioId, ScenarioResult, Tolerance};
+use crate::results::{CapacitySearch, Parity, ScenarioId, ScenarioResult, Tolerance};
 
 /// Everything a group needs; serializable so that a worker process can run it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +58,10 @@ pub struct GroupSpec {
     /// What is left of `--budget` as the group starts, and the run's scenarios left.
     #[serde(default)]
     pub budget: Option<measure::Budget>,
+    /// After each closed-loop row, search the highest open-loop rate over the same workers
+    /// that meets these objectives (`--find-max-rate`).
+    #[serde(default)]
+    pub find_max_rate: Option<FindMaxRate>,
 }
 
 fn cpu_label() -> String {
@@ -137,8 +142,19 @@ pub fn plan(shapes: usize, modes: &[LoadMode]) -> Vec<(usize, LoadMode)> {
         .collect()
 }
 
-/// What a group hands back for each planned row, in plan order.
-pub type Emit<'a> = &'a mut dyn FnMut(ScenarioResult, Option<Vec<HostTensor>>, usize);
+/// What a group hands back: each planned row in plan order, and around them what a
+/// capacity search adds.
+#[derive(Debug)]
+pub enum Output {
+    /// A planned row, with the outputs for the parity check and its shape's index.
+    Row(ScenarioResult, Option<Vec<HostTensor>>, usize),
+    /// A row beyond the plan: a capacity search's probe.
+    Probe(ScenarioResult),
+    /// A finished capacity search (after its probes).
+    Capacity(CapacitySearch),
+}
+
+pub type Emit<'a> = &'a mut dyn FnMut(Output);
 
 /// The typed id of one row of this group.
 fn row_id(spec: &GroupSpec, shape: &ScenarioShape, mode: &LoadMode) -> ScenarioId {
@@ -317,7 +333,7 @@ pub fn run_group(
                     "unknown-runtime",
                     false,
                 );
-                emit(r, None, *i);
+                emit(Output::Row(r, None, *i));
             }
             return;
         }
@@ -338,7 +354,7 @@ pub fn run_group(
                 let mut r = blank_row(spec, &shapes[*i].shape, mode);
                 Row::runtime_error(&mut r, &e);
                 r.parity = Parity::skipped(spec.tolerance, "not loaded");
-                emit(r, None, *i);
+                emit(Output::Row(r, None, *i));
             }
             return;
         }
@@ -353,7 +369,7 @@ pub fn run_group(
                 for mode in &spec.modes {
                     let mut r = loaded.row(spec, &s.shape, mode);
                     Row::fail(&mut r, message.clone(), kind, skip);
-                    emit(r, None, i);
+                    emit(Output::Row(r, None, i));
                     index += 1;
                 }
                 continue;
@@ -369,13 +385,24 @@ pub fn run_group(
                 started.elapsed(),
                 index,
             );
-            let mut r = measure_row(spec, &cfg, &mut loaded, s, mode, index, interrupt, progress);
+            let (mut r, _) =
+                measure_row(spec, &cfg, &mut loaded, s, mode, index, interrupt, progress);
             let measured = r.measurement.is_some();
             if !computes {
                 r.parity = Parity::skipped(spec.tolerance, "the null runtime computes nothing");
             }
-            emit(r, outputs.clone().filter(|_| measured), i);
+            let scale = capacity::closed_rate(&r);
+            emit(Output::Row(r, outputs.clone().filter(|_| measured), i));
             index += 1;
+            if let (Some(find), LoadMode::ClosedLoop { .. }) = (&spec.find_max_rate, mode) {
+                let search = Search {
+                    spec,
+                    find,
+                    closed: mode,
+                    scale,
+                };
+                search.run(&mut loaded, s, interrupt, progress, emit);
+            }
         }
     }
     // Dropping the instances (a runtime's threads and memory) is bounded too.
@@ -435,8 +462,84 @@ fn prepare_shape(
     }
 }
 
+/// A capacity search after a closed-loop row: open-loop probes over the same workers,
+/// scaled by what closed loop carried.
+struct Search<'a> {
+    spec: &'a GroupSpec,
+    find: &'a FindMaxRate,
+    closed: &'a LoadMode,
+    /// The closed-loop row's rate, or why it has none.
+    scale: Result<f64, String>,
+}
+
+impl Search<'_> {
+    /// Emits each probe as it ends, then the search.
+    fn run(
+        self,
+        loaded: &mut Instances,
+        s: &Shape,
+        interrupt: &AtomicBool,
+        progress: Progress,
+        emit: Emit,
+    ) {
+        let (spec, objectives) = (self.spec, &self.find.objectives);
+        let concurrency = self.closed.concurrency();
+        let group = row_id(spec, &s.shape, self.closed).to_string();
+        let result = match self.scale {
+            Err(why) => capacity::not_searched(objectives, concurrency, &why),
+            Ok(closed_rate) => {
+                let cfg = capacity::scaled_config(
+                    closed_rate,
+                    spec.measure.min_time.as_secs_f64(),
+                    spec.measure.max_time.as_secs_f64(),
+                );
+                let mut probe = |rate: f64, duration_s: f64| {
+                    if interrupt.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    let rate = capacity::round3(rate);
+                    let mode = LoadMode::OpenLoop {
+                        rate,
+                        arrivals: self.find.arrivals,
+                        concurrency,
+                        seed: spec.seed,
+                        ramp_s: None,
+                    };
+                    let cfg = spec.measure.probe(duration_s);
+                    let (mut row, latencies) = measure_row(
+                        spec,
+                        &cfg,
+                        loaded,
+                        s,
+                        &mode,
+                        usize::MAX,
+                        interrupt,
+                        progress,
+                    );
+                    row.parity = Parity::skipped(
+                        spec.tolerance,
+                        "capacity probe: outputs are compared in the closed-loop row",
+                    );
+                    let obs = capacity::observed(rate, &row, &latencies);
+                    emit(Output::Probe(row));
+                    (!interrupt.load(Ordering::Relaxed)).then_some(obs)
+                };
+                capacity::search(objectives, &cfg, &mut probe)
+            }
+        };
+        progress(Event::Finished(&format!(
+            "[{}] capacity of {group} under {}: {:.1}/s: {}",
+            spec.runtime,
+            capacity::describe(objectives),
+            result.capacity,
+            result.verdict
+        )));
+        emit(Output::Capacity(CapacitySearch { group, result }));
+    }
+}
+
 /// Measures one prepared (shape, mode): the warm-up, the window under its monitors, and
-/// the completed row.
+/// the completed row, with every counted latency (ns, from the intended send) in open loop.
 #[allow(clippy::too_many_arguments)]
 fn measure_row(
     spec: &GroupSpec,
@@ -447,7 +550,7 @@ fn measure_row(
     index: usize,
     interrupt: &AtomicBool,
     progress: Progress,
-) -> ScenarioResult {
+) -> (ScenarioResult, Vec<u64>) {
     let mut r = loaded.row(spec, &s.shape, mode);
     r.prepare_ms = loaded.prepare_ms;
     if spec.abort_before == Some(index) {
@@ -477,9 +580,23 @@ fn measure_row(
     let mut hooks = MonitorHooks::new(interrupt).with_gpu(device.gpu_index());
     let c = mode.concurrency().min(loaded.models.len());
     let place = |i: usize| spec.pinning.place_worker(i);
-    match measure::measure_load(&mut loaded.models[..c], mode, cfg, &mut hooks, &place) {
-        Ok((m, open)) => Row::complete(&mut r, m, open, hooks.report.take(), "inferences"),
-        Err(e) => Row::runtime_error(&mut r, &e),
+    let models = &mut loaded.models[..c];
+    let measured = match mode {
+        LoadMode::OpenLoop { .. } => {
+            measure::measure_workers_driven(models, mode, cfg, &mut hooks, &place)
+                .map(|d| (d.measurement, d.open, d.latencies))
+        }
+        _ => measure::measure_load(models, mode, cfg, &mut hooks, &place)
+            .map(|(m, open)| (m, open, Vec::new())),
+    };
+    match measured {
+        Ok((m, open, latencies)) => {
+            Row::complete(&mut r, m, open, hooks.report.take(), "inferences");
+            (r, latencies)
+        }
+        Err(e) => {
+            Row::runtime_error(&mut r, &e);
+            (r, Vec::new())
+        }
     }
-    r
 }

@@ -14,11 +14,12 @@ use super::group::{self, Shape};
 use super::reference::References;
 use super::runlog::WriteError;
 use super::{Event, Progress, Row};
+use crate::capacity::{self, FindMaxRate};
 use crate::inputs;
 use crate::measure::{LoadMode, MeasureConfig};
 use crate::net::load::{self, LoadOptions};
 use crate::parity;
-use crate::results::{Parity, ScenarioId, ScenarioResult, Tolerance};
+use crate::results::{CapacitySearch, Parity, ScenarioId, ScenarioResult, Tolerance};
 
 /// What the served rows of one runtime need from the run.
 pub struct ServedPlan<'a> {
@@ -36,6 +37,8 @@ pub struct ServedPlan<'a> {
     pub threads: usize,
     /// What is left of `--budget` for these rows and the run's rows after them.
     pub budget: Option<crate::measure::Budget>,
+    /// After each closed-loop row, a capacity search over the same connections.
+    pub find_max_rate: Option<&'a FindMaxRate>,
 }
 
 /// A `harness serve` child on a free loopback port, stopped (SIGTERM) when dropped.
@@ -125,7 +128,8 @@ impl ServedPlan<'_> {
 
     /// The served rows of this runtime: its server on loopback, the same shapes, inputs and
     /// load modes as in-process; each shape's answer is compared with the in-process
-    /// reference.
+    /// reference. With `--find-max-rate`, a capacity search after each closed-loop row
+    /// (its probes are rows too); returns the searches.
     pub fn rows(
         &self,
         info: &ModelInfo,
@@ -133,7 +137,8 @@ impl ServedPlan<'_> {
         references: &References,
         progress: Progress,
         emit: &mut dyn FnMut(ScenarioResult) -> Result<(), WriteError>,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Vec<CapacitySearch>, WriteError> {
+        let mut searches = Vec::new();
         let (runtime, threads) = (self.runtime, self.threads);
         let instances = group::max_concurrency(self.modes);
         let id = |shape: &inputs::ScenarioShape, mode: &LoadMode| ScenarioId::Served {
@@ -159,7 +164,7 @@ impl ServedPlan<'_> {
                     );
                     emit(r)?;
                 }
-                return Ok(());
+                return Ok(searches);
             }
         };
         let started = std::time::Instant::now();
@@ -190,7 +195,16 @@ impl ServedPlan<'_> {
             };
             let parity = self.served_parity(info, sh, i, &lo, references);
             let mut failed: Option<WriteError> = None;
-            let r = load::run_load_as(&lo, &|_, mode| id(&sh.shape, mode), &mut |mut row| {
+            let row_id = |_: Option<(usize, usize)>, mode: &LoadMode| id(&sh.shape, mode);
+            // Each closed-loop row's rate, the scale of its capacity search.
+            let mut scales: Vec<(LoadMode, Result<f64, String>)> = Vec::new();
+            let r = load::run_load_as(&lo, &row_id, &mut |mut row| {
+                if let Some(mode) = self.modes.iter().find(|m| {
+                    matches!(m, LoadMode::ClosedLoop { .. })
+                        && row.id == id(&sh.shape, m).to_string()
+                }) {
+                    scales.push((mode.clone(), capacity::closed_rate(&row)));
+                }
                 row.parity = parity.clone();
                 if failed.is_none() {
                     if let Err(e) = emit(row) {
@@ -203,10 +217,56 @@ impl ServedPlan<'_> {
             }
             if let Err(e) = r {
                 progress(Event::Warning(&format!("[{runtime}] served: {e}")));
+                continue;
+            }
+            let Some(find) = self.find_max_rate else {
+                continue;
+            };
+            let lo = LoadOptions {
+                find_max_rate: Some(find.objectives.clone()),
+                arrivals: find.arrivals,
+                ..lo
+            };
+            for (mode, rate) in scales {
+                if self.interrupt.load(Ordering::Relaxed) {
+                    break;
+                }
+                let shape = Some((sh.shape.batch, sh.shape.seq.unwrap_or(1)));
+                let scale = load::Scale::Known(mode, rate);
+                let search =
+                    load::search_capacity_as(&lo, shape, scale, &row_id, &mut |mut row| {
+                        row.parity = Parity::skipped(
+                            self.tolerance,
+                            "capacity probe: answers are compared in the closed-loop row",
+                        );
+                        if failed.is_none() {
+                            if let Err(e) = emit(row) {
+                                failed = Some(e);
+                            }
+                        }
+                    });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                match search {
+                    Ok(search) => {
+                        progress(Event::Finished(&format!(
+                            "[{runtime}] capacity of {} under {}: {:.1}/s: {}",
+                            search.group,
+                            capacity::describe(&search.result.objectives),
+                            search.result.capacity,
+                            search.result.verdict
+                        )));
+                        searches.push(search);
+                    }
+                    Err(e) => progress(Event::Warning(&format!(
+                        "[{runtime}] served capacity search: {e}"
+                    ))),
+                }
             }
         }
         drop(server);
-        Ok(())
+        Ok(searches)
     }
 
     /// The served answer to the very inputs the in-process rows used, against the in-process

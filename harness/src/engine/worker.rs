@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use runtimes::{HostTensor, ModelFiles, ModelInfo};
+use runtimes::{ModelFiles, ModelInfo};
 use serde::{Deserialize, Serialize};
 
-use super::group::{self, GroupSpec};
+use super::group::{self, GroupSpec, Output};
 use super::{Event, Overrun, Progress, Watch};
-use crate::results::ScenarioResult;
+use crate::results::{CapacitySearch, ScenarioResult};
 
 /// What a worker writes on stdout, one JSON object a line.
 #[derive(Serialize, Deserialize)]
@@ -40,6 +40,14 @@ enum Message {
     Phase {
         phase: String,
         within_s: f64,
+    },
+    /// A capacity search's probe: a row beyond the plan.
+    Probe {
+        probe: Box<ScenarioResult>,
+    },
+    /// A finished capacity search.
+    Capacity {
+        capacity: Box<CapacitySearch>,
     },
 }
 
@@ -144,10 +152,27 @@ pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> Result<(), Wo
     };
     let mut index = 0usize;
     let mut failure: Option<WorkerError> = None;
-    let mut emit = |row: ScenarioResult, outputs: Option<Vec<HostTensor>>, shape: usize| {
+    let mut emit = |out: Output| {
         if failure.is_some() {
             return;
         }
+        let (row, outputs, shape) = match out {
+            Output::Row(row, outputs, shape) => (row, outputs, shape),
+            Output::Probe(row) => {
+                let sent = send(&Message::Probe {
+                    probe: Box::new(row),
+                });
+                failure = sent.err();
+                return;
+            }
+            Output::Capacity(c) => {
+                let sent = send(&Message::Capacity {
+                    capacity: Box::new(c),
+                });
+                failure = sent.err();
+                return;
+            }
+        };
         let r = (|| -> Result<(), WorkerError> {
             let path = match outputs {
                 Some(o) => {
@@ -306,8 +331,10 @@ pub fn run_in_child(
                             }
                         }
                     });
-                    handle(line.row, outputs, line.shape);
+                    handle(Output::Row(line.row, outputs, line.shape));
                 }
+                Ok(Message::Probe { probe }) => handle(Output::Probe(*probe)),
+                Ok(Message::Capacity { capacity }) => handle(Output::Capacity(*capacity)),
                 Ok(Message::Status { status }) => progress(Event::Status(&status)),
                 Ok(Message::Warning { warning }) => progress(Event::Warning(&warning)),
                 Ok(Message::Panic { panic }) => panicked = Some(panic),

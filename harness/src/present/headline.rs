@@ -524,6 +524,7 @@ pub fn headline(r: &Results) -> Vec<String> {
         lines.extend(served);
     }
     lines.extend(serving_across(r));
+    lines.extend(crate::analysis::capacity_lost(r).iter().map(|c| c.line()));
     let failing = |s: &&ScenarioResult| s.parity.status == ParityStatus::Fail;
     for rt in distinct(
         r.scenarios

@@ -274,6 +274,16 @@ pub fn to_table(r: &Results) -> String {
             let _ = writeln!(out, "  {}", t.line());
         }
     }
+    let capacity = super::capacity_lines(r);
+    if !capacity.is_empty() {
+        let _ = writeln!(out, "\ncapacity (the highest open-loop rate meeting every objective; each probe is a row above):");
+        for line in &capacity {
+            let _ = writeln!(out, "  {line}");
+        }
+        for c in crate::analysis::capacity_lost(r) {
+            let _ = writeln!(out, "  {}", c.line());
+        }
+    }
     for n in footnotes(r) {
         let _ = writeln!(out, "{n}");
     }

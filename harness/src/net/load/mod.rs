@@ -154,7 +154,6 @@ pub fn find_capacity(
     o: &LoadOptions,
     emit: &mut dyn FnMut(ScenarioResult),
 ) -> Result<(ModelInfo, Vec<CapacitySearch>), LoadError> {
-    let objectives = o.find_max_rate.clone().unwrap_or_default();
     let target = o.target()?;
     let info = discover(o, &target)?;
     let id = network_id(o);
@@ -164,144 +163,107 @@ pub fn find_capacity(
             if o.interrupt.load(Ordering::Relaxed) {
                 return Ok((info, searches));
             }
-            let concurrency = mode.concurrency();
-            searches.push(search_one(
-                o,
-                &target,
-                &info,
-                shape,
-                concurrency,
-                &objectives,
-                &id,
-                emit,
-            ));
+            let scale = Scale::Measure(mode.concurrency());
+            searches.push(search_one(o, &target, &info, shape, scale, &id, emit));
         }
     }
     Ok((info, searches))
 }
 
-/// One capacity search at `concurrency` connections.
-#[allow(clippy::too_many_arguments)]
+/// Where a capacity search gets its scale.
+#[derive(Debug, Clone)]
+pub enum Scale {
+    /// A short closed-loop run at this many connections, first (a row of its own).
+    Measure(usize),
+    /// The closed-loop row already measured at this mode: its rate, or why it has none.
+    Known(LoadMode, Result<f64, String>),
+}
+
+/// A capacity search of the target at one shape, its probes emitted as rows named by `id`
+/// (`compare --served` names them as served rows).
+pub fn search_capacity_as(
+    o: &LoadOptions,
+    shape: Option<(usize, usize)>,
+    scale: Scale,
+    id: &IdFor,
+    emit: &mut dyn FnMut(ScenarioResult),
+) -> Result<CapacitySearch, LoadError> {
+    let target = o.target()?;
+    let info = discover(o, &target)?;
+    Ok(search_one(o, &target, &info, shape, scale, id, emit))
+}
+
+/// One capacity search over `scale`'s connections.
 fn search_one(
     o: &LoadOptions,
     target: &Target,
     info: &ModelInfo,
     shape: Option<(usize, usize)>,
-    concurrency: usize,
-    objectives: &[capacity::Objective],
+    scale: Scale,
     id: &IdFor,
     emit: &mut dyn FnMut(ScenarioResult),
 ) -> CapacitySearch {
-    let closed = LoadMode::ClosedLoop { concurrency };
+    let objectives = o.find_max_rate.clone().unwrap_or_default();
+    let (closed, closed_rate) = match scale {
+        Scale::Known(mode, rate) => (mode, rate),
+        Scale::Measure(concurrency) => {
+            // The scale: what the connections carry in closed loop, briefly.
+            let closed = LoadMode::ClosedLoop { concurrency };
+            let scale_cfg = measure::MeasureConfig {
+                min_time: Duration::from_secs(2),
+                max_time: Duration::from_secs(4),
+                min_samples: 10,
+                target_ci: None,
+                budget: None,
+                share: None,
+                ..o.measure.clone()
+            };
+            let id = id(shape, &closed);
+            let (row, _) = measure_probe(o, &scale_cfg, target, info, shape, &closed, id);
+            let rate = capacity::closed_rate(&row);
+            emit(row);
+            (closed, rate)
+        }
+    };
+    let concurrency = closed.concurrency();
     let group = id(shape, &closed).to_string();
-    // The scale: what the connections carry in closed loop, briefly.
-    let scale_cfg = measure::MeasureConfig {
-        min_time: Duration::from_secs(2),
-        max_time: Duration::from_secs(4),
-        min_samples: 10,
-        target_ci: None,
-        budget: None,
-        share: None,
-        ..o.measure.clone()
+    let closed_rate = match closed_rate {
+        Ok(r) => r,
+        Err(why) => {
+            return CapacitySearch {
+                group,
+                result: capacity::not_searched(&objectives, concurrency, &why),
+            }
+        }
     };
-    let (row, _) = measure_probe(
-        o,
-        &scale_cfg,
-        target,
-        info,
-        shape,
-        &closed,
-        id(shape, &closed),
+    let cfg = capacity::scaled_config(
+        closed_rate,
+        o.measure.min_time.as_secs_f64(),
+        o.measure.max_time.as_secs_f64(),
     );
-    let closed_rate = row
-        .measurement
-        .as_ref()
-        .filter(|m| m.window_s > 0.0 && m.iterations > 0)
-        .map(|m| m.iterations as f64 / m.window_s);
-    let error = row.error.clone();
-    emit(row);
-    let Some(closed_rate) = closed_rate else {
-        return CapacitySearch {
-            group,
-            result: capacity::Capacity {
-                objectives: objectives.to_vec(),
-                capacity: 0.0,
-                failed_above: None,
-                probes: Vec::new(),
-                verdict: format!(
-                    "not searched: the closed-loop run at {concurrency} connection(s) measured nothing ({})",
-                    error.unwrap_or_else(|| "no answers".into())
-                ),
-                resolution: 0.0,
-                stopped: "closed loop failed".into(),
-            },
-        };
-    };
-    // Open loop over these connections cannot carry more than closed loop did (a little
-    // more for noise); the search starts at half of it.
-    let cfg = capacity::SearchConfig {
-        start_rate: round3(closed_rate * 0.5),
-        min_rate: round3((closed_rate * 0.01).max(0.1)),
-        max_rate: round3(closed_rate * 1.25),
-        resolution: 0.05,
-        max_probes: 14,
-        min_probe_s: o.measure.min_time.as_secs_f64(),
-        max_probe_s: o.measure.max_time.as_secs_f64(),
-        tail_samples: 10,
-        min_achieved: 0.95,
-    };
     let mut probe = |rate: f64, duration_s: f64| -> Option<capacity::Observed> {
         if o.interrupt.load(Ordering::Relaxed) {
             return None;
         }
-        let rate = round3(rate);
         let mode = LoadMode::OpenLoop {
-            rate,
+            rate: capacity::round3(rate),
             arrivals: o.arrivals,
             concurrency,
             seed: o.seed,
             ramp_s: None,
         };
-        let span = Duration::from_secs_f64(duration_s);
-        let pcfg = measure::MeasureConfig {
-            min_time: span,
-            max_time: span + Duration::from_secs(2),
-            min_samples: 0,
-            target_ci: None,
-            budget: None,
-            share: None,
-            ..o.measure.clone()
-        };
+        let pcfg = o.measure.probe(duration_s);
         let (row, latencies) =
             measure_probe(o, &pcfg, target, info, shape, &mode, id(shape, &mode));
-        let obs = capacity::Observed {
-            intended_rate: rate,
-            achieved_rate: row.open_loop.as_ref().map_or(0.0, |x| x.achieved_rate),
-            sent: latencies.len() as u64 + row.measurement.as_ref().map_or(0, |m| m.failures),
-            errors: row.measurement.as_ref().map_or(0, |m| m.failures),
-            latencies_ms: latencies.iter().map(|&ns| ns as f64 / 1e6).collect(),
-            client_limited: row
-                .served
-                .as_ref()
-                .is_some_and(|s| s.client_limited.is_some()),
-        };
+        let obs = capacity::observed(capacity::round3(rate), &row, &latencies);
         let interrupted = o.interrupt.load(Ordering::Relaxed);
         emit(row);
         (!interrupted).then_some(obs)
     };
     CapacitySearch {
         group,
-        result: capacity::search(objectives, &cfg, &mut probe),
+        result: capacity::search(&objectives, &cfg, &mut probe),
     }
-}
-
-/// A rate rounded to three significant digits (readable scenario ids).
-fn round3(x: f64) -> f64 {
-    if !(x.is_finite() && x > 0.0) {
-        return x;
-    }
-    let k = 10f64.powi(2 - x.log10().floor() as i32);
-    (x * k).round() / k
 }
 
 /// Runs every (batch, seq, mode) scenario against the target, naming each row with `id`;
@@ -893,13 +855,6 @@ mod tests {
         assert!(why.contains("0.95 cores with 1 thread"), "{why}");
         // Two threads at 0.95 cores: room left.
         assert_eq!(client_limited(&served_row(0.95, 0, 1000), 2), None);
-    }
-
-    #[test]
-    fn rates_round_to_three_significant_digits() {
-        assert_eq!(round3(3631.1508), 3630.0);
-        assert_eq!(round3(0.123456), 0.123);
-        assert_eq!(round3(12.3456), 12.3);
     }
 
     #[test]
