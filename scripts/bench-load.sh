@@ -15,6 +15,7 @@ SECS=${SECS:-5}
 cargo build --release --quiet
 H=target/release/harness
 mkdir -p "$OUT"
+rm -f "$OUT/ports.json"
 command -v wrk >/dev/null || echo "wrk not installed (Debian: apt-get install wrk): skipped" >&2
 OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 [ -x "$OHA" ] || { echo "oha not installed (cargo install oha): skipped" >&2; OHA=; }

@@ -818,12 +818,25 @@ pub struct StepRecord {
     pub info: StepInfo,
 }
 
+/// A value alone on its cache line (128 bytes: adjacent-line prefetch pairs 64-byte lines).
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// What the coordinator and the drivers of one scenario (worker threads, event loops)
 /// share: the phase, the counters the stop rule reads, the open-loop schedule.
 pub(crate) struct Shared<'a> {
     pub phase: std::sync::atomic::AtomicU8,
     pub warm_done: std::sync::atomic::AtomicU64,
-    pub completed: std::sync::atomic::AtomicU64,
+    /// On a cache line of its own: every driver thread adds to it on each step, and the
+    /// phase beside it is read as often.
+    pub completed: Padded<std::sync::atomic::AtomicU64>,
     /// Units (workers, connections) that stopped after too many failures in a row.
     pub gave_up: std::sync::atomic::AtomicUsize,
     /// The next open-loop arrival to serve.
@@ -1204,7 +1217,7 @@ pub(crate) fn measure_driven(
     let sh = Shared {
         phase: AtomicU8::new(WARM),
         warm_done: AtomicU64::new(0),
-        completed: AtomicU64::new(0),
+        completed: Padded(AtomicU64::new(0)),
         gave_up: AtomicUsize::new(0),
         next: AtomicU64::new(0),
         window_start: AtomicU64::new(0),

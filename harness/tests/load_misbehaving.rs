@@ -33,6 +33,9 @@ enum Behaviour {
     Close,
     /// Resets each connection (RST, SO_LINGER 0) as soon as the request arrives.
     Reset,
+    /// Answers correctly, its head and body in pieces a few ms apart (split mid-header and
+    /// mid-CRLF), so that the client must gather the head over several reads.
+    Pieces,
     /// Answers at once, until the server dies (its `life` ends: connections closed, the port
     /// refusing).
     Healthy,
@@ -132,6 +135,18 @@ fn serve(mut s: TcpStream, b: Behaviour, count: &AtomicU64, end: Instant) {
                 }
                 false
             }
+            Behaviour::Pieces => {
+                let pieces: [&[u8]; 4] = [
+                    b"HTTP/1.1 200 OK\r\nContent-Le",
+                    b"ngth: 2\r\n\r",
+                    b"\n",
+                    b"ok",
+                ];
+                pieces.iter().all(|p| {
+                    std::thread::sleep(Duration::from_millis(3));
+                    s.write_all(p).is_ok() && s.flush().is_ok()
+                })
+            }
             Behaviour::Healthy => s
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 .is_ok(),
@@ -208,6 +223,26 @@ fn a_trickling_server_times_out_within_the_bounds() {
         "{}",
         row["error"]
     );
+}
+
+#[test]
+fn answers_arriving_in_pieces_are_gathered_by_both_engines() {
+    let port = server(Behaviour::Pieces, Duration::from_secs(20));
+    for engine in ["events", "threads"] {
+        let mut extra = TIMING.to_vec();
+        extra.extend_from_slice(&["--engine", engine]);
+        let (row, code, took) = load(&format!("pieces-{engine}"), port, &extra);
+        assert!(took < BOUND, "took {took:?}");
+        assert_eq!(code, 0, "{engine}: {row}");
+        let m = &row["measurement"];
+        assert_eq!(m["failures"], 0, "{engine}: {m}");
+        // Each answer takes at least its four 3 ms pauses.
+        assert!(m["iterations"].as_u64().unwrap() >= 10, "{engine}: {m}");
+        assert!(
+            m["latency"]["p50_ms"].as_f64().unwrap() >= 12.0,
+            "{engine}: {m}"
+        );
+    }
 }
 
 #[test]

@@ -269,6 +269,8 @@ struct Loop<'a> {
     conns: Vec<Conn>,
     idle: Vec<usize>,
     in_flight: usize,
+    /// Connections that gave up (the loop ends when all have).
+    dead: usize,
     /// Open loop: the arrival taken and not yet sent (index, due, a connection was free).
     pending: Option<(usize, u64, bool)>,
     schedule_spent: bool,
@@ -325,6 +327,7 @@ impl<'a> Loop<'a> {
             conns: (0..connections).map(|_| Conn::new()).collect(),
             idle: Vec::with_capacity(connections),
             in_flight: 0,
+            dead: 0,
             pending: None,
             schedule_spent: false,
             next_scan: u64::MAX,
@@ -399,7 +402,7 @@ impl<'a> Loop<'a> {
                     self.start(c, None, 0, false, phase == WARM);
                 }
             }
-            if self.conns.iter().all(|c| c.state == State::Dead) {
+            if self.dead == self.conns.len() {
                 break;
             }
             // The timer wakes the loop for the next due arrival (to the microsecond); epoll's
@@ -609,7 +612,10 @@ impl<'a> Loop<'a> {
     }
 
     fn write(&mut self, c: usize) {
-        let req = self.cfg.requests[self.conns[c].sent.tag as usize].clone();
+        // Borrowed, not cloned: a reference count shared by every loop would bounce between
+        // their cores on each request.
+        let cfg = self.cfg;
+        let req = &cfg.requests[self.conns[c].sent.tag as usize];
         loop {
             let conn = &mut self.conns[c];
             let Some(s) = conn.stream.as_mut() else {
@@ -669,11 +675,20 @@ impl<'a> Loop<'a> {
         }
         let mut bytes = &self.scratch[..n];
         if conn.status == 0 {
-            conn.head.extend_from_slice(bytes);
+            // The head is parsed where it lies when one read holds it all (the usual case);
+            // pieces of a longer one are gathered first.
+            let whole = conn.head.is_empty();
+            if !whole {
+                conn.head.extend_from_slice(bytes);
+            }
+            let head: &[u8] = if whole { bytes } else { &conn.head };
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut r = httparse::Response::new(&mut headers);
-            let used = match r.parse(&conn.head) {
+            let used = match r.parse(head) {
                 Ok(httparse::Status::Partial) => {
+                    if whole {
+                        conn.head.extend_from_slice(bytes);
+                    }
                     if conn.head.len() > MAX_HEAD_BYTES {
                         return Err(fail("bad-response"));
                     }
@@ -714,7 +729,7 @@ impl<'a> Loop<'a> {
             } else {
                 length.map_or(Framing::Close, Framing::Length)
             };
-            let body_start = n - (conn.head.len() - used);
+            let body_start = n - (head.len() - used);
             conn.head.clear();
             bytes = &self.scratch[body_start..n];
         }
@@ -802,6 +817,7 @@ impl<'a> Loop<'a> {
             result,
         ) {
             conn.state = State::Dead;
+            self.dead += 1;
         }
     }
 
