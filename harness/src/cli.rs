@@ -637,6 +637,10 @@ pub struct LoadArgs {
     /// Server compute threads, when known (recorded in the threads column)
     #[arg(long, default_value_t = 0)]
     pub server_threads: usize,
+    /// The server's process id, when it runs on this machine: its process tree's CPU and
+    /// peak memory over each window go into the row (resources.server)
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Per-request timeout, for sending and the whole answer (counted as a "timeout" error)
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub timeout: Duration,

@@ -162,6 +162,13 @@ pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadO
             .collect(),
         None => load_modes(&a.traffic, a.seed),
     };
+    if let Some(pid) = a.server_pid {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(Error::BadInput(format!(
+                "--server-pid {pid}: no such process on this machine; give the server's process id (e.g. from `pgrep -f NAME`), or leave the option out for a remote server"
+            )));
+        }
+    }
     let protocol = net::load::by_name(&a.protocol).ok_or_else(|| {
         Error::BadInput(format!(
             "unknown protocol '{}' ({})",
@@ -202,6 +209,7 @@ pub fn load(a: &LoadArgs, interrupt: Arc<AtomicBool>) -> Result<net::load::LoadO
         find_max_rate: a.find_max_rate.then_some(objectives),
         arrivals: a.traffic.arrivals,
         budget: None,
+        server_pid: a.server_pid,
     })
 }
 

@@ -187,6 +187,7 @@ impl ServedPlan<'_> {
                 timeout: std::time::Duration::from_secs(60),
                 local: Some(info.clone()),
                 interrupt: self.interrupt.clone(),
+                server_pid: Some(server.child.id()),
                 ..LoadOptions::new(
                     &format!("http://127.0.0.1:{}", server.port),
                     load::KSERVE_HTTP,

@@ -14,6 +14,7 @@ mod gpu;
 pub mod perf_control;
 mod process;
 mod sampler;
+mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -36,10 +37,13 @@ pub fn default_monitors() -> Vec<Box<dyn Monitor>> {
 }
 
 /// The monitors of a scenario on `gpu` (None: CPU): the CPU ones, plus NVML's for a GPU.
-pub fn monitors_for(gpu: Option<u32>) -> Vec<Box<dyn Monitor>> {
+pub fn monitors_for(gpu: Option<u32>, server: Option<u32>) -> Vec<Box<dyn Monitor>> {
     let mut m = default_monitors();
     if let Some(i) = gpu {
         m.push(Box::new(GpuMonitor::new(i)));
+    }
+    if let Some(pid) = server {
+        m.push(Box::new(server::ServerMonitor::new(pid)));
     }
     m
 }
@@ -51,6 +55,8 @@ pub struct MonitorHooks<'a> {
     interrupt: &'a AtomicBool,
     /// The GPU the scenario runs on, for NVML's monitor.
     gpu: Option<u32>,
+    /// The server process whose tree a served row watches.
+    server: Option<u32>,
     /// When the window opened, on CLOCK_MONOTONIC.
     started: Option<f64>,
 }
@@ -62,8 +68,14 @@ impl<'a> MonitorHooks<'a> {
             report: None,
             interrupt,
             gpu: None,
+            server: None,
             started: None,
         }
+    }
+
+    pub fn with_server(mut self, pid: Option<u32>) -> MonitorHooks<'a> {
+        self.server = pid;
+        self
     }
 
     pub fn with_gpu(mut self, gpu: Option<u32>) -> MonitorHooks<'a> {
@@ -77,7 +89,10 @@ const MONITOR_INTERVAL: Duration = Duration::from_millis(100);
 
 impl WindowHooks for MonitorHooks<'_> {
     fn window_start(&mut self) {
-        self.sampler = Some(Sampler::start(monitors_for(self.gpu), MONITOR_INTERVAL));
+        self.sampler = Some(Sampler::start(
+            monitors_for(self.gpu, self.server),
+            MONITOR_INTERVAL,
+        ));
         // Last: a profiler under `--control` records from here.
         perf_control::window(true);
         self.started = Some(perf_control::monotonic_s());

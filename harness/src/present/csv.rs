@@ -112,6 +112,9 @@ pub struct CsvRow {
     pub profile_kernels_share: Fixed<3>,
     pub profile_threading_share: Fixed<3>,
     pub profile_allocation_share: Fixed<3>,
+    /// Served rows with a known server process: its tree's CPU and peak memory.
+    pub server_cores: Fixed<3>,
+    pub server_peak_mb: Fixed<1>,
 }
 
 impl CsvRow {
@@ -206,6 +209,11 @@ impl CsvRow {
             profile_kernels_share: Fixed(profile_share(s, "matrix kernels")),
             profile_threading_share: Fixed(profile_share(s, "threading")),
             profile_allocation_share: Fixed(profile_share(s, "allocation")),
+            server_cores: Fixed(res.and_then(|r| r.server.as_ref()).map(|x| x.cores_busy)),
+            server_peak_mb: Fixed(
+                res.and_then(|r| r.server.as_ref())
+                    .map(|x| mb(x.peak_rss_bytes)),
+            ),
         }
     }
 }
@@ -288,6 +296,8 @@ pub const COLUMNS: &[&str] = &[
     "profile_kernels_share",
     "profile_threading_share",
     "profile_allocation_share",
+    "server_cores",
+    "server_peak_mb",
 ];
 
 /// A profiled row's share of window time in one group of frames (0 when the group had no

@@ -84,6 +84,7 @@ pub fn to_markdown(r: &Results) -> String {
             );
         }
     }
+    servers(r, &mut out);
     capacity(r, &mut out);
     profiles(r, &mut out);
     let _ = writeln!(out, "\n## Runtimes\n");
@@ -97,6 +98,41 @@ pub fn to_markdown(r: &Results) -> String {
         );
     }
     out
+}
+
+/// The served rows whose server process was watched: its CPU and memory beside the
+/// client's and the latency (the scenario table's cores and memory are the client's).
+fn servers(r: &Results, out: &mut String) {
+    let rows: Vec<_> = r
+        .scenarios
+        .iter()
+        .filter_map(|s| Some((s, s.resources.as_ref()?.server.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Servers\n\nEach server's process tree over the window (CPU of every process under it; resident memory summed, peak of 100 ms samples), beside the load generator's own CPU.\n\n| scenario | p50 ms | p99 ms | items/s | server cores | server peak MB | processes | client cores |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (s, srv) in rows {
+        let Some(m) = &s.measurement else { continue };
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} | {} | {} |",
+            s.id,
+            m.latency.p50_ms,
+            m.latency.p99_ms,
+            s.throughput_per_s.unwrap_or(0.0),
+            srv.cores_busy,
+            srv.peak_rss_bytes as f64 / 1e6,
+            srv.processes,
+            s.served
+                .as_ref()
+                .and_then(|v| v.client_cores_busy)
+                .map_or("-".to_string(), |c| format!("{c:.2}"))
+        );
+    }
 }
 
 /// Context switches per inference over a row's window (voluntary and involuntary).

@@ -83,6 +83,18 @@ pub fn row_line(r: &ScenarioResult) -> String {
         if let Some(c) = sv.client_cores_busy {
             s.push_str(&format!(", client {c:.2} cores"));
         }
+        if let Some(srv) = r.resources.as_ref().and_then(|x| x.server.as_ref()) {
+            s.push_str(&format!(
+                ", server {:.2} cores, {:.0} MB{}",
+                srv.cores_busy,
+                srv.peak_rss_bytes as f64 / 1e6,
+                if srv.alive {
+                    ""
+                } else {
+                    " (SERVER GONE by the window's end)"
+                }
+            ));
+        }
         if let Some(why) = &sv.client_limited {
             s.push_str(&format!(" (CLIENT-LIMITED: {why})"));
         } else if sv.client_saturated {

@@ -19,7 +19,7 @@ pub use environment::{Environment, RuntimeVersion};
 pub use id::ScenarioId;
 pub use measurement::{Arrivals, LatencyStats, Measurement, OpenLoopStats, StopReason};
 pub use parity::{OutputDiff, Parity, ParityStatus, Tolerance};
-pub use resources::{GpuInfo, GpuReport, MonitorCost, ResourceReport};
+pub use resources::{GpuInfo, GpuReport, MonitorCost, ResourceReport, ServerResources};
 pub use served::{CapacitySearch, ReplayShape, ReplayStats, ServedInfo, Slo, StreamingStats};
 
 pub const SCHEMA: &str = "harness-results";

@@ -53,6 +53,26 @@ pub struct ResourceReport {
     /// GPU scenarios: what NVML saw of the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuReport>,
+    /// Served rows with a known server process (`--server-pid`, `compare --served`): its
+    /// process tree over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerResources>,
+}
+
+/// A server's process tree (the root and every descendant) over a measured window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerResources {
+    pub pid: u32,
+    /// Processes in the tree (the most seen at once).
+    pub processes: u32,
+    /// User + system CPU seconds of the tree in the window.
+    pub cpu_s: f64,
+    /// That over the wall time: 1.0 is one core fully busy.
+    pub cores_busy: f64,
+    /// Highest resident memory of the tree, summed over its processes, sampled every 100 ms.
+    pub peak_rss_bytes: u64,
+    /// The root was still running at the window's end.
+    pub alive: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -405,8 +405,10 @@ fn measure_probe(
         );
         return (row, Vec::new());
     }
-    let mut hooks =
-        scrape::ScrapeHooks::new(MonitorHooks::new(&o.interrupt), o.metrics_url.clone());
+    let mut hooks = scrape::ScrapeHooks::new(
+        MonitorHooks::new(&o.interrupt).with_server(o.server_pid),
+        o.metrics_url.clone(),
+    );
     let grpc = (o.engine == Engine::Events && replay.is_none())
         .then(|| sc.request.grpc())
         .flatten();

@@ -161,6 +161,9 @@ pub struct LoadOptions {
     /// What is left of a budget shared with scenarios beyond these (compare's served rows);
     /// None: `measure.budget`, if any, is these scenarios' alone.
     pub budget: Option<crate::measure::Budget>,
+    /// The server's process on this machine: its tree's CPU and memory are recorded in each
+    /// row's `resources.server`.
+    pub server_pid: Option<u32>,
 }
 
 impl LoadOptions {
@@ -195,6 +198,7 @@ impl LoadOptions {
             find_max_rate: None,
             arrivals: crate::results::Arrivals::Poisson,
             budget: None,
+            server_pid: None,
         }
     }
 
