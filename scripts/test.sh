@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, the Rust tests (unit, conformance on every
 # runtime, CLI integration, bad inputs, network mode against our server and Triton) and the
-# exporter's tests. Sets up .venv and .venv-triton first.
+# exporter's tests. Sets up .venv, .venv-triton and .venv-fastapi first.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 scripts/setup.sh python
-# NVIDIA Triton (PyTriton) for the KServe client test against the real server.
+# NVIDIA Triton (PyTriton) and the FastAPI baseline for the client tests against them.
 scripts/setup.sh triton
+scripts/setup.sh fastapi
 export VIRTUAL_ENV="$ROOT/.venv"
 
 # The report test renders report.html in headless Chromium (Debian's package).

@@ -1,0 +1,234 @@
+//! The load generator's KServe and embeddings clients against the custom Python baseline
+//! (models/fastapi_serve.py: FastAPI, uvicorn, ONNX Runtime), the same checks as against
+//! Triton: answers like PyTorch's reference over binary and JSON, embeddings like ours,
+//! closed-loop load with the server's own metrics and its process tree watched.
+//! `scripts/test.sh` installs it (`scripts/setup.sh fastapi`); without it this test fails,
+//! unless HARNESS_SKIP_FASTAPI=1.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{fixture, harness, http, json_body, results, tmp, Server};
+use runtimes::{ModelFiles, ModelInfo};
+
+struct FastApi {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for FastApi {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the process this test started.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(root: &Path) -> Option<FastApi> {
+    let python = root.join(".venv-fastapi/bin/python");
+    if !python.exists() {
+        if std::env::var("HARNESS_SKIP_FASTAPI").as_deref() == Ok("1") {
+            eprintln!("FastAPI test skipped (HARNESS_SKIP_FASTAPI=1)");
+            return None;
+        }
+        panic!(
+            "{} is missing: run scripts/setup.sh fastapi (or set HARNESS_SKIP_FASTAPI=1)",
+            python.display()
+        );
+    }
+    let mut child = std::process::Command::new(&python)
+        .arg(root.join("models/fastapi_serve.py"))
+        .arg("--model")
+        .arg(fixture())
+        .args(["--name", "tiny-bert", "--threads", "1", "--http-port", "0"])
+        .args(["--shutdown-after", "300"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start models/fastapi_serve.py");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut f = FastApi { child, port: 0 };
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) if line.starts_with("ready") => {
+            f.port = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("http="))
+                .and_then(|p| p.parse().ok())
+                .expect("the ready line names the port");
+            Some(f)
+        }
+        other => panic!("the FastAPI server did not become ready: {other:?}"),
+    }
+}
+
+fn embedding(port: u16, text: &str) -> Vec<f64> {
+    let body = serde_json::json!({ "model": "tiny-bert", "input": [text] }).to_string();
+    let (status, _, answer) = http(
+        port,
+        "POST",
+        "/v1/embeddings",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    let v = json_body(&answer);
+    assert_eq!(status, 200, "{v}");
+    v["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn kserve_and_embeddings_clients_work_against_the_fastapi_baseline() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let Some(fa) = start(&root) else {
+        return;
+    };
+    let url = format!("http://127.0.0.1:{}", fa.port);
+
+    // Answers match PyTorch's reference outputs, binary and JSON.
+    let info = ModelInfo::read(&ModelFiles::resolve(&fixture()).unwrap()).unwrap();
+    let reference = info.reference.clone().unwrap();
+    for binary in [true, false] {
+        let o = harness::net::load::LoadOptions {
+            binary,
+            ..harness::net::load::LoadOptions::new(
+                &url,
+                harness::net::load::KSERVE_HTTP,
+                Some("tiny-bert"),
+            )
+        };
+        let t = harness::net::client::Target::parse(&url, 8000).unwrap();
+        let got = harness::net::load::fetch_outputs(&o, &t, &reference.inputs)
+            .unwrap_or_else(|e| panic!("binary={binary}: {e}"));
+        let want = &reference.outputs[0];
+        let g = got.iter().find(|x| x.name == want.name).expect(&want.name);
+        assert_eq!(g.shape, want.shape);
+        let d = g
+            .data
+            .to_f64()
+            .iter()
+            .zip(want.data.to_f64())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(d < 1e-4, "binary={binary}: max abs diff {d}");
+    }
+
+    // Embeddings like ours, from the same folder.
+    let ours = Server::start("fastapi-ours", &fixture(), &["--runtime", "ort"]);
+    for text in ["A man is eating food.", "the old man and the sea"] {
+        let (a, b) = (embedding(fa.port, text), embedding(ours.http, text));
+        assert_eq!(a.len(), b.len());
+        let d = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(d < 1e-5, "{text}: max abs diff {d}");
+    }
+
+    // Closed-loop load over KServe (binary, JSON) and embeddings, the server's metrics
+    // scraped and its process watched.
+    let pid = fa.child.id().to_string();
+    let metrics = format!("{url}/metrics");
+    for (proto, encoding) in [
+        ("kserve-http", "binary"),
+        ("kserve-http", "json"),
+        ("openai-embeddings", "binary"),
+    ] {
+        let out = tmp(&format!("fastapi-{proto}-{encoding}"));
+        let r = harness(&[
+            "load",
+            "--target",
+            &url,
+            "--protocol",
+            proto,
+            "--model",
+            "tiny-bert",
+            "--encoding",
+            encoding,
+            "--seq",
+            "8",
+            "--concurrency",
+            "1,4",
+            "--warmup-time",
+            "0.3s",
+            "--target-ci",
+            "off",
+            "--min-time",
+            "1s",
+            "--metrics-url",
+            &metrics,
+            "--server-pid",
+            &pid,
+            "--label",
+            "fastapi",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{proto}: {}\n{}", r.stdout, r.stderr);
+        let v = results(&out);
+        for row in v["scenarios"].as_array().unwrap() {
+            assert_eq!(row["status"], "ok", "{row}");
+            assert_eq!(row["measurement"]["failures"], 0);
+            let n = row["measurement"]["iterations"].as_f64().unwrap();
+            let success = common::server_successes(row);
+            assert!(
+                (success - n).abs() <= 0.05 * n + 8.0,
+                "{proto}: the server counted {success}, we {n}"
+            );
+            let sv = &row["served"];
+            assert!(sv["server_compute_ms_per_request"].as_f64().unwrap() > 0.0);
+            // The server's process: it did the work, it holds a model in memory.
+            let srv = &row["resources"]["server"];
+            assert_eq!(srv["pid"].as_u64(), Some(fa.child.id() as u64), "{srv}");
+            assert!(srv["cores_busy"].as_f64().unwrap() > 0.05, "{srv}");
+            assert!(
+                srv["peak_rss_bytes"].as_u64().unwrap() > 20_000_000,
+                "{srv}"
+            );
+            assert_eq!(srv["alive"], true);
+        }
+        let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+        assert!(md.contains("## Servers"), "{md}");
+    }
+    let bad = harness(&[
+        "load",
+        "--target",
+        &url,
+        "--model",
+        "tiny-bert",
+        "--server-pid",
+        "4294967294",
+        "--out",
+        tmp("fastapi-bad-pid").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad
+        .stderr
+        .contains("--server-pid 4294967294: no such process"));
+}
