@@ -31,7 +31,7 @@ export VIRTUAL_ENV="$ROOT/.venv"
 H=target/release/harness
 mkdir -p "$OUT"
 PORT=18500
-COMMON=(--model minilm --batch 1 --seq 128 --warmup-time 2s --server-threads 2)
+COMMON=(--model minilm --batch 1 --warmup-time 2s --server-threads 2)
 
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -67,7 +67,7 @@ ours() { # TAG ARGS...
     --shutdown-after 1h "$@" 2>"$OUT/$tag.server.log" &
   SERVER=$!
   wait_ready "http://127.0.0.1:$PORT/v2/models/minilm/ready" "$SERVER"
-  measure "$tag-kserve" kserve-http "http://127.0.0.1:$PORT/metrics"
+  measure "$tag-kserve" kserve-http "http://127.0.0.1:$PORT/metrics" --seq 128
   measure "$tag-embeddings" openai-embeddings "http://127.0.0.1:$PORT/metrics" --seq 126
   stop
 }
@@ -79,7 +79,7 @@ if wanted fastapi; then
     --http-port $PORT --shutdown-after 3600 >"$OUT/fastapi.ready" 2>"$OUT/fastapi.server.log" &
   SERVER=$!
   wait_ready "http://127.0.0.1:$PORT/v2/models/minilm/ready" "$SERVER"
-  measure fastapi-kserve kserve-http "http://127.0.0.1:$PORT/metrics"
+  measure fastapi-kserve kserve-http "http://127.0.0.1:$PORT/metrics" --seq 128
   measure fastapi-embeddings openai-embeddings "http://127.0.0.1:$PORT/metrics" --seq 126
   stop
 fi
@@ -91,7 +91,7 @@ triton() { # TAG DELAY_US
   SERVER=$!
   wait_ready "http://127.0.0.1:$PORT/v2/models/minilm/ready" "$SERVER"
   # Triton's metadata has no vocabulary: MiniLM's.
-  measure "$1-kserve" kserve-http "http://127.0.0.1:$((PORT + 2))/metrics" --vocab 30522
+  measure "$1-kserve" kserve-http "http://127.0.0.1:$((PORT + 2))/metrics" --seq 128 --vocab 30522
   stop
 }
 wanted triton && triton triton 0

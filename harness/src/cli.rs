@@ -592,6 +592,17 @@ pub struct ServeArgs {
     /// ONNX Runtime shared library
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    /// ONNX Runtime's intra-op threads spin for work after each run (`on`, its own default)
+    /// or sleep (`off`): spinning holds cores the server's I/O thread and its clients need
+    #[arg(long, value_enum, default_value = "on")]
+    pub ort_spinning: Switch,
+}
+
+/// A setting turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]

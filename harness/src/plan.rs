@@ -97,6 +97,9 @@ pub fn compare(a: &CompareArgs, interrupt: Arc<AtomicBool>) -> Result<CompareOpt
                 )),
                 trt_workspace: a.trt_workspace,
             },
+            // In-process rows keep ONNX Runtime's default; `--served` passes its own to the
+            // server it starts.
+            ort_spinning: None,
         },
         variants: a.variants.clone(),
         modes: load_modes(&a.traffic, a.seed),
@@ -270,6 +273,7 @@ pub fn serve(a: ServeArgs) -> net::serve::ServeOptions {
         idle_timeout: a.idle_timeout,
         runtime_options: runtimes::RuntimeOptions {
             ort_lib: a.ort_lib,
+            ort_spinning: Some(a.ort_spinning == cli::Switch::On),
             ..Default::default()
         },
     }

@@ -226,6 +226,11 @@ pub struct RuntimeOptions {
     /// GPU settings (ONNX Runtime's IO binding and TensorRT; candle on CUDA).
     #[serde(default)]
     pub gpu: GpuOptions,
+    /// ONNX Runtime: whether its intra-op threads spin for work after a run
+    /// (`session.intra_op.allow_spinning`); None leaves ONNX Runtime's default (they spin).
+    /// A server sharing its cores with I/O threads may do better without.
+    #[serde(default)]
+    pub ort_spinning: Option<bool>,
 }
 
 /// Options fixed at load time.

@@ -432,6 +432,14 @@ impl Runtime for OrtRuntime {
                 .with_config_entry("session.intra_op_thread_affinities", &affinities)
                 .map_err(|e| load_err(&e))?;
         }
+        if let Some(spin) = opts.runtime.ort_spinning {
+            builder = builder
+                .with_config_entry(
+                    "session.intra_op.allow_spinning",
+                    if spin { "1" } else { "0" },
+                )
+                .map_err(|e| load_err(&e))?;
+        }
         if opts.device != Device::Cpu {
             builder =
                 register_gpu(builder, opts.device, &opts.runtime.gpu).map_err(|e| load_err(&e))?;
@@ -463,6 +471,7 @@ impl Runtime for OrtRuntime {
             inputs,
             device: opts.device,
             copies_timed: opts.runtime.gpu.copies_timed,
+            spinning: opts.runtime.ort_spinning,
             #[cfg(feature = "ort-gpu")]
             binding: None,
             prepared: Vec::new(),
@@ -481,6 +490,8 @@ struct OrtLoaded {
     /// GPU: inputs stay on the device and outputs are left there (IO binding); false: every
     /// inference copies both ways (end to end).
     copies_timed: bool,
+    /// `session.intra_op.allow_spinning` as set; None: ONNX Runtime's default.
+    spinning: Option<bool>,
     #[cfg(feature = "ort-gpu")]
     binding: Option<ort::session::IoBinding>,
     prepared: Vec<(String, DynValue)>,
@@ -617,6 +628,14 @@ impl Loaded for OrtLoaded {
         vec![
             ("intra_op_threads".into(), self.threads.to_string()),
             ("inter_op_threads".into(), "1".into()),
+            (
+                "intra_op_spinning".into(),
+                match self.spinning {
+                    None => "default (worker threads spin for work after a run)".into(),
+                    Some(true) => "on (session.intra_op.allow_spinning=1)".into(),
+                    Some(false) => "off (session.intra_op.allow_spinning=0)".into(),
+                },
+            ),
             ("graph_optimization".into(), "all (level 3)".into()),
             (
                 "execution_provider".into(),
