@@ -713,6 +713,111 @@ pub(crate) enum Next {
 pub(crate) struct WorkerOut {
     pub records: Vec<Record>,
     pub failures: BTreeMap<String, u64>,
+    /// Drivers that time each request's phases (the event engine) add them up here.
+    pub phases: Option<PhaseSums>,
+}
+
+/// The phases of a driver's answered measured requests, summed (ns; the server's
+/// `Server-Timing` entries in ms, by name in the order first seen).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PhaseSums {
+    pub requests: u64,
+    pub connects: u64,
+    pub connect_ns: u64,
+    pub write_ns: u64,
+    pub wait_ns: u64,
+    pub read_ns: u64,
+    pub server_requests: u64,
+    pub server_ms: Vec<(String, f64)>,
+}
+
+impl PhaseSums {
+    /// Adds a `Server-Timing` value (`name;dur=1.5, name2;desc="x";dur=2`); false when it
+    /// holds no entry with a duration.
+    pub fn add_server_timing(&mut self, value: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(value) else {
+            return false;
+        };
+        let mut any = false;
+        for entry in text.split(',') {
+            let mut params = entry.split(';');
+            let name = params.next().unwrap_or("").trim();
+            let dur = params.find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                (k.trim().eq_ignore_ascii_case("dur"))
+                    .then(|| v.trim().trim_matches('"').parse::<f64>().ok())
+                    .flatten()
+            });
+            let (Some(dur), false) = (dur, name.is_empty()) else {
+                continue;
+            };
+            if !dur.is_finite() || dur < 0.0 {
+                continue;
+            }
+            any = true;
+            match self.server_ms.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => *sum += dur,
+                None => self.server_ms.push((name.to_string(), dur)),
+            }
+        }
+        self.server_requests += any as u64;
+        any
+    }
+
+    pub fn merge(&mut self, o: &PhaseSums) {
+        self.requests += o.requests;
+        self.connects += o.connects;
+        self.connect_ns += o.connect_ns;
+        self.write_ns += o.write_ns;
+        self.wait_ns += o.wait_ns;
+        self.read_ns += o.read_ns;
+        self.server_requests += o.server_requests;
+        for (name, ms) in &o.server_ms {
+            match self.server_ms.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => *sum += ms,
+                None => self.server_ms.push((name.clone(), *ms)),
+            }
+        }
+    }
+
+    /// The means, or None without an answered request.
+    pub fn breakdown(&self) -> Option<crate::results::Breakdown> {
+        if self.requests == 0 {
+            return None;
+        }
+        let n = self.requests as f64;
+        let ms = |ns: u64| ns as f64 / 1e6 / n;
+        let total_ns = self.connect_ns + self.write_ns + self.wait_ns + self.read_ns;
+        let server_ms: Vec<(String, f64)> = self
+            .server_ms
+            .iter()
+            .map(|(name, sum)| (name.clone(), sum / self.server_requests.max(1) as f64))
+            .collect();
+        let server_total_ms = (self.server_requests > 0).then(|| {
+            server_ms
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("total"))
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| server_ms.iter().map(|(_, v)| v).sum())
+        });
+        Some(crate::results::Breakdown {
+            requests: self.requests,
+            connects: self.connects,
+            connect_ms: ms(self.connect_ns),
+            write_ms: ms(self.write_ns),
+            wait_ms: ms(self.wait_ns),
+            read_ms: ms(self.read_ns),
+            total_ms: ms(total_ns),
+            server_requests: self.server_requests,
+            server_total_ms,
+            // Only where every answer said: a mean over some requests against one over all
+            // would not subtract.
+            outside_server_ms: server_total_ms
+                .filter(|_| self.server_requests == self.requests)
+                .map(|s| ms(total_ns) - s),
+            server_ms,
+        })
+    }
 }
 
 pub(crate) const WARM: u8 = 0;
@@ -1196,6 +1301,8 @@ pub(crate) struct Driven {
     pub tags: BTreeMap<u32, u64>,
     /// Their latencies (ns, from the scheduled time in open loop), in no order.
     pub latencies: Vec<u64>,
+    /// The drivers' phases of every answered measured request, where they time them.
+    pub phases: Option<PhaseSums>,
 }
 
 /// The measurement of `units` workers or connections run by `drive` on its own thread(s),
@@ -1244,7 +1351,11 @@ pub(crate) fn measure_driven(
     let mut failure_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut records: Vec<Record> = Vec::new();
     let mut tail: Vec<Record> = Vec::new();
+    let mut phases: Option<PhaseSums> = None;
     for o in outs {
+        if let Some(p) = &o.phases {
+            phases.get_or_insert_with(PhaseSums::default).merge(p);
+        }
         for (k, v) in o.failures {
             *failure_kinds.entry(k).or_default() += v;
         }
@@ -1295,6 +1406,7 @@ pub(crate) fn measure_driven(
         steps,
         tags,
         latencies: corrected,
+        phases,
     }
 }
 

@@ -518,3 +518,168 @@ fn grpc_streams_share_connections_and_keep_an_open_loop_schedule() {
     assert!((achieved - 300.0).abs() < 45.0, "{o}");
     assert!(o["send_lag"]["p50_ms"].as_f64().unwrap() < 2.0, "{o}");
 }
+
+/// A server whose every answer takes known times: 20 ms before its head (which says
+/// `Server-Timing: queue;dur=5, compute;dur=12, total;dur=20`) and half its body, 10 ms
+/// more before the rest.
+fn timed_server(life: Duration) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let end = Instant::now() + life;
+        while Instant::now() < end {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            std::thread::spawn(move || {
+                s.set_nonblocking(false).ok();
+                s.set_nodelay(true).ok();
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while Instant::now() < end {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    if !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    got.clear();
+                    std::thread::sleep(Duration::from_millis(20));
+                    let head = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nServer-Timing: queue;dur=5, compute;dur=12, total;dur=20\r\n\r\nfour";
+                    if s.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    if s.write_all(b"more").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn the_breakdown_adds_up_against_a_server_with_known_delays() {
+    let _serial = serial();
+    let port = timed_server(Duration::from_secs(30));
+    let out = tmp("breakdown");
+    let target = format!("http://127.0.0.1:{port}/");
+    let run = harness(&[
+        "load",
+        "--target",
+        &target,
+        "--protocol",
+        "http-get",
+        "--concurrency",
+        "2",
+        "--warmup-time",
+        "0.2s",
+        "--min-time",
+        "1.5s",
+        "--max-time",
+        "3s",
+        "--target-ci",
+        "off",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = results(&out);
+    let row = &r["scenarios"][0];
+    let b = &row["served"]["breakdown"];
+    let f = |k: &str| b[k].as_f64().unwrap_or_else(|| panic!("{k}: {b}"));
+    let n = b["requests"].as_u64().unwrap();
+    assert!(n >= 20, "{b}");
+    // The client's parts add up to its total, exactly (sums of the same requests).
+    let sum = f("connect_ms") + f("write_ms") + f("wait_ms") + f("read_ms");
+    assert!((sum - f("total_ms")).abs() < 1e-6, "{sum} vs {b}");
+    // The known delays, within what a busy machine adds (sleeps only overshoot).
+    assert!((19.5..28.0).contains(&f("wait_ms")), "wait {b}");
+    assert!((9.5..18.0).contains(&f("read_ms")), "read {b}");
+    assert!(f("write_ms") < 2.0, "{b}");
+    // Two connections opened for the whole run: at most a request or two each connected.
+    assert!(b["connects"].as_u64().unwrap() <= 4, "{b}");
+    // The server's own words, averaged, and what lies outside them.
+    assert_eq!(b["server_requests"].as_u64(), Some(n));
+    assert_eq!(
+        b["server_ms"],
+        serde_json::json!([["queue", 5.0], ["compute", 12.0], ["total", 20.0]])
+    );
+    assert_eq!(f("server_total_ms"), 20.0);
+    assert!(
+        (f("outside_server_ms") - (f("total_ms") - 20.0)).abs() < 1e-9,
+        "{b}"
+    );
+    assert!((9.5..26.0).contains(&f("outside_server_ms")), "{b}");
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Where the time goes"), "{md}");
+    assert!(md.contains("queue 5.000, compute 12.000"), "{md}");
+}
+
+#[test]
+fn our_server_says_where_its_time_goes() {
+    let _serial = serial();
+    let s = Server::start(
+        "breakdown-ours",
+        &fixture(),
+        &["--runtime", "ort", "--threads", "1"],
+    );
+    let out = tmp("breakdown-ours");
+    let run = harness(&[
+        "load",
+        "--target",
+        &s.url(),
+        "--protocol",
+        "kserve-http",
+        "--model",
+        "tiny-bert",
+        "--seq",
+        "16",
+        "--concurrency",
+        "1",
+        "--warmup-time",
+        "0.2s",
+        "--min-time",
+        "1s",
+        "--target-ci",
+        "off",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = results(&out);
+    let b = &r["scenarios"][0]["served"]["breakdown"];
+    let names: Vec<&str> = b["server_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["decode", "queue", "compute", "handoff", "encode", "total"]
+    );
+    assert_eq!(b["server_requests"], b["requests"]);
+    let server_total = b["server_total_ms"].as_f64().unwrap();
+    let parts: f64 = b["server_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e[0] != "total")
+        .map(|e| e[1].as_f64().unwrap())
+        .sum();
+    // The parts lie inside the handler's total (which also holds selecting the outputs).
+    assert!(parts <= server_total + 0.01, "{b}");
+    assert!(parts >= 0.8 * server_total, "{b}");
+    // The server's time is inside the client's.
+    let outside = b["outside_server_ms"].as_f64().unwrap();
+    assert!(
+        outside > 0.0 && outside < b["total_ms"].as_f64().unwrap(),
+        "{b}"
+    );
+}

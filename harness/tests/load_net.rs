@@ -450,7 +450,10 @@ fn compare_served_shows_the_serving_tax_with_parity_checked() {
         // The server it started is watched: its CPU and memory are in the row.
         let srv = &s["resources"]["server"];
         assert!(srv["cores_busy"].as_f64().unwrap() > 0.05, "{srv}");
-        assert!(srv["peak_rss_bytes"].as_u64().unwrap() > 10_000_000, "{srv}");
+        assert!(
+            srv["peak_rss_bytes"].as_u64().unwrap() > 10_000_000,
+            "{srv}"
+        );
         assert!(
             s["id"].as_str().unwrap().ends_with("/served/c1"),
             "{}",

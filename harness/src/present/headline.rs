@@ -805,6 +805,7 @@ mod tests {
             client_limited: None,
             engine: None,
             replay: None,
+            breakdown: None,
         });
         let mut inproc = inproc;
         inproc.throughput_per_s = Some(100.0);

@@ -85,6 +85,7 @@ pub fn to_markdown(r: &Results) -> String {
         }
     }
     servers(r, &mut out);
+    breakdowns(r, &mut out);
     capacity(r, &mut out);
     profiles(r, &mut out);
     let _ = writeln!(out, "\n## Runtimes\n");
@@ -131,6 +132,50 @@ fn servers(r: &Results, out: &mut String) {
                 .as_ref()
                 .and_then(|v| v.client_cores_busy)
                 .map_or("-".to_string(), |c| format!("{c:.2}"))
+        );
+    }
+}
+
+/// Where the mean request's time went, client side and server side, for the rows that
+/// timed their requests' phases.
+fn breakdowns(r: &Results, out: &mut String) {
+    let rows: Vec<_> = r
+        .scenarios
+        .iter()
+        .filter_map(|s| Some((s, s.served.as_ref()?.breakdown.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Where the time goes\n\nThe mean answered request, ms: on the client from its start to its last byte (connect + write + wait for the first byte + read = total), and inside the server from its `Server-Timing` header; outside the server is the client's total less the server's (network, HTTP framing on both sides, the client).\n\n| scenario | requests | connect | write | wait | read | total | server (its own parts) | server total | outside server |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+    );
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
+    for (s, b) in rows {
+        let parts = if b.server_ms.is_empty() {
+            "no Server-Timing".to_string()
+        } else {
+            b.server_ms
+                .iter()
+                .filter(|(n, _)| !n.eq_ignore_ascii_case("total"))
+                .map(|(n, v)| format!("{n} {v:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+            s.id,
+            b.requests,
+            b.connect_ms,
+            b.write_ms,
+            b.wait_ms,
+            b.read_ms,
+            b.total_ms,
+            parts.replace('|', "\\|"),
+            f(b.server_total_ms),
+            f(b.outside_server_ms)
         );
     }
 }

@@ -103,6 +103,14 @@ pub fn row_line(r: &ScenarioResult) -> String {
         if let Some(b) = sv.server_avg_batch {
             s.push_str(&format!(", server batch {b:.2}"));
         }
+        if let Some(b) = &sv.breakdown {
+            if let (Some(inside), Some(outside)) = (b.server_total_ms, b.outside_server_ms) {
+                s.push_str(&format!(
+                    ", mean {:.3} ms = {inside:.3} in the server + {outside:.3} outside",
+                    b.total_ms
+                ));
+            }
+        }
         if let Some(st) = &sv.streaming {
             s.push_str(&format!(
                 ", TTFT p50 {:.1} ms, TPOT p50 {:.2} ms, ITL p50 {:.2} ms",

@@ -20,7 +20,9 @@ pub use id::ScenarioId;
 pub use measurement::{Arrivals, LatencyStats, Measurement, OpenLoopStats, StopReason};
 pub use parity::{OutputDiff, Parity, ParityStatus, Tolerance};
 pub use resources::{GpuInfo, GpuReport, MonitorCost, ResourceReport, ServerResources};
-pub use served::{CapacitySearch, ReplayShape, ReplayStats, ServedInfo, Slo, StreamingStats};
+pub use served::{
+    Breakdown, CapacitySearch, ReplayShape, ReplayStats, ServedInfo, Slo, StreamingStats,
+};
 
 pub const SCHEMA: &str = "harness-results";
 pub const SCHEMA_VERSION: u32 = 1;

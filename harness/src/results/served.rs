@@ -73,6 +73,41 @@ pub struct ServedInfo {
     /// A replayed trace: what it held and what was sent of each shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayStats>,
+    /// Where each request's time went, client side and (from `Server-Timing`) server side:
+    /// the event engine over HTTP/1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Breakdown>,
+}
+
+/// The mean request of a row, taken apart (ms). Client side, each request from its start
+/// (connecting or writing) to its last byte: `connect + write + wait + read = total`
+/// exactly. Server side, the means of the entries of the answers' `Server-Timing` headers,
+/// over the requests that carried one; what is left of the client's total outside the
+/// server's is the network, both sides' HTTP framing and the client itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Breakdown {
+    /// Answered requests of the measured phase the means are over.
+    pub requests: u64,
+    /// Of those, the ones that had to open their connection first.
+    pub connects: u64,
+    /// Connecting (0 for a request on a kept-alive connection), in the mean.
+    pub connect_ms: f64,
+    /// Writing the request.
+    pub write_ms: f64,
+    /// Written to the answer's first byte.
+    pub wait_ms: f64,
+    /// First byte to last.
+    pub read_ms: f64,
+    pub total_ms: f64,
+    /// Requests whose answer carried `Server-Timing`.
+    pub server_requests: u64,
+    /// The server's entries (name, mean ms), in the order it sent them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_ms: Vec<(String, f64)>,
+    /// The server's own total: its `total` entry, else the sum of its entries.
+    pub server_total_ms: Option<f64>,
+    /// The client's total less the server's: network, framing, client.
+    pub outside_server_ms: Option<f64>,
 }
 
 /// A replayed trace, per shape: the requests it holds and those counted (answered in the

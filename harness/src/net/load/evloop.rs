@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::measure::{Clock, Sent, Shared, StepInfo, WorkerOut, MEASURE, STOP, WARM};
+use crate::measure::{Clock, PhaseSums, Sent, Shared, StepInfo, WorkerOut, MEASURE, STOP, WARM};
 use crate::net::client::MAX_ANSWER_BYTES;
 
 /// The longest status line and headers the engine reads.
@@ -59,8 +59,8 @@ pub fn drive(cfg: &EvConfig, sh: &Shared) -> Vec<WorkerOut> {
                         // count as failed units.
                         sh.gave_up.fetch_add(mine, Ordering::Relaxed);
                         WorkerOut {
-                            records: Vec::new(),
                             failures: BTreeMap::from([(format!("client: {e}"), 1)]),
+                            ..WorkerOut::default()
                         }
                     }
                 })
@@ -213,6 +213,13 @@ struct Conn {
     body_read: u64,
     chunk: Chunk,
     answer_bytes: usize,
+    // When this request's phases ended (scenario clock, ns): its connection opened (0: it
+    // found one open), its last byte written, its answer's first byte read.
+    connected_at: u64,
+    written_at: u64,
+    first_byte_at: u64,
+    /// The answer's `Server-Timing` value, as sent.
+    timing: Vec<u8>,
 }
 
 impl Conn {
@@ -235,6 +242,10 @@ impl Conn {
             body_read: 0,
             chunk: Chunk::start(),
             answer_bytes: 0,
+            connected_at: 0,
+            written_at: 0,
+            first_byte_at: 0,
+            timing: Vec::new(),
         }
     }
 
@@ -247,6 +258,8 @@ impl Conn {
         self.body_read = 0;
         self.chunk = Chunk::start();
         self.answer_bytes = 0;
+        self.first_byte_at = 0;
+        self.timing.clear();
     }
 }
 
@@ -516,6 +529,7 @@ impl<'a> Loop<'a> {
             conn.deadline = now.saturating_add(self.timeout_ns);
             conn.retried = false;
             conn.written = 0;
+            conn.connected_at = 0;
             conn.reset_answer();
         }
         self.in_flight += 1;
@@ -587,6 +601,7 @@ impl<'a> Loop<'a> {
                     return self.failed(c, fail("connect"));
                 }
                 if conn.busy {
+                    self.conns[c].connected_at = self.sh.clock.now_ns();
                     self.conns[c].state = State::Writing;
                     self.write(c);
                 } else {
@@ -623,6 +638,7 @@ impl<'a> Loop<'a> {
             };
             if conn.written == req.len() {
                 conn.state = State::Reading;
+                conn.written_at = self.sh.clock.now_ns();
                 return;
             }
             match s.write(&req[conn.written..]) {
@@ -657,6 +673,9 @@ impl<'a> Loop<'a> {
                     return self.answered(c);
                 }
                 return self.lost(c);
+            }
+            if self.conns[c].first_byte_at == 0 {
+                self.conns[c].first_byte_at = self.sh.clock.now_ns();
             }
             match self.take(c, n) {
                 Err(f) => return self.failed(c, f),
@@ -718,6 +737,12 @@ impl<'a> Loop<'a> {
                     conn.close_after = h.value.eq_ignore_ascii_case(b"close");
                 } else if name.eq_ignore_ascii_case("inference-header-content-length") {
                     conn.has_ihcl = true;
+                } else if name.eq_ignore_ascii_case("server-timing") {
+                    // Several such headers are one list.
+                    if !conn.timing.is_empty() {
+                        conn.timing.push(b',');
+                    }
+                    conn.timing.extend_from_slice(h.value);
                 }
             }
             // RFC 9112 6.3: no body for these statuses, whatever the headers say; chunked
@@ -772,6 +797,24 @@ impl<'a> Loop<'a> {
         } else {
             Ok(())
         };
+        if verdict.is_ok() && !conn.sent.warm {
+            let phases = self.out.phases.get_or_insert_with(PhaseSums::default);
+            let start = conn.sent.start;
+            let opened = conn.connected_at.max(start);
+            let written = conn.written_at.max(opened);
+            let first = conn.first_byte_at.clamp(written, end.max(written));
+            phases.requests += 1;
+            if conn.connected_at != 0 {
+                phases.connects += 1;
+                phases.connect_ns += opened - start;
+            }
+            phases.write_ns += written - opened;
+            phases.wait_ns += first - written;
+            phases.read_ns += end.max(first) - first;
+            if !conn.timing.is_empty() {
+                phases.add_server_timing(&conn.timing);
+            }
+        }
         if conn.close_after {
             self.close(c);
         } else {

@@ -240,8 +240,8 @@ impl Streams {
         let all_fail = |kind: &str| {
             sh.gave_up.fetch_add(units.len(), Ordering::Relaxed);
             vec![WorkerOut {
-                records: Vec::new(),
                 failures: [(kind.to_string(), 1)].into(),
+                ..WorkerOut::default()
             }]
         };
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()

@@ -449,6 +449,7 @@ fn measure_probe(
             );
             let window_s = d.measurement.window_s;
             served.replay = replay.as_ref().map(|r| replay_stats(r, &d.tags));
+            served.breakdown = d.phases.as_ref().and_then(|p| p.breakdown());
             row.served = Some(served);
             Row::complete(&mut row, d.measurement, d.open, resources, "requests");
             if let Some(rs) = row.served.as_ref().and_then(|s| s.replay.as_ref()) {
@@ -774,6 +775,7 @@ fn served_info(
         client_limited: None,
         engine: None,
         replay: None,
+        breakdown: None,
     }
 }
 

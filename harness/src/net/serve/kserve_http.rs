@@ -3,6 +3,7 @@
 //! `/versions/{version}`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -84,14 +85,58 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let mut timing = Timing::start();
     let r = match model_of(&p) {
-        Ok((name, version)) => do_infer(&s, name, version, &headers, body).await,
+        Ok((name, version)) => do_infer(&s, name, version, &headers, body, &mut timing).await,
         Err(e) => Err(e),
     };
-    kserve_answer(&s, r)
+    let mut resp = kserve_answer(&s, r);
+    if let Ok(v) = HeaderValue::from_str(&timing.header()) {
+        resp.headers_mut().insert("server-timing", v);
+    }
+    resp
 }
 
 const HEADER_LEN: &str = "inference-header-content-length";
+
+/// Where an infer request's time went inside the handler, sent back as `Server-Timing`
+/// (milliseconds): decoding and validating the body, waiting in the queue, computing,
+/// handing the job to its model instance and the answer back (the rest of the wait), and
+/// encoding the answer; `total` is the handler's whole time (the body already received).
+struct Timing {
+    started: Instant,
+    decode: Duration,
+    queue: Duration,
+    compute: Duration,
+    handoff: Duration,
+    encode: Duration,
+}
+
+impl Timing {
+    fn start() -> Timing {
+        Timing {
+            started: Instant::now(),
+            decode: Duration::ZERO,
+            queue: Duration::ZERO,
+            compute: Duration::ZERO,
+            handoff: Duration::ZERO,
+            encode: Duration::ZERO,
+        }
+    }
+
+    fn header(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "decode;dur={:.3}, queue;dur={:.3}, compute;dur={:.3}, handoff;dur={:.3}, encode;dur={:.3}, total;dur={:.3}",
+            ms(self.decode),
+            ms(self.queue),
+            ms(self.compute),
+            ms(self.handoff),
+            ms(self.encode),
+            ms(self.started.elapsed())
+        )
+    }
+}
 
 fn kserve_answer(s: &AppState, r: Result<(Vec<u8>, Option<usize>), ServeError>) -> Response {
     match r {
@@ -121,6 +166,7 @@ async fn do_infer(
     version: Option<&str>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    timing: &mut Timing,
 ) -> Result<(Vec<u8>, Option<usize>), ServeError> {
     check_model(s, name, version)?;
     let body = body.map_err(|r| body_error(r, s.max_body))?;
@@ -137,12 +183,16 @@ async fn do_infer(
     };
     let decoded = kserve::decode_http(&body, header_len)?;
     let inputs = kserve::validate(&s.sig, decoded.inputs)?;
+    timing.decode = timing.started.elapsed();
+    let t = Instant::now();
     let out = s.infer(inputs, false).await?;
+    let waited = t.elapsed();
+    timing.queue = Duration::from_micros(out.queue_us);
+    timing.compute = Duration::from_micros(out.compute_us);
+    timing.handoff = waited.saturating_sub(timing.queue + timing.compute);
+    let t = Instant::now();
     let outputs = kserve::select_outputs(&decoded.outputs, out.outputs)?;
-    Ok(kserve::encode_http(
-        &s.sig.name,
-        &decoded.id,
-        &outputs,
-        decoded.binary_output,
-    ))
+    let encoded = kserve::encode_http(&s.sig.name, &decoded.id, &outputs, decoded.binary_output);
+    timing.encode = t.elapsed();
+    Ok(encoded)
 }
