@@ -1118,10 +1118,19 @@ struct Window {
 fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     use std::sync::atomic::Ordering;
     let cfg = sh.cfg;
-    // Each tick wakes this thread on cores the workers (and a local server) use: every 2 ms
-    // costs little and ends a window within 2 ms of its rule (the window's length is
-    // measured exactly either way).
+    // Each tick wakes this thread on cores the workers (and a local server) use. Until a
+    // phase's minimum time nothing but an interrupt or every unit giving up can end it, so
+    // it sleeps up to 50 ms at a time then; past the minimum, 2 ms ticks end a phase within
+    // 2 ms of its rule (the window's length is measured exactly either way).
     let tick = Duration::from_millis(2);
+    let nap = |el: u64, min: Duration| {
+        let left = (min.as_nanos() as u64).saturating_sub(el);
+        if left > tick.as_nanos() as u64 {
+            Duration::from_nanos(left).min(Duration::from_millis(50))
+        } else {
+            tick
+        }
+    };
     let t0 = sh.clock.now_ns();
     let max_ns = cfg.max_time.as_nanos() as u64;
     let warmup = || sh.warmup.lock().unwrap_or_else(|p| p.into_inner());
@@ -1136,7 +1145,7 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
         {
             break;
         }
-        std::thread::sleep(tick);
+        std::thread::sleep(nap(el, cfg.warmup_time));
     }
     let warm_ns = sh.clock.now_ns() - t0;
     hooks.window_start();
@@ -1145,7 +1154,7 @@ fn coordinate(sh: &Shared, n: usize, hooks: &mut dyn WindowHooks) -> Window {
     sh.phase.store(MEASURE, Ordering::Release);
     let mut rule = StopRule::new(cfg, warm_ns);
     let reason = loop {
-        std::thread::sleep(tick);
+        std::thread::sleep(nap(sh.clock.now_ns() - ws, cfg.min_time));
         let el = sh.clock.now_ns() - ws;
         if sh.gave_up.load(Ordering::Relaxed) == n {
             break StopReason::Failures;

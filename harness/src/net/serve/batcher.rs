@@ -212,8 +212,12 @@ fn run_batch(model: &mut dyn Loaded, batch: Vec<Job>, metrics: &Metrics) {
     }
     let pad = live[0].pad;
     let rows: usize = live.iter().map(|j| j.rows()).sum();
+    // Each job's rows and sequence length, before a lone job gives its inputs up.
+    let sizes: Vec<(usize, Option<usize>)> = live.iter().map(|j| (j.rows(), j.dim1())).collect();
+    let mut live = live;
     let inputs: Vec<HostTensor> = if live.len() == 1 {
-        live[0].inputs.clone()
+        // A batch of one runs on the request's own tensors: no copy.
+        std::mem::take(&mut live[0].inputs)
     } else {
         (0..live[0].inputs.len())
             .map(|i| {
@@ -223,26 +227,33 @@ fn run_batch(model: &mut dyn Loaded, batch: Vec<Job>, metrics: &Metrics) {
             .collect()
     };
     let padded_dim1 = inputs.first().and_then(|t| t.shape.get(1).copied());
-    let result = model.prepare(&inputs).and_then(|()| model.infer());
+    let mut result = model.prepare(&inputs).and_then(|()| model.infer());
     let compute_us = started.elapsed().as_micros() as u64;
     metrics.batch_executed(rows);
+    let lone = live.len() == 1;
     let mut at = 0;
-    for j in live {
+    for (j, &(n, dim1)) in live.into_iter().zip(&sizes) {
         metrics.pending.fetch_sub(1, Relaxed);
-        let n = j.rows();
         let queue_us = started.duration_since(j.enqueued).as_micros() as u64;
         metrics.queue_duration_us.fetch_add(queue_us, Relaxed);
         metrics
             .compute_infer_duration_us
             .fetch_add(compute_us, Relaxed);
-        let out = match &result {
+        let out = match &mut result {
+            // A batch of one takes the outputs whole: they are all its own.
+            Ok(outs) if lone => Ok(JobOutput {
+                outputs: std::mem::take(outs),
+                queue_us,
+                compute_us,
+                batch_rows: rows,
+            }),
             Ok(outs) => Ok(JobOutput {
                 outputs: outs
                     .iter()
                     .map(|o| {
                         if o.shape.first() == Some(&rows) {
                             // Sequence outputs lose the padding this job did not bring.
-                            let keep = match (pad, padded_dim1, j.dim1()) {
+                            let keep = match (pad, padded_dim1, dim1) {
                                 (true, Some(p), Some(mine))
                                     if o.shape.len() >= 2 && o.shape[1] == p =>
                                 {
