@@ -14,7 +14,8 @@ It speaks what the harness's own server speaks, bound to 127.0.0.1:
     GET  /v2/health/live, /v2/health/ready, /v2 (server metadata)
     GET  /v2/models/NAME[/versions/1]          model metadata: KServe datatypes, shapes with
                                                -1 for dynamic dims, parameters.vocab_size and
-                                               type_vocab_size (manifest.json, else config.json)
+                                               type_vocab_size and max_position_embeddings
+                                               (manifest.json, else config.json)
     GET  /v2/models/NAME[/versions/1]/ready
     POST /v2/models/NAME[/versions/1]/infer    KServe v2 JSON, or the binary tensor extension
                                                (Inference-Header-Content-Length: JSON header,
@@ -269,6 +270,8 @@ class Model:
             params["vocab_size"] = self.vocab_size
         if self.type_vocab_size:
             params["type_vocab_size"] = self.type_vocab_size
+        if self.max_positions:
+            params["max_position_embeddings"] = self.max_positions
         if params:
             meta["parameters"] = params
         return meta

@@ -114,7 +114,10 @@ class FastapiServeTest(unittest.TestCase):
         self.assertEqual([(i["name"], i["datatype"], i["shape"]) for i in m["inputs"]],
                          [(n, "INT64", [-1, -1]) for n in ("input_ids", "attention_mask", "token_type_ids")])
         self.assertEqual(m["outputs"], [{"name": "last_hidden_state", "datatype": "FP32", "shape": [-1, -1, 32]}])
-        self.assertEqual(m["parameters"], {"vocab_size": 128, "type_vocab_size": 2})
+        self.assertEqual(
+            m["parameters"],
+            {"vocab_size": 128, "type_vocab_size": 2, "max_position_embeddings": 64},
+        )
         for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/tiny-bert/ready",
                      "/v2/models/tiny-bert/versions/1/ready"):
             self.assertEqual(call(self.port, path)[0], 200, path)

@@ -620,8 +620,9 @@ pub struct LoadArgs {
     #[arg(long, value_delimiter = ',', default_value = "1", value_parser = positive)]
     pub batch: Vec<usize>,
     /// Sequence length (KServe: the symbolic sequence dim; embeddings and completions:
-    /// words per sentence, each one token in BERT-style vocabularies)
-    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = positive)]
+    /// words per sentence, each one token in BERT-style vocabularies) [default: 128, or the
+    /// model's own limit when the server declares a smaller one]
+    #[arg(long, value_delimiter = ',', value_parser = positive)]
     pub seq: Vec<usize>,
     #[command(flatten)]
     pub traffic: TrafficArgs,

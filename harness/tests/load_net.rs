@@ -643,3 +643,58 @@ fn compare_find_max_rate_needs_objectives() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(!out.join("results.json").exists(), "nothing ran");
 }
+
+#[test]
+fn load_without_seq_fits_the_sequence_the_server_declares() {
+    // The fixture takes at most 64 positions; our server says so in its metadata, and a
+    // load without --seq runs at 64 instead of failing every request at 128.
+    let s = Server::start("load-default-seq", &fixture(), &["--runtime", "ort"]);
+    let out = tmp("load-default-seq");
+    let r = harness(&[
+        "load",
+        "--target",
+        &s.url(),
+        "--protocol",
+        "kserve-http",
+        "--model",
+        "tiny-bert",
+        "--warmup-time",
+        "0.1s",
+        "--min-time",
+        "0.3s",
+        "--target-ci",
+        "off",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = results(&out);
+    assert_eq!(v["model"]["max_positions"], 64, "{}", v["model"]);
+    let row = &v["scenarios"][0];
+    assert_eq!(row["id"], "kserve-http/kserve-http/b1/s64/c1", "{row}");
+    assert_eq!(row["measurement"]["failures"], 0);
+    // An explicit --seq beyond it is refused before a request is sent, saying what fits.
+    let out = tmp("load-long-seq");
+    let r = harness(&[
+        "load",
+        "--target",
+        &s.url(),
+        "--protocol",
+        "kserve-http",
+        "--model",
+        "tiny-bert",
+        "--seq",
+        "128",
+        "--min-time",
+        "0.3s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("exceeds the model's max_position_embeddings 64; use --seq 64 or less"),
+        "{}",
+        r.stderr
+    );
+}

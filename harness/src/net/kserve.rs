@@ -96,6 +96,9 @@ impl Signature {
         if let Some(n) = self.type_vocab_size {
             params.insert("type_vocab_size".into(), json!(n));
         }
+        if let Some(n) = self.max_positions {
+            params.insert("max_position_embeddings".into(), json!(n));
+        }
         if !params.is_empty() {
             v["parameters"] = Value::Object(params);
         }
@@ -677,10 +680,13 @@ mod tests {
         let m = sig().metadata();
         assert_eq!(m["parameters"]["vocab_size"], 100);
         assert_eq!(m["parameters"]["type_vocab_size"], 2);
+        // And the longest sequence, so that a client's default fits the model.
+        assert_eq!(m["parameters"]["max_position_embeddings"], 8);
         assert_eq!(m["inputs"][0]["shape"], json!([-1, -1]));
         let mut plain = sig();
         plain.vocab_size = None;
         plain.type_vocab_size = None;
+        plain.max_positions = None;
         assert!(plain.metadata().get("parameters").is_none());
     }
 

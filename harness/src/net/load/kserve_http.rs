@@ -68,6 +68,7 @@ impl Protocol for KserveHttp {
         let vocab = Vocab {
             size: declared("vocab_size"),
             type_size: declared("type_vocab_size"),
+            max_positions: declared("max_position_embeddings"),
         };
         model_info(
             self,
@@ -155,6 +156,8 @@ pub const DEFAULT_VOCAB: usize = 1000;
 pub(super) struct Vocab {
     pub size: Option<usize>,
     pub type_size: Option<usize>,
+    /// The longest sequence the model takes (ours declares `max_position_embeddings`).
+    pub max_positions: Option<usize>,
 }
 
 /// One KServe scenario: its inputs generated from the model as in-process runs make them,
@@ -233,7 +236,7 @@ pub(super) fn model_info(
             ),
         }),
         type_vocab_size: Some(declared.type_size.unwrap_or(1)),
-        max_positions: None,
+        max_positions: declared.max_positions,
         reference: None,
     })
 }

@@ -107,7 +107,7 @@ pub fn header(o: &LoadOptions, info: Option<&ModelInfo>) -> (ModelSummary, Setti
         onnx_error: None,
         model_type: None,
         vocab_size: info.and_then(|i| i.vocab_size),
-        max_positions: None,
+        max_positions: info.and_then(|i| i.max_positions),
     };
     let settings = runlog::settings(
         format!(
@@ -156,6 +156,8 @@ pub fn find_capacity(
 ) -> Result<(ModelInfo, Vec<CapacitySearch>), LoadError> {
     let target = o.target()?;
     let info = discover(o, &target)?;
+    let resolved = resolve_seq(o, &info);
+    let o = resolved.as_ref().unwrap_or(o);
     let id = network_id(o);
     let mut searches = Vec::new();
     for shape in shapes(o) {
@@ -190,6 +192,8 @@ pub fn search_capacity_as(
 ) -> Result<CapacitySearch, LoadError> {
     let target = o.target()?;
     let info = discover(o, &target)?;
+    let resolved = resolve_seq(o, &info);
+    let o = resolved.as_ref().unwrap_or(o);
     Ok(search_one(o, &target, &info, shape, scale, id, emit))
 }
 
@@ -278,6 +282,8 @@ pub fn run_load_as(
     let started = std::time::Instant::now();
     let target = o.target()?;
     let info = discover(o, &target)?;
+    let resolved = resolve_seq(o, &info);
+    let o = resolved.as_ref().unwrap_or(o);
     let shapes = shapes(o);
     let planned = planned(o);
     let budget = o.budget.or_else(|| {
@@ -314,14 +320,25 @@ pub fn run_load_as(
 /// The (batch, seq) of each scenario, None for a protocol without shapes (and for a replay,
 /// whose requests take their trace's shapes).
 fn shapes(o: &LoadOptions) -> Vec<Option<(usize, usize)>> {
+    // No --seq: one, settled by `resolve_seq` once the server has described the model.
+    let seqs: &[usize] = if o.seq.is_empty() { &[128] } else { &o.seq };
     if o.protocol.shaped() && o.trace.is_none() {
         o.batch
             .iter()
-            .flat_map(|&b| o.seq.iter().map(move |&s| Some((b, s))))
+            .flat_map(|&b| seqs.iter().map(move |&s| Some((b, s))))
             .collect()
     } else {
         vec![None]
     }
+}
+
+/// `o` with its sequence settled when no `--seq` was given: 128, or the model's own limit
+/// when the server declares a smaller one (as in-process runs choose).
+fn resolve_seq(o: &LoadOptions, info: &ModelInfo) -> Option<LoadOptions> {
+    o.seq.is_empty().then(|| LoadOptions {
+        seq: vec![crate::inputs::default_seq(info)],
+        ..o.clone()
+    })
 }
 
 /// How many scenarios `run_load_as` measures.
