@@ -7,99 +7,36 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{fixture, harness, http, json_body, results, tmp, Server};
+use common::{embeddings, fixture, harness, results, tmp, Peer, Server};
 use runtimes::{ModelFiles, ModelInfo};
 
 struct FastApi {
-    child: std::process::Child,
+    peer: Peer,
     port: u16,
 }
 
-impl Drop for FastApi {
-    fn drop(&mut self) {
-        // SAFETY: a signal to the process this test started.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(root: &Path) -> Option<FastApi> {
-    let python = root.join(".venv-fastapi/bin/python");
-    if !python.exists() {
-        if std::env::var("HARNESS_SKIP_FASTAPI").as_deref() == Ok("1") {
-            eprintln!("FastAPI test skipped (HARNESS_SKIP_FASTAPI=1)");
-            return None;
-        }
-        panic!(
-            "{} is missing: run scripts/setup.sh fastapi (or set HARNESS_SKIP_FASTAPI=1)",
-            python.display()
-        );
-    }
-    let mut child = std::process::Command::new(&python)
-        .arg(root.join("models/fastapi_serve.py"))
+    let python = common::peer_python(".venv-fastapi", "fastapi", "HARNESS_SKIP_FASTAPI")?;
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(root.join("models/fastapi_serve.py"))
         .arg("--model")
         .arg(fixture())
         .args(["--name", "tiny-bert", "--threads", "1", "--http-port", "0"])
         .args(["--shutdown-after", "300"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start models/fastapi_serve.py");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut f = FastApi { child, port: 0 };
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(line) if line.starts_with("ready") => {
-            f.port = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("http="))
-                .and_then(|p| p.parse().ok())
-                .expect("the ready line names the port");
-            Some(f)
-        }
-        other => panic!("the FastAPI server did not become ready: {other:?}"),
-    }
-}
-
-fn embedding(port: u16, text: &str) -> Vec<f64> {
-    let body = serde_json::json!({ "model": "tiny-bert", "input": [text] }).to_string();
-    let (status, _, answer) = http(
-        port,
-        "POST",
-        "/v1/embeddings",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
-    let v = json_body(&answer);
-    assert_eq!(status, 200, "{v}");
-    v["data"][0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+        .stderr(std::process::Stdio::null());
+    let mut peer = Peer::spawn(cmd, false, Duration::from_secs(10));
+    let ready = peer.first_line(Duration::from_secs(60));
+    let port = ready
+        .as_deref()
+        .filter(|l| l.starts_with("ready"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("http=")))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the FastAPI server did not become ready: {ready:?}"));
+    Some(FastApi { peer, port })
 }
 
 #[test]
@@ -141,7 +78,10 @@ fn kserve_and_embeddings_clients_work_against_the_fastapi_baseline() {
     // Embeddings like ours, from the same folder.
     let ours = Server::start("fastapi-ours", &fixture(), &["--runtime", "ort"]);
     for text in ["A man is eating food.", "the old man and the sea"] {
-        let (a, b) = (embedding(fa.port, text), embedding(ours.http, text));
+        let (a, b) = (
+            embeddings(fa.port, "tiny-bert", &[text]).remove(0),
+            embeddings(ours.http, "tiny-bert", &[text]).remove(0),
+        );
         assert_eq!(a.len(), b.len());
         let d = a
             .iter()
@@ -153,7 +93,7 @@ fn kserve_and_embeddings_clients_work_against_the_fastapi_baseline() {
 
     // Closed-loop load over KServe (binary, JSON) and embeddings, the server's metrics
     // scraped and its process watched.
-    let pid = fa.child.id().to_string();
+    let pid = fa.peer.child.id().to_string();
     let metrics = format!("{url}/metrics");
     for (proto, encoding) in [
         ("kserve-http", "binary"),
@@ -205,7 +145,11 @@ fn kserve_and_embeddings_clients_work_against_the_fastapi_baseline() {
             assert!(sv["server_compute_ms_per_request"].as_f64().unwrap() > 0.0);
             // The server's process: it did the work, it holds a model in memory.
             let srv = &row["resources"]["server"];
-            assert_eq!(srv["pid"].as_u64(), Some(fa.child.id() as u64), "{srv}");
+            assert_eq!(
+                srv["pid"].as_u64(),
+                Some(fa.peer.child.id() as u64),
+                "{srv}"
+            );
             assert!(srv["cores_busy"].as_f64().unwrap() > 0.05, "{srv}");
             assert!(
                 srv["peak_rss_bytes"].as_u64().unwrap() > 20_000_000,

@@ -522,33 +522,23 @@ fn load_shares_its_budget_between_its_scenarios() {
 #[test]
 fn compare_finds_the_capacity_in_process_and_served_and_states_the_capacity_lost() {
     let out = tmp("served-capacity");
-    let r = harness(&[
-        "compare",
-        "--model",
-        fixture().to_str().unwrap(),
-        "--runtimes",
-        "ort",
-        "--seq",
-        "8",
-        "--threads",
-        "1",
-        "--warmup-time",
-        "0.1s",
-        "--target-ci",
-        "off",
-        "--min-time",
-        "0.3s",
-        "--max-time",
-        "1s",
-        "--no-overhead",
-        "--served",
-        "--find-max-rate",
-        "--slo",
-        "p99:50ms,errors:1%",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = common::compare_fixture(
+        &out,
+        &[
+            "--runtimes",
+            "ort",
+            "--threads",
+            "1",
+            "--min-time",
+            "0.3s",
+            "--max-time",
+            "1s",
+            "--served",
+            "--find-max-rate",
+            "--slo",
+            "p99:50ms,errors:1%",
+        ],
+    );
     let v = results(&out);
     let searches = v["capacity"].as_array().expect("a capacity section");
     let groups: Vec<&str> = searches

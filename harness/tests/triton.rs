@@ -4,60 +4,24 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{fixture, harness, results, tmp};
+use common::{fixture, free_port, harness, results, tmp, Peer};
 use runtimes::{ModelFiles, ModelInfo};
 
 struct Triton {
-    child: std::process::Child,
+    _peer: Peer,
     http: u16,
     grpc: u16,
     metrics: u16,
 }
 
-impl Drop for Triton {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_triton(root: &Path) -> Option<Triton> {
-    let python = root.join(".venv-triton/bin/python");
-    if !python.exists() {
-        if std::env::var("HARNESS_SKIP_TRITON").as_deref() == Ok("1") {
-            eprintln!("Triton test skipped (HARNESS_SKIP_TRITON=1)");
-            return None;
-        }
-        panic!(
-            "{} is missing: run scripts/setup.sh triton (or set HARNESS_SKIP_TRITON=1)",
-            python.display()
-        );
-    }
+    let python = common::peer_python(".venv-triton", "triton", "HARNESS_SKIP_TRITON")?;
     let (http, grpc, metrics) = (free_port(), free_port(), free_port());
-    let mut child = std::process::Command::new(&python)
-        .arg(root.join("models/triton_serve.py"))
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(root.join("models/triton_serve.py"))
         .arg("--model")
         .arg(fixture())
         .args([
@@ -83,27 +47,15 @@ fn start_triton(root: &Path) -> Option<Triton> {
             "300",
         ])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start models/triton_serve.py");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let t = Triton {
-        child,
-        http,
-        grpc,
-        metrics,
-    };
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(line) if line.starts_with("ready") => Some(t),
+        .stderr(std::process::Stdio::null());
+    let mut peer = Peer::spawn(cmd, false, Duration::from_secs(20));
+    match peer.first_line(Duration::from_secs(120)) {
+        Some(line) if line.starts_with("ready") => Some(Triton {
+            _peer: peer,
+            http,
+            grpc,
+            metrics,
+        }),
         other => panic!("Triton did not become ready: {other:?}"),
     }
 }

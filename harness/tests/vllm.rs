@@ -12,43 +12,14 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{harness, http, json_body, results, tmp, Server};
+use common::{embeddings, free_port, harness, results, tmp, Peer, Server};
 use serde_json::Value;
 
 /// vLLM's process group (its API server and engine process), stopped when dropped.
 struct Vllm {
-    child: std::process::Child,
+    peer: Peer,
     port: u16,
     log: PathBuf,
-}
-
-impl Drop for Vllm {
-    fn drop(&mut self) {
-        let group = -(self.child.id() as i32);
-        // SAFETY: signals to the process group this test started.
-        unsafe {
-            libc::kill(group, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        unsafe {
-            libc::kill(group, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET `path` on `port`: the status, or None when nothing answers yet.
@@ -75,23 +46,15 @@ fn start_vllm(root: &Path, model: &Path) -> Vllm {
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(&log).unwrap());
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setpgid and prctl are async-signal-safe and touch only the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setpgid(0, 0);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-    }
-    let child = cmd.spawn().expect("start scripts/vllm-serve.sh");
-    let mut v = Vllm { child, port, log };
+    let mut v = Vllm {
+        peer: Peer::spawn(cmd, true, Duration::from_secs(30)),
+        port,
+        log,
+    };
     // About a minute on two cores; a loaded machine gets four.
     let deadline = Instant::now() + Duration::from_secs(240);
     while status_of(port, "/health") != Some(200) {
-        if let Ok(Some(st)) = v.child.try_wait() {
+        if let Ok(Some(st)) = v.peer.child.try_wait() {
             panic!(
                 "vLLM exited ({st}): {}",
                 std::fs::read_to_string(&v.log).unwrap_or_default()
@@ -105,32 +68,6 @@ fn start_vllm(root: &Path, model: &Path) -> Vllm {
         std::thread::sleep(Duration::from_millis(500));
     }
     v
-}
-
-/// The embeddings of `texts` from `/v1/embeddings` on `port`.
-fn embeddings(port: u16, texts: &[&str]) -> Vec<Vec<f64>> {
-    let body = serde_json::json!({ "model": "minilm", "input": texts }).to_string();
-    let (status, _, answer) = http(
-        port,
-        "POST",
-        "/v1/embeddings",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
-    let v = json_body(&answer);
-    assert_eq!(status, 200, "{v}");
-    let data = v["data"].as_array().expect("data");
-    assert_eq!(data.len(), texts.len(), "{v}");
-    data.iter()
-        .map(|d| {
-            d["embedding"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        })
-        .collect()
 }
 
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
@@ -163,8 +100,8 @@ fn vllm_embeddings_agree_with_ours_and_load_measures_it() {
         "The quick brown fox jumps over the lazy dog near the river bank at dawn.",
         "Embeddings from two servers of one model should point the same way.",
     ];
-    let theirs = embeddings(vllm.port, &texts);
-    let mine = embeddings(ours.http, &texts);
+    let theirs = embeddings(vllm.port, "minilm", &texts);
+    let mine = embeddings(ours.http, "minilm", &texts);
     for (i, (a, b)) in theirs.iter().zip(&mine).enumerate() {
         assert_eq!(a.len(), 384);
         assert_eq!(a.len(), b.len());

@@ -338,3 +338,135 @@ pub fn harness_within(args: &[&str], env: &[(&str, &str)], limit: std::time::Dur
         stderr: err.join().unwrap(),
     }
 }
+
+/// A free TCP port on 127.0.0.1 (free when asked; a server started next takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A peer server started by a test (Triton, the FastAPI baseline, vLLM): SIGTERM when
+/// dropped, to its process or, with `group`, to the process group it leads; killed if it
+/// is still there after `grace`.
+pub struct Peer {
+    pub child: std::process::Child,
+    pub group: bool,
+    pub grace: std::time::Duration,
+}
+
+impl Peer {
+    /// Starts `cmd` as a peer; with `group` it leads a process group of its own (for a
+    /// server that starts processes of its own), and either way dies with the test.
+    pub fn spawn(mut cmd: Command, group: bool, grace: std::time::Duration) -> Peer {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setpgid and prctl are async-signal-safe and touch only the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if group {
+                    libc::setpgid(0, 0);
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        Peer {
+            child,
+            group,
+            grace,
+        }
+    }
+
+    /// The first line the peer prints on stdout (piped), within `within`: its ready line.
+    pub fn first_line(&mut self, within: std::time::Duration) -> Option<String> {
+        use std::io::BufRead;
+        let stdout = self.child.stdout.take()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        rx.recv_timeout(within).ok()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        let target = if self.group { -pid } else { pid };
+        // SAFETY: signals to the process (group) this test started.
+        unsafe {
+            libc::kill(target, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + self.grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                if !self.group {
+                    return;
+                }
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        unsafe {
+            libc::kill(target, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The embeddings of `texts` from `/v1/embeddings` on `port`, asking for `model`.
+pub fn embeddings(port: u16, model: &str, texts: &[&str]) -> Vec<Vec<f64>> {
+    let body = serde_json::json!({ "model": model, "input": texts }).to_string();
+    let (status, _, answer) = http(
+        port,
+        "POST",
+        "/v1/embeddings",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    let v = json_body(&answer);
+    assert_eq!(status, 200, "{v}");
+    let data = v["data"].as_array().expect("data");
+    assert_eq!(data.len(), texts.len(), "{v}");
+    data.iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// The Python of a peer's environment (`ROOT/VENV/bin/python`), which the test suite sets up
+/// (`scripts/setup.sh TARGET`); None, said, when it is missing and `SKIP_VAR=1` allows that;
+/// else the test fails naming the set-up.
+pub fn peer_python(venv: &str, target: &str, skip_var: &str) -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(venv)
+        .join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    if std::env::var(skip_var).as_deref() == Ok("1") {
+        eprintln!("{target} test skipped ({skip_var}=1)");
+        return None;
+    }
+    panic!(
+        "{} is missing: run scripts/setup.sh {target} (or set {skip_var}=1)",
+        python.display()
+    );
+}
