@@ -63,12 +63,16 @@ pub struct Tax {
     pub protocol: String,
     /// Served p50 / in-process p50 with its 95% interval (see `stats::median_ratio_ci`).
     pub p50_ratio: Option<(f64, f64, f64)>,
+    /// The served request's mean less the server's own compute and queue (its
+    /// `Server-Timing`): what serving adds around the inference in one measurement, free of
+    /// the drift between the in-process and the served run.
+    pub beyond_compute_ms: Option<f64>,
 }
 
 impl Tax {
     pub fn line(&self) -> String {
         format!(
-            "{}: p50 {:.3} -> {:.3} ms (+{:.3} ms, {:+.1}%), p99 {:.3} -> {:.3} ms, {:.1} -> {:.1} items/s",
+            "{}: p50 {:.3} -> {:.3} ms ({:+.3} ms, {:+.1}%), p99 {:.3} -> {:.3} ms, {:.1} -> {:.1} items/s{}",
             self.scenario,
             self.in_process_p50_ms,
             self.served_p50_ms,
@@ -77,9 +81,22 @@ impl Tax {
             self.in_process_p99_ms,
             self.served_p99_ms,
             self.in_process_per_s,
-            self.served_per_s
+            self.served_per_s,
+            self.beyond_compute_ms
+                .map(|b| format!("; served beyond the server's compute and queue: {b:.3} ms"))
+                .unwrap_or_default()
         )
     }
+}
+
+/// A breakdown's mean less the server's `compute` and `queue` entries, when every request
+/// carried them.
+fn beyond_compute(b: &crate::results::Breakdown) -> Option<f64> {
+    if b.server_requests != b.requests {
+        return None;
+    }
+    let entry = |name: &str| b.server_ms.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    Some(b.total_ms - entry("compute")? - entry("queue").unwrap_or(0.0))
 }
 
 /// Pairs each served row (`compare --served`) with its fp32 in-process twin.
@@ -106,6 +123,11 @@ pub fn serving_tax(r: &Results) -> Vec<Tax> {
                     .map(|v| v.protocol.clone())
                     .unwrap_or_default(),
                 p50_ratio: median_ratio_ci(&a.latency, &b.latency),
+                beyond_compute_ms: s
+                    .served
+                    .as_ref()
+                    .and_then(|v| v.breakdown.as_ref())
+                    .and_then(beyond_compute),
             })
         })
         .collect()

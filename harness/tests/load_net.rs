@@ -436,6 +436,13 @@ fn compare_served_shows_the_serving_tax_with_parity_checked() {
     ]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("serving tax"), "{}", r.stdout);
+    // What serving adds beyond the server's own compute, from the same served requests.
+    assert!(
+        r.stdout
+            .contains("served beyond the server's compute and queue: "),
+        "{}",
+        r.stdout
+    );
     let v = results(&out);
     let served: Vec<&Value> = v["scenarios"]
         .as_array()
@@ -461,7 +468,10 @@ fn compare_served_shows_the_serving_tax_with_parity_checked() {
         );
     }
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("## Serving tax"));
+    assert!(
+        md.contains("## Serving tax") && md.contains("beyond compute ms"),
+        "{md}"
+    );
     assert!(out.join("served-ort-t1.log").is_file());
 }
 

@@ -65,14 +65,32 @@ pub fn to_markdown(r: &Results) -> String {
     }
     let tax = serving_tax(r);
     if !tax.is_empty() {
+        // The column of what serving adds beyond compute, where the served rows timed it.
+        let beyond = tax.iter().any(|t| t.beyond_compute_ms.is_some());
         let _ = writeln!(
             out,
-            "\n## Serving tax\n\nThe same runtime behind `harness serve` (KServe v2 over HTTP, binary tensors, loopback), same inputs and load.\n\n| scenario | in-process p50 ms | served p50 ms | tax ms | in-process p99 ms | served p99 ms | in-process items/s | served items/s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+            "\n## Serving tax\n\nThe same runtime behind `harness serve` (KServe v2 over HTTP, binary tensors, loopback), same inputs and load{}.\n\n| scenario | in-process p50 ms | served p50 ms | tax ms |{} in-process p99 ms | served p99 ms | in-process items/s | served items/s |\n|---|---:|---:|---:|{}---:|---:|---:|---:|",
+            if beyond {
+                "; beyond compute: the served request's mean less the server's own compute and queue (its `Server-Timing`)"
+            } else {
+                ""
+            },
+            if beyond { " beyond compute ms |" } else { "" },
+            if beyond { "---:|" } else { "" }
         );
         for t in &tax {
+            let b = if beyond {
+                format!(
+                    " {} |",
+                    t.beyond_compute_ms
+                        .map_or("-".to_string(), |b| format!("{b:.3}"))
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {:.3} | {:.3} | {:+.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
+                "| {} | {:.3} | {:.3} | {:+.3} |{b} {:.3} | {:.3} | {:.1} | {:.1} |",
                 t.scenario,
                 t.in_process_p50_ms,
                 t.served_p50_ms,
