@@ -150,5 +150,11 @@ fn vllm_embeddings_agree_with_ours_and_load_measures_it() {
         "{}",
         row["served"]
     );
+    // Its own queue and inference time per request, from its histograms.
+    let compute = row["served"]["server_compute_ms_per_request"].as_f64();
+    assert!(compute.is_some_and(|c| c > 0.0), "{}", row["served"]);
+    assert!(row["served"]["server_queue_ms_per_request"]
+        .as_f64()
+        .is_some());
     drop(vllm);
 }

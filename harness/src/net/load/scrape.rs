@@ -67,7 +67,23 @@ impl WindowHooks for ScrapeHooks<'_> {
 }
 
 /// Per-request figures from the server's metrics: (average batch, queue ms, compute ms).
+/// Triton's counter names (ours and the FastAPI baseline's too), else vLLM's histograms:
+/// `vllm:request_queue_time_seconds` and `vllm:request_inference_time_seconds`, each sum
+/// over its count.
 pub fn per_request(m: &BTreeMap<String, f64>) -> (Option<f64>, Option<f64>, Option<f64>) {
+    if sum_metric(m, "nv_inference_request_success").is_none() {
+        let mean_ms = |name: &str| -> Option<f64> {
+            let n = sum_metric(m, &format!("{name}_count"))?;
+            (n > 0.0)
+                .then(|| sum_metric(m, &format!("{name}_sum")).map(|s| s / n * 1e3))
+                .flatten()
+        };
+        return (
+            None,
+            mean_ms("vllm:request_queue_time_seconds"),
+            mean_ms("vllm:request_inference_time_seconds"),
+        );
+    }
     let per_req = |name: &str| -> Option<f64> {
         let n = sum_metric(m, "nv_inference_request_success")?;
         (n > 0.0)
@@ -86,4 +102,49 @@ pub fn per_request(m: &BTreeMap<String, f64>) -> (Option<f64>, Option<f64>, Opti
         per_req("nv_inference_queue_duration_us"),
         per_req("nv_inference_compute_infer_duration_us"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_request_figures_come_from_triton_names_else_vllm_histograms() {
+        let triton: BTreeMap<String, f64> = [
+            ("nv_inference_request_success{model=\"m\"}", 10.0),
+            ("nv_inference_count{model=\"m\"}", 20.0),
+            ("nv_inference_exec_count{model=\"m\"}", 5.0),
+            ("nv_inference_queue_duration_us{model=\"m\"}", 3000.0),
+            (
+                "nv_inference_compute_infer_duration_us{model=\"m\"}",
+                120_000.0,
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(per_request(&triton), (Some(4.0), Some(0.3), Some(12.0)));
+        // vLLM 0.32's names, as its /metrics changed over a window of 186 requests.
+        let vllm: BTreeMap<String, f64> = [
+            ("vllm:request_queue_time_seconds_count{engine=\"0\"}", 186.0),
+            ("vllm:request_queue_time_seconds_sum{engine=\"0\"}", 0.00186),
+            (
+                "vllm:request_inference_time_seconds_count{engine=\"0\"}",
+                186.0,
+            ),
+            (
+                "vllm:request_inference_time_seconds_sum{engine=\"0\"}",
+                4.65,
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let (batch, queue, compute) = per_request(&vllm);
+        assert_eq!(batch, None);
+        assert!((queue.unwrap() - 0.01).abs() < 1e-9, "{queue:?}");
+        assert!((compute.unwrap() - 25.0).abs() < 1e-9, "{compute:?}");
+        // Neither: nothing to say.
+        assert_eq!(per_request(&BTreeMap::new()), (None, None, None));
+    }
 }
