@@ -159,6 +159,11 @@ fn kserve_and_embeddings_clients_work_against_the_fastapi_baseline() {
         }
         let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
         assert!(md.contains("## Servers"), "{md}");
+        // Where its time goes: the client's side, and its own metrics for the server's.
+        assert!(
+            md.contains("## Where the time goes") && md.contains("(its metrics)"),
+            "{md}"
+        );
     }
     let bad = harness(&[
         "load",

@@ -167,12 +167,23 @@ fn breakdowns(r: &Results, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "\n## Where the time goes\n\nThe mean answered request, ms: on the client from its start to its last byte (connect + write + wait for the first byte + read = total), and inside the server from its `Server-Timing` header; outside the server is the client's total less the server's (network, HTTP framing on both sides, the client).\n\n| scenario | requests | connect | write | wait | read | total | server (its own parts) | server total | outside server |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        "\n## Where the time goes\n\nThe mean answered request, ms: on the client from its start to its last byte (connect + write + wait for the first byte + read = total), and inside the server from its `Server-Timing` header (without one, from its metrics: queue and compute per request over the window); outside the server is the client's total less the server's (network, HTTP framing on both sides, the client).\n\n| scenario | requests | connect | write | wait | read | total | server (its own parts) | server total | outside server |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
     );
     let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
     for (s, b) in rows {
+        let sv = s.served.as_ref();
+        let metrics = sv.and_then(|v| {
+            Some((
+                v.server_queue_ms_per_request.unwrap_or(0.0),
+                v.server_compute_ms_per_request?,
+            ))
+        });
         let parts = if b.server_ms.is_empty() {
-            "no Server-Timing".to_string()
+            match metrics {
+                // No Server-Timing: the server's own metrics, per request over the window.
+                Some((q, c)) => format!("queue {q:.3}, compute {c:.3} (its metrics)"),
+                None => "no Server-Timing, no metrics".to_string(),
+            }
         } else {
             b.server_ms
                 .iter()
