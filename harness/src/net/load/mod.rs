@@ -154,10 +154,8 @@ pub fn find_capacity(
     o: &LoadOptions,
     emit: &mut dyn FnMut(ScenarioResult),
 ) -> Result<(ModelInfo, Vec<CapacitySearch>), LoadError> {
-    let target = o.target()?;
-    let info = discover(o, &target)?;
-    let resolved = resolve_seq(o, &info);
-    let o = resolved.as_ref().unwrap_or(o);
+    let (target, info, settled) = reach(o)?;
+    let o = &settled;
     let id = network_id(o);
     let mut searches = Vec::new();
     for shape in shapes(o) {
@@ -190,10 +188,8 @@ pub fn search_capacity_as(
     id: &IdFor,
     emit: &mut dyn FnMut(ScenarioResult),
 ) -> Result<CapacitySearch, LoadError> {
-    let target = o.target()?;
-    let info = discover(o, &target)?;
-    let resolved = resolve_seq(o, &info);
-    let o = resolved.as_ref().unwrap_or(o);
+    let (target, info, settled) = reach(o)?;
+    let o = &settled;
     Ok(search_one(o, &target, &info, shape, scale, id, emit))
 }
 
@@ -280,10 +276,8 @@ pub fn run_load_as(
     emit: &mut dyn FnMut(ScenarioResult),
 ) -> Result<ModelInfo, LoadError> {
     let started = std::time::Instant::now();
-    let target = o.target()?;
-    let info = discover(o, &target)?;
-    let resolved = resolve_seq(o, &info);
-    let o = resolved.as_ref().unwrap_or(o);
+    let (target, info, settled) = reach(o)?;
+    let o = &settled;
     let shapes = shapes(o);
     let planned = planned(o);
     let budget = o.budget.or_else(|| {
@@ -320,7 +314,7 @@ pub fn run_load_as(
 /// The (batch, seq) of each scenario, None for a protocol without shapes (and for a replay,
 /// whose requests take their trace's shapes).
 fn shapes(o: &LoadOptions) -> Vec<Option<(usize, usize)>> {
-    // No --seq: one, settled by `resolve_seq` once the server has described the model.
+    // No --seq: one, settled by `reach` once the server has described the model.
     let seqs: &[usize] = if o.seq.is_empty() { &[128] } else { &o.seq };
     if o.protocol.shaped() && o.trace.is_none() {
         o.batch
@@ -332,13 +326,18 @@ fn shapes(o: &LoadOptions) -> Vec<Option<(usize, usize)>> {
     }
 }
 
-/// `o` with its sequence settled when no `--seq` was given: 128, or the model's own limit
-/// when the server declares a smaller one (as in-process runs choose).
-fn resolve_seq(o: &LoadOptions, info: &ModelInfo) -> Option<LoadOptions> {
-    o.seq.is_empty().then(|| LoadOptions {
-        seq: vec![crate::inputs::default_seq(info)],
-        ..o.clone()
-    })
+/// The target, the model its server describes, and `o` with its sequence settled when no
+/// `--seq` was given: 128, or the model's own limit when the server declares a smaller one
+/// (as in-process runs choose).
+fn reach(o: &LoadOptions) -> Result<(Target, ModelInfo, LoadOptions), LoadError> {
+    let target = o.target()?;
+    let info = discover(o, &target)?;
+    let seq = if o.seq.is_empty() {
+        vec![crate::inputs::default_seq(&info)]
+    } else {
+        o.seq.clone()
+    };
+    Ok((target, info, LoadOptions { seq, ..o.clone() }))
 }
 
 /// How many scenarios `run_load_as` measures.
