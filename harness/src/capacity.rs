@@ -246,15 +246,24 @@ pub fn closed_rate(row: &crate::results::ScenarioResult) -> Result<f64, String> 
 /// A search that could not start: its closed-loop run at `concurrency` measured nothing.
 pub fn not_searched(objectives: &[Objective], concurrency: usize, why: &str) -> Capacity {
     Capacity {
+        stopped: "closed loop failed".into(),
+        ..skipped(
+            objectives,
+            &format!("the closed-loop run at concurrency {concurrency} measured nothing ({why})"),
+        )
+    }
+}
+
+/// A search not run, and why.
+pub fn skipped(objectives: &[Objective], why: &str) -> Capacity {
+    Capacity {
         objectives: objectives.to_vec(),
         capacity: 0.0,
         failed_above: None,
         probes: Vec::new(),
-        verdict: format!(
-            "not searched: the closed-loop run at concurrency {concurrency} measured nothing ({why})"
-        ),
+        verdict: format!("not searched: {why}"),
         resolution: 0.0,
-        stopped: "closed loop failed".into(),
+        stopped: "not searched".into(),
     }
 }
 

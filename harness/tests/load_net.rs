@@ -698,3 +698,31 @@ fn load_without_seq_fits_the_sequence_the_server_declares() {
         r.stderr
     );
 }
+
+#[test]
+fn compare_does_not_search_the_capacity_of_the_null_runtime() {
+    // Its rate is the harness's own (tens of millions a second): a search there would only
+    // schedule arrivals by the hundred million.
+    let out = tmp("capacity-null");
+    common::compare_fixture(
+        &out,
+        &[
+            "--runtimes",
+            "null",
+            "--min-time",
+            "0.3s",
+            "--find-max-rate",
+            "--slo",
+            "p99:1ms",
+        ],
+    );
+    let v = results(&out);
+    let searches = v["capacity"].as_array().unwrap();
+    assert_eq!(searches.len(), 1, "{v}");
+    assert_eq!(
+        searches[0]["verdict"],
+        "not searched: the null runtime computes nothing"
+    );
+    assert_eq!(searches[0]["probes"].as_array().unwrap().len(), 0);
+    assert_eq!(v["scenarios"].as_array().unwrap().len(), 1, "no probe rows");
+}

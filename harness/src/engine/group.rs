@@ -395,6 +395,18 @@ pub fn run_group(
             emit(Output::Row(r, outputs.clone().filter(|_| measured), i));
             index += 1;
             if let (Some(find), LoadMode::ClosedLoop { .. }) = (&spec.find_max_rate, mode) {
+                if !computes {
+                    // Its "capacity" would be the harness's own scheduling rate (tens of
+                    // millions a second): nothing to search.
+                    emit(Output::Capacity(CapacitySearch {
+                        group: row_id(spec, &s.shape, mode).to_string(),
+                        result: capacity::skipped(
+                            &find.objectives,
+                            "the null runtime computes nothing",
+                        ),
+                    }));
+                    continue;
+                }
                 let search = Search {
                     spec,
                     find,
