@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The load generator's own ceiling next to wrk and oha: requests/s against our server's
 # /v2/health/live (a trivial endpoint, so the clients are what is measured) at equal
-# connections, each client with 2 threads, in alternating rounds on the same server; the
+# connections, each client with THREADS threads, in alternating rounds on the same server; the
 # median of the rounds, and each client's own CPU (user + system seconds per second).
 # Usage: scripts/bench-load.sh [OUT]   (default results/load-ceiling-<UTC time>)
-# CONNS (default "16 64 256"), ROUNDS (default 3), SECS (default 5) set the sweep.
+# CONNS (default "16 64 256"), ROUNDS (default 3), SECS (default 5) set the sweep; THREADS
+# (default 2) the client threads of the harness and wrk (oha takes its own default).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -12,6 +13,7 @@ OUT=${1:-results/load-ceiling-$(date -u +%Y-%m-%dT%H-%M-%SZ)}
 CONNS=${CONNS:-16 64 256}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
+THREADS=${THREADS:-2}
 cargo build --release --quiet
 H=target/release/harness
 mkdir -p "$OUT"
@@ -33,7 +35,7 @@ for _ in $(seq 1 300); do curl -sf "$URL" >/dev/null && break; sleep 0.1; done
 # (user + system seconds, from the subshell's `times` once the client has exited).
 cpu_of() { awk 'NR==2 { split($1,u,"m"); split($2,s,"m"); print u[1]*60+u[2]+s[1]*60+s[2] }' "$1"; }
 run_wrk() {
-  ( wrk -t2 -c"$1" -d"${SECS}s" "$URL" >"$OUT/wrk.out"; times >"$OUT/times"
+  ( wrk -t"$THREADS" -c"$1" -d"${SECS}s" "$URL" >"$OUT/wrk.out"; times >"$OUT/times"
     echo "$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk.out") $(cpu_of "$OUT/times")" )
 }
 run_oha() {
@@ -43,6 +45,7 @@ run_oha() {
 run_harness() {
   ( $H load --target "$URL" --protocol http-get --concurrency "$1" --warmup-time 1s \
       --min-time "${SECS}s" --max-time "${SECS}s" --target-ci off --label harness \
+      --client-threads "$THREADS" \
       --out "$OUT/harness-c$1-r$2" --json >"$OUT/harness-c$1-r$2.json" 2>/dev/null
     # Its own CPU over the measured window (the process monitor), not its warm-up.
     python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['scenarios'][0]; m=r['measurement']

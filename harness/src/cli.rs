@@ -676,7 +676,8 @@ pub struct LoadArgs {
     /// does not speak use threads
     #[arg(long, value_enum, default_value = "events")]
     pub engine: crate::net::load::Engine,
-    /// Event engine: client threads [default: one per CPU, at most one per connection]
+    /// Event engine: client threads [default: one per CPU, or one per two CPUs when the
+    /// target is on this machine (the server needs the others); at most one per connection]
     #[arg(long, value_parser = positive)]
     pub client_threads: Option<usize>,
     /// Event engine: busy-poll this long before sleeping (catches answers without a context
