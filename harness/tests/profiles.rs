@@ -138,14 +138,20 @@ fn the_perf_recipe_profiles_the_measured_windows_only() {
         res["ipc"].is_f64() || res["hw_counters_unavailable"].is_string(),
         "{res}"
     );
-    // The measured window only: (nearly) every sample of the one measuring thread is
-    // under the measuring loop (a few lose their stack in unwinding), none in loading.
+    // The measured window only: every sample whose stack unwound to a Rust frame is under
+    // the measuring loop, none in loading. Some stacks stop at their leaf in libc (memcpy,
+    // malloc, free: perf's DWARF unwinding finds no way out of them); those say nothing of
+    // where they were called from and are counted apart, 0-22% of tract's samples from run
+    // to run here.
     let folded = std::fs::read_to_string(out.join(p["folded"].as_str().unwrap())).unwrap();
-    let (mut inside, mut total) = (0u64, 0u64);
+    let (mut inside, mut unwound, mut total) = (0u64, 0u64, 0u64);
     for line in folded.lines() {
         let (stack, n) = line.rsplit_once(' ').unwrap();
         let n: u64 = n.parse().unwrap();
         total += n;
+        if stack.contains("::") {
+            unwound += n;
+        }
         if stack.contains("harness::measure::") || stack.contains("harness::monitor::") {
             inside += n;
         }
@@ -162,7 +168,14 @@ fn the_perf_recipe_profiles_the_measured_windows_only() {
             );
         }
     }
-    assert!(inside as f64 >= 0.8 * total as f64, "{inside} of {total}");
+    assert!(
+        inside as f64 >= 0.99 * unwound as f64,
+        "{inside} of {unwound} unwound samples under the measuring loop"
+    );
+    assert!(
+        unwound as f64 >= 0.5 * total as f64,
+        "{unwound} of {total} samples unwound"
+    );
     let samples: u64 = ["tract", "ort"]
         .iter()
         .map(|rt| row(rt)["profile"]["samples"].as_u64().unwrap())
