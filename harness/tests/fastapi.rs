@@ -11,7 +11,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{embeddings, fixture, harness, results, tmp, Peer, Server};
-use runtimes::{ModelFiles, ModelInfo};
 
 struct FastApi {
     peer: Peer,
@@ -48,8 +47,6 @@ fn kserve_and_embeddings_clients_work_against_the_fastapi_baseline() {
     let url = format!("http://127.0.0.1:{}", fa.port);
 
     // Answers match PyTorch's reference outputs, binary and JSON.
-    let info = ModelInfo::read(&ModelFiles::resolve(&fixture()).unwrap()).unwrap();
-    let reference = info.reference.clone().unwrap();
     for binary in [true, false] {
         let o = harness::net::load::LoadOptions {
             binary,
@@ -59,20 +56,7 @@ fn kserve_and_embeddings_clients_work_against_the_fastapi_baseline() {
                 Some("tiny-bert"),
             )
         };
-        let t = harness::net::client::Target::parse(&url, 8000).unwrap();
-        let got = harness::net::load::fetch_outputs(&o, &t, &reference.inputs)
-            .unwrap_or_else(|e| panic!("binary={binary}: {e}"));
-        let want = &reference.outputs[0];
-        let g = got.iter().find(|x| x.name == want.name).expect(&want.name);
-        assert_eq!(g.shape, want.shape);
-        let d = g
-            .data
-            .to_f64()
-            .iter()
-            .zip(want.data.to_f64())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(d < 1e-4, "binary={binary}: max abs diff {d}");
+        common::assert_answers_like_reference(&o, &format!("binary={binary}"));
     }
 
     // Embeddings like ours, from the same folder.

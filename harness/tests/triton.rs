@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{fixture, free_port, harness, results, tmp, Peer};
-use runtimes::{ModelFiles, ModelInfo};
 
 struct Triton {
     _peer: Peer,
@@ -71,8 +70,6 @@ fn kserve_clients_work_against_real_triton() {
     let metrics = format!("http://127.0.0.1:{}/metrics", tr.metrics);
 
     // Answers match PyTorch's reference outputs, over HTTP (binary and JSON) and gRPC.
-    let info = ModelInfo::read(&ModelFiles::resolve(&fixture()).unwrap()).unwrap();
-    let reference = info.reference.clone().unwrap();
     for (proto, target, binary) in [
         (harness::net::load::KSERVE_HTTP, http.clone(), true),
         (harness::net::load::KSERVE_HTTP, http.clone(), false),
@@ -83,23 +80,7 @@ fn kserve_clients_work_against_real_triton() {
             binary,
             ..harness::net::load::LoadOptions::new(&target, proto, Some("tiny-bert"))
         };
-        let t = harness::net::client::Target::parse(&target, 8000).unwrap();
-        let got = harness::net::load::fetch_outputs(&o, &t, &reference.inputs)
-            .unwrap_or_else(|e| panic!("{proto:?} binary={binary}: {e}"));
-        let want = &reference.outputs[0];
-        let g = got
-            .iter()
-            .find(|x| x.name == want.name)
-            .expect("last_hidden_state");
-        assert_eq!(g.shape, want.shape);
-        let d = g
-            .data
-            .to_f64()
-            .iter()
-            .zip(want.data.to_f64())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(d < 1e-4, "{proto:?}: max abs diff {d}");
+        common::assert_answers_like_reference(&o, &format!("{proto:?} binary={binary}"));
     }
 
     // Load in closed loop over both protocols, with Triton's own metrics scraped.

@@ -470,3 +470,29 @@ pub fn peer_python(venv: &str, target: &str, skip_var: &str) -> Option<PathBuf> 
         python.display()
     );
 }
+
+/// Asks a KServe server (`o`: its target, protocol, model and encoding) for the fixture's
+/// reference inputs and checks its first output against PyTorch's reference answer: the
+/// same shape, every element within 1e-4.
+pub fn assert_answers_like_reference(o: &harness::net::load::LoadOptions, what: &str) {
+    let files = runtimes::ModelFiles::resolve(&fixture()).unwrap();
+    let info = runtimes::ModelInfo::read(&files).unwrap();
+    let reference = info.reference.expect("the fixture's reference outputs");
+    let t = harness::net::client::Target::parse(&o.target, 8000).unwrap();
+    let got = harness::net::load::fetch_outputs(o, &t, &reference.inputs)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let want = &reference.outputs[0];
+    let g = got
+        .iter()
+        .find(|x| x.name == want.name)
+        .unwrap_or_else(|| panic!("{what}: no output {}", want.name));
+    assert_eq!(g.shape, want.shape, "{what}");
+    let d = g
+        .data
+        .to_f64()
+        .iter()
+        .zip(want.data.to_f64())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(d < 1e-4, "{what}: max abs diff {d}");
+}
