@@ -15,6 +15,7 @@ pub fn merge(runs: Vec<(String, Results)>) -> Result<Results, String> {
         merged.merged_from.push(name.clone());
         merged.interrupted |= r.interrupted;
         merged.capacity.extend(r.capacity);
+        merged.interleaved_tax.extend(r.interleaved_tax);
         for s in r.scenarios {
             match merged.scenarios.iter_mut().find(|m| m.id == s.id) {
                 Some(m) => combine(m, &s).map_err(|e| format!("{name}: {}: {e}", s.id))?,
@@ -67,6 +68,9 @@ pub struct Tax {
     /// `Server-Timing`): what serving adds around the inference in one measurement, free of
     /// the drift between the in-process and the served run.
     pub beyond_compute_ms: Option<f64>,
+    /// The same scenario's tax measured in interleaved blocks (concurrency 1), free of the
+    /// drift between the two rows.
+    pub interleaved: Option<crate::results::InterleavedTax>,
 }
 
 impl Tax {
@@ -85,6 +89,24 @@ impl Tax {
             self.beyond_compute_ms
                 .map(|b| format!("; served beyond the server's compute and queue: {b:.3} ms"))
                 .unwrap_or_default()
+        ) + &self.interleaved_part()
+    }
+
+    /// "; in interleaved blocks: +0.093 ms [+0.071, +0.120] (24 pairs)", or nothing.
+    pub fn interleaved_part(&self) -> String {
+        let Some(t) = &self.interleaved else {
+            return String::new();
+        };
+        format!(
+            "; in interleaved blocks: {:+.3} ms p50 ({:.3} -> {:.3} ms), pairs {:+.3} ms{} ({} pairs)",
+            t.tax_ms,
+            t.in_process.p50_ms,
+            t.served.p50_ms,
+            t.pair_median_ms,
+            t.pair_ci_ms
+                .map(|(lo, hi)| format!(" [{lo:+.3}, {hi:+.3}]"))
+                .unwrap_or_default(),
+            t.pairs
         )
     }
 }
@@ -128,6 +150,11 @@ pub fn serving_tax(r: &Results) -> Vec<Tax> {
                     .as_ref()
                     .and_then(|v| v.breakdown.as_ref())
                     .and_then(beyond_compute),
+                interleaved: r
+                    .interleaved_tax
+                    .iter()
+                    .find(|t| t.served_scenario == s.id)
+                    .cloned(),
             })
         })
         .collect()

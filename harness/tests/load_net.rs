@@ -467,11 +467,43 @@ fn compare_served_shows_the_serving_tax_with_parity_checked() {
             s["id"]
         );
     }
+    // The tax at concurrency 1 again, in interleaved blocks: one per runtime, each paired
+    // with its served row and its in-process twin, both sides measured on every pair.
+    let interleaved = v["interleaved_tax"].as_array().expect("interleaved_tax");
+    assert_eq!(interleaved.len(), 2, "{interleaved:?}");
+    for t in interleaved {
+        let served_id = t["served_scenario"].as_str().unwrap();
+        assert!(served.iter().any(|s| s["id"] == served_id), "{t}");
+        let twin = t["scenario"].as_str().unwrap();
+        assert!(served_id.starts_with(&format!("{twin}/served/")), "{t}");
+        let pairs = t["pairs"].as_u64().unwrap();
+        assert!(pairs >= 12, "{t}");
+        let n = pairs * t["per_block"].as_u64().unwrap();
+        assert_eq!(t["in_process"]["samples"].as_u64().unwrap(), n, "{t}");
+        assert_eq!(t["served"]["samples"].as_u64().unwrap(), n, "{t}");
+        let (a, b) = (
+            t["in_process"]["p50_ms"].as_f64().unwrap(),
+            t["served"]["p50_ms"].as_f64().unwrap(),
+        );
+        assert!(a > 0.0 && b > 0.0, "{t}");
+        assert!(
+            (t["tax_ms"].as_f64().unwrap() - (b - a)).abs() < 1e-9,
+            "{t}"
+        );
+        let (lo, hi) = (
+            t["pair_ci_ms"][0].as_f64().unwrap(),
+            t["pair_ci_ms"][1].as_f64().unwrap(),
+        );
+        let mid = t["pair_median_ms"].as_f64().unwrap();
+        assert!(lo <= mid && mid <= hi, "{t}");
+    }
+    assert!(r.stdout.contains("in interleaved blocks: "), "{}", r.stdout);
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
         md.contains("## Serving tax") && md.contains("beyond compute ms"),
         "{md}"
     );
+    assert!(md.contains("measured in interleaved blocks"), "{md}");
     assert!(out.join("served-ort-t1.log").is_file());
 }
 

@@ -380,7 +380,7 @@ fn served_rows(
                 },
                 model: &opts.model,
                 out: &opts.out,
-                ort_lib: opts.runtime_options.ort_lib.as_deref(),
+                runtime_options: &opts.runtime_options,
                 modes: &opts.modes,
                 measure: &opts.measure,
                 seed: opts.seed,
@@ -392,12 +392,13 @@ fn served_rows(
                 find_max_rate: opts.find_max_rate.as_ref(),
             };
             done += 1;
-            let searches = plan.rows(info, shapes, references, progress, &mut |row| {
+            let extras = plan.rows(info, shapes, references, progress, &mut |row| {
                 report(&row, progress);
                 log.push(row)
             })?;
-            if !searches.is_empty() {
-                log.results.capacity.extend(searches);
+            if !extras.capacity.is_empty() || !extras.interleaved.is_empty() {
+                log.results.capacity.extend(extras.capacity);
+                log.results.interleaved_tax.extend(extras.interleaved);
                 log.write()?;
             }
         }

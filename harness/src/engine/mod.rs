@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod group;
+pub mod interleaved;
 pub mod pinning;
 pub mod reference;
 pub mod runlog;

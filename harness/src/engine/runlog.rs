@@ -93,6 +93,7 @@ impl RunLog {
                 runtimes,
                 scenarios: Vec::new(),
                 capacity: Vec::new(),
+                interleaved_tax: Vec::new(),
             },
             out: out.to_path_buf(),
         };

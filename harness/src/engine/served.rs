@@ -11,6 +11,7 @@ use std::sync::Arc;
 use runtimes::ModelInfo;
 
 use super::group::{self, Shape};
+use super::interleaved;
 use super::reference::References;
 use super::runlog::WriteError;
 use super::{Event, Progress, Row};
@@ -19,7 +20,9 @@ use crate::inputs;
 use crate::measure::{LoadMode, MeasureConfig};
 use crate::net::load::{self, LoadOptions};
 use crate::parity;
-use crate::results::{CapacitySearch, Parity, ScenarioId, ScenarioResult, Tolerance};
+use crate::results::{
+    CapacitySearch, InterleavedTax, Parity, ScenarioId, ScenarioResult, Tolerance,
+};
 
 /// What the served rows of one runtime need from the run.
 pub struct ServedPlan<'a> {
@@ -27,7 +30,9 @@ pub struct ServedPlan<'a> {
     pub exe: Option<PathBuf>,
     pub model: &'a Path,
     pub out: &'a Path,
-    pub ort_lib: Option<&'a Path>,
+    /// What the runtime takes (ONNX Runtime's library among them), for the server and for
+    /// the in-process instance of the interleaved tax.
+    pub runtime_options: &'a runtimes::RuntimeOptions,
     pub modes: &'a [LoadMode],
     pub measure: &'a MeasureConfig,
     pub seed: u64,
@@ -40,6 +45,18 @@ pub struct ServedPlan<'a> {
     /// After each closed-loop row, a capacity search over the same connections.
     pub find_max_rate: Option<&'a FindMaxRate>,
 }
+
+/// What the served rows add beyond themselves.
+#[derive(Default)]
+pub struct Extras {
+    /// A capacity search after each closed-loop row (`--find-max-rate`).
+    pub capacity: Vec<CapacitySearch>,
+    /// The tax at concurrency 1 in interleaved blocks, one per shape.
+    pub interleaved: Vec<InterleavedTax>,
+}
+
+/// How the interleaved tax drives its served side.
+const INTERLEAVED_CLIENT: &str = "one blocking kept-alive connection, binary tensors";
 
 /// A `harness serve` child on a free loopback port, stopped (SIGTERM) when dropped.
 struct ServerChild {
@@ -98,7 +115,7 @@ impl ServedPlan<'_> {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log);
-        if let Some(lib) = &self.ort_lib {
+        if let Some(lib) = &self.runtime_options.ort_lib {
             cmd.arg("--ort-lib").arg(lib);
         }
         let child = cmd
@@ -129,7 +146,9 @@ impl ServedPlan<'_> {
     /// The served rows of this runtime: its server on loopback, the same shapes, inputs and
     /// load modes as in-process; each shape's answer is compared with the in-process
     /// reference. With `--find-max-rate`, a capacity search after each closed-loop row
-    /// (its probes are rows too); returns the searches.
+    /// (its probes are rows too). When the modes hold closed loop at concurrency 1, each
+    /// shape's tax is also measured in interleaved blocks against an instance in this
+    /// process. Returns the searches and the interleaved taxes.
     pub fn rows(
         &self,
         info: &ModelInfo,
@@ -137,8 +156,11 @@ impl ServedPlan<'_> {
         references: &References,
         progress: Progress,
         emit: &mut dyn FnMut(ScenarioResult) -> Result<(), WriteError>,
-    ) -> Result<Vec<CapacitySearch>, WriteError> {
-        let mut searches = Vec::new();
+    ) -> Result<Extras, WriteError> {
+        let mut extras = Extras::default();
+        // The in-process side of the interleaved tax: loaded at its first use, kept for
+        // every shape.
+        let mut local: Option<Result<Box<dyn runtimes::Loaded>, String>> = None;
         let (runtime, threads) = (self.runtime, self.threads);
         let instances = group::max_concurrency(self.modes);
         let id = |shape: &inputs::ScenarioShape, mode: &LoadMode| ScenarioId::Served {
@@ -164,7 +186,7 @@ impl ServedPlan<'_> {
                     );
                     emit(r)?;
                 }
-                return Ok(searches);
+                return Ok(extras);
             }
         };
         let started = std::time::Instant::now();
@@ -220,6 +242,26 @@ impl ServedPlan<'_> {
                 progress(Event::Warning(&format!("[{runtime}] served: {e}")));
                 continue;
             }
+            let single = LoadMode::ClosedLoop { concurrency: 1 };
+            if self.modes.contains(&single) && !self.interrupt.load(Ordering::Relaxed) {
+                progress(Event::Status(&format!(
+                    "[{runtime}] {}: the tax in interleaved blocks, in-process and served",
+                    id(&sh.shape, &single)
+                )));
+                let local = local.get_or_insert_with(|| self.load_local(info));
+                match self.interleave(local, sh, &lo, &id(&sh.shape, &single)) {
+                    Ok(t) => {
+                        progress(Event::Finished(&format!(
+                            "[{runtime}] {}: tax in interleaved blocks {:+.3} ms p50 ({} pairs)",
+                            t.served_scenario, t.tax_ms, t.pairs
+                        )));
+                        extras.interleaved.push(t);
+                    }
+                    Err(e) => progress(Event::Warning(&format!(
+                        "[{runtime}] the tax in interleaved blocks: {e}"
+                    ))),
+                }
+            }
             let Some(find) = self.find_max_rate else {
                 continue;
             };
@@ -258,7 +300,7 @@ impl ServedPlan<'_> {
                             search.result.capacity,
                             search.result.verdict
                         )));
-                        searches.push(search);
+                        extras.capacity.push(search);
                     }
                     Err(e) => progress(Event::Warning(&format!(
                         "[{runtime}] served capacity search: {e}"
@@ -267,7 +309,60 @@ impl ServedPlan<'_> {
             }
         }
         drop(server);
-        Ok(searches)
+        Ok(extras)
+    }
+
+    /// One instance of the runtime in this process, fp32 with the served threads and
+    /// options: the in-process side of the interleaved tax. The same runtime already loaded
+    /// and ran these shapes in its group's worker and in the server.
+    fn load_local(&self, info: &ModelInfo) -> Result<Box<dyn runtimes::Loaded>, String> {
+        let rt = runtimes::by_name(self.runtime)
+            .ok_or_else(|| format!("unknown runtime '{}'", self.runtime))?;
+        let files = runtimes::ModelFiles::resolve(self.model).map_err(|e| e.to_string())?;
+        let opts = runtimes::LoadOptions {
+            threads: self.threads,
+            variant: runtimes::Variant::Fp32,
+            runtime: self.runtime_options.clone(),
+            ..runtimes::LoadOptions::default()
+        };
+        let (mut models, _) =
+            group::load_or_share(rt.as_ref(), &files, info, &opts, 1).map_err(|e| e.to_string())?;
+        models.pop().ok_or_else(|| "no instance loaded".to_string())
+    }
+
+    /// The shape's tax at concurrency 1, in-process and served taking turns by blocks.
+    fn interleave(
+        &self,
+        local: &mut Result<Box<dyn runtimes::Loaded>, String>,
+        sh: &Shape,
+        lo: &LoadOptions,
+        served_id: &ScenarioId,
+    ) -> Result<InterleavedTax, String> {
+        let model = local
+            .as_mut()
+            .map_err(|e| format!("loading the in-process instance: {e}"))?;
+        let inputs = sh.inputs.as_ref().map_err(|e| e.clone())?;
+        model.prepare(inputs).map_err(|e| e.to_string())?;
+        let target = crate::net::client::Target::parse(&lo.target, lo.protocol.default_port())?;
+        let (request, _) = load::http_infer_request(&target, "model", inputs, true);
+        let mut a = interleaved::InProcess(model.as_mut());
+        let mut b = interleaved::Served::connect(target.addr, request, lo.timeout)?;
+        let m = interleaved::measure(&mut a, &mut b, self.measure, self.interrupt)?;
+        let twin = ScenarioId::InProcess {
+            runtime: self.runtime.to_string(),
+            device: "cpu".into(),
+            variant: "fp32".into(),
+            batch: sh.shape.batch,
+            seq: sh.shape.seq,
+            threads: self.threads,
+            load: None,
+        };
+        Ok(m.named(
+            twin.to_string(),
+            served_id.to_string(),
+            load::KSERVE_HTTP.name(),
+            INTERLEAVED_CLIENT,
+        ))
     }
 
     /// The served answer to the very inputs the in-process rows used, against the in-process

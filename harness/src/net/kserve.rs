@@ -3,11 +3,13 @@
 //! client sends is checked here; a bad request becomes a [`ServeError`] that names the
 //! problem, never a panic.
 
+use std::borrow::Cow;
+
 use runtimes::{DType, Dim, HostTensor, TensorData, TensorSpec};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::tensors::{dtype_from_kserve, from_le_bytes, kserve_dtype, to_le_bytes};
+use super::tensors::{dtype_from_kserve, from_le_bytes, kserve_dtype, le_bytes};
 
 /// A request the server refuses or could not serve, with its HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -526,18 +528,18 @@ pub fn f32_json(x: f32) -> Value {
         .map_or(Value::Null, Value::Number)
 }
 
-/// One tensor of a request or an answer: `data` inline, or with `binary` its bytes appended to
-/// `blobs` and their count in `parameters.binary_data_size`.
-fn tensor_json(t: &HostTensor, binary: bool, blobs: &mut Vec<u8>) -> Value {
+/// One tensor of a request or an answer: `data` inline, or with `binary` its bytes pushed on
+/// `blobs` (borrowed where they can be) and their count in `parameters.binary_data_size`.
+fn tensor_json<'a>(t: &'a HostTensor, binary: bool, blobs: &mut Vec<Cow<'a, [u8]>>) -> Value {
     let mut o = json!({
         "name": t.name,
         "datatype": kserve_dtype(t.data.dtype()).unwrap_or("BYTES"),
         "shape": t.shape,
     });
     if binary {
-        let b = to_le_bytes(&t.data);
+        let b = le_bytes(&t.data);
         o["parameters"] = json!({ "binary_data_size": b.len() });
-        blobs.extend_from_slice(&b);
+        blobs.push(b);
     } else {
         o["data"] = data_json(&t.data);
     }
@@ -545,14 +547,21 @@ fn tensor_json(t: &HostTensor, binary: bool, blobs: &mut Vec<u8>) -> Value {
 }
 
 /// `head` serialized, followed by `blobs` when there are binary tensors; with them, the JSON
-/// header's length (for `Inference-Header-Content-Length`).
-fn with_blobs(head: &Value, any_binary: bool, blobs: &[u8]) -> (Vec<u8>, Option<usize>) {
-    let mut body = serde_json::to_vec(head).unwrap_or_default();
+/// header's length (for `Inference-Header-Content-Length`). Each tensor's bytes are copied
+/// once, into the body.
+fn with_blobs(head: &Value, any_binary: bool, blobs: &[Cow<[u8]>]) -> (Vec<u8>, Option<usize>) {
+    let mut body = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut body, head).is_err() {
+        body.clear();
+    }
     if !any_binary {
         return (body, None);
     }
     let n = body.len();
-    body.extend_from_slice(blobs);
+    body.reserve_exact(blobs.iter().map(|b| b.len()).sum());
+    for b in blobs {
+        body.extend_from_slice(b);
+    }
     (body, Some(n))
 }
 
@@ -564,7 +573,7 @@ pub fn encode_http(
     outputs: &[(HostTensor, bool)],
     binary_all: bool,
 ) -> (Vec<u8>, Option<usize>) {
-    let mut blobs: Vec<u8> = Vec::new();
+    let mut blobs = Vec::new();
     let outs: Vec<Value> = outputs
         .iter()
         .map(|(t, binary)| tensor_json(t, *binary || binary_all, &mut blobs))

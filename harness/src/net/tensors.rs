@@ -31,6 +31,34 @@ pub fn dtype_from_kserve(s: &str) -> Option<DType> {
 
 /// Little-endian, row-major bytes (the KServe binary extension and gRPC raw contents).
 pub fn to_le_bytes(d: &TensorData) -> Vec<u8> {
+    le_bytes(d).into_owned()
+}
+
+/// The tensor's little-endian bytes, borrowed where the machine stores them so (every
+/// little-endian one, for every type but bool): an answer's tensors are then copied once,
+/// into the body, not converted number by number first.
+pub fn le_bytes(d: &TensorData) -> std::borrow::Cow<'_, [u8]> {
+    #[cfg(target_endian = "little")]
+    {
+        fn raw<T>(v: &[T]) -> std::borrow::Cow<'_, [u8]> {
+            // SAFETY: f32, i64 and i32 have no padding and every byte of them is initialised;
+            // the slice covers exactly the vector's elements and lives as long as `v`.
+            std::borrow::Cow::Borrowed(unsafe {
+                std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+            })
+        }
+        match d {
+            TensorData::F32(v) => return raw(v),
+            TensorData::I64(v) => return raw(v),
+            TensorData::I32(v) => return raw(v),
+            TensorData::Bool(_) => {}
+        }
+    }
+    std::borrow::Cow::Owned(converted(d))
+}
+
+/// Little-endian bytes, number by number.
+fn converted(d: &TensorData) -> Vec<u8> {
     match d {
         TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -204,11 +232,15 @@ mod tests {
     fn le_bytes_round_trip_and_length_checks() {
         let d = TensorData::I64(vec![1, -2, 300]);
         let b = to_le_bytes(&d);
+        assert_eq!(b, converted(&d), "borrowed and converted bytes agree");
         assert_eq!(from_le_bytes(DType::Int64, &b, 3).unwrap(), d);
         let e = from_le_bytes(DType::Int64, &b, 4).unwrap_err();
         assert!(e.contains("24 bytes given, the shape needs 32"), "{e}");
         assert!(from_le_bytes(DType::Int64, &b, usize::MAX).is_err());
         let f = TensorData::F32(vec![0.5, -1.25]);
+        assert_eq!(le_bytes(&f).as_ref(), &converted(&f)[..]);
+        let flags = TensorData::Bool(vec![true, false]);
+        assert_eq!(le_bytes(&flags).as_ref(), &[1u8, 0][..]);
         assert_eq!(
             from_le_bytes(DType::Float32, &to_le_bytes(&f), 2).unwrap(),
             f

@@ -436,14 +436,15 @@ pub fn serving_lines(r: &Results) -> Vec<String> {
                 .map(|b| format!("; {b:.3} ms beyond the server's compute"))
                 .unwrap_or_default();
             format!(
-                "serving tax of {} over {}: p50 {:+.3} ms ({} -> {} ms{ratio}); throughput {:.1} -> {:.1} items/s{lost}{beyond}",
+                "serving tax of {} over {}: p50 {:+.3} ms ({} -> {} ms{ratio}); throughput {:.1} -> {:.1} items/s{lost}{beyond}{}",
                 t.scenario,
                 if t.protocol.is_empty() { "the network" } else { &t.protocol },
                 t.served_p50_ms - t.in_process_p50_ms,
                 ms(t.in_process_p50_ms),
                 ms(t.served_p50_ms),
                 t.in_process_per_s,
-                t.served_per_s
+                t.served_per_s,
+                t.interleaved_part()
             )
         })
         .collect()

@@ -101,6 +101,7 @@ pub fn to_markdown(r: &Results) -> String {
                 t.served_per_s
             );
         }
+        interleaved(&tax, &mut out);
     }
     servers(r, &mut out);
     breakdowns(r, &mut out);
@@ -338,5 +339,34 @@ fn profiles(r: &Results, out: &mut String) {
             })
             .collect();
         let _ = writeln!(out, "- **{}**: {}", s.id, top.join(", "));
+    }
+}
+
+/// The tax at concurrency 1 measured in interleaved blocks, where it was.
+fn interleaved(tax: &[crate::analysis::Tax], out: &mut String) {
+    let rows: Vec<_> = tax.iter().filter_map(|t| t.interleaved.as_ref()).collect();
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nThe same tax at concurrency 1 measured in interleaved blocks: an in-process instance and the server take turns on the same inputs, a block of requests each, in the order in-process, served, served, in-process, ... (the served side over {}), so that the machine's drift between the two rows above falls on both alike. Pairs: the median of the per-pair differences of block medians, with its 95% interval.\n\n| scenario | pairs x requests | in-process p50 ms | served p50 ms | tax ms | pairs ms [95%] |\n|---|---:|---:|---:|---:|---|",
+        first.client
+    );
+    for t in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} x {} | {:.3} | {:.3} | {:+.3} | {:+.3}{} |",
+            t.scenario,
+            t.pairs,
+            t.per_block,
+            t.in_process.p50_ms,
+            t.served.p50_ms,
+            t.tax_ms,
+            t.pair_median_ms,
+            t.pair_ci_ms
+                .map(|(lo, hi)| format!(" [{lo:+.3}, {hi:+.3}]"))
+                .unwrap_or_default()
+        );
     }
 }

@@ -21,7 +21,8 @@ pub use measurement::{Arrivals, LatencyStats, Measurement, OpenLoopStats, StopRe
 pub use parity::{OutputDiff, Parity, ParityStatus, Tolerance};
 pub use resources::{GpuInfo, GpuReport, MonitorCost, ResourceReport, ServerResources};
 pub use served::{
-    Breakdown, CapacitySearch, ReplayShape, ReplayStats, ServedInfo, Slo, StreamingStats,
+    Breakdown, CapacitySearch, InterleavedTax, ReplayShape, ReplayStats, ServedInfo, Slo,
+    StreamingStats,
 };
 
 pub const SCHEMA: &str = "harness-results";
@@ -49,6 +50,9 @@ pub struct Results {
     /// are also rows in `scenarios`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capacity: Vec<CapacitySearch>,
+    /// `compare --served`: the serving tax at concurrency 1 measured in interleaved blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interleaved_tax: Vec<InterleavedTax>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -137,3 +137,34 @@ pub struct CapacitySearch {
     #[serde(flatten)]
     pub result: crate::capacity::Capacity,
 }
+
+/// The serving tax measured in interleaved blocks (`compare --served`, concurrency 1): one
+/// model instance in the harness's process and the served endpoint take turns, a block of
+/// requests each in the order in-process, served, served, in-process, ..., so that the
+/// machine's drift between them falls on both alike. The served rows and their in-process
+/// twins, measured minutes apart, carry that drift in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InterleavedTax {
+    /// The in-process scenario (the served row's fp32 twin), e.g. `ort/cpu/fp32/b1/s128/t2`.
+    pub scenario: String,
+    /// The served scenario it pairs with.
+    pub served_scenario: String,
+    /// The served side's protocol (`kserve-http`).
+    pub protocol: String,
+    /// How the served side was driven ("one blocking keep-alive connection").
+    pub client: String,
+    /// Block pairs measured (one in-process block and one served block each).
+    pub pairs: u64,
+    /// Timed requests per block (after one untimed request that takes the turn over).
+    pub per_block: u64,
+    /// Every timed request of each side, pooled over the blocks.
+    pub in_process: LatencyStats,
+    pub served: LatencyStats,
+    /// Served p50 less in-process p50, over the pooled requests (ms).
+    pub tax_ms: f64,
+    /// The median over pairs of (served block median - in-process block median), ms, with
+    /// its distribution-free 95% interval (absent with fewer than 6 pairs).
+    pub pair_median_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_ci_ms: Option<(f64, f64)>,
+}

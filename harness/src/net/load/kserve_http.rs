@@ -243,7 +243,7 @@ pub(super) fn model_info(
 
 /// A KServe v2 HTTP infer request for `inputs`, serialized (binary tensors or JSON), and the
 /// size of its body.
-fn http_infer_request(
+pub fn http_infer_request(
     target: &Target,
     model: &str,
     inputs: &[HostTensor],

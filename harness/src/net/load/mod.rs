@@ -34,6 +34,7 @@ use crate::results::{
 };
 use crate::traffic;
 
+pub use kserve_http::http_infer_request;
 pub use protocol::{
     Engine, Finished, HttpRequest, LoadError, LoadOptions, NetWorker, Protocol, Request, Scenario,
 };
