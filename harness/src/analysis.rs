@@ -5,25 +5,102 @@ use crate::results::{Results, ScenarioResult};
 use crate::stats::{decode_histogram, median_ratio_ci, LatencyStats};
 
 /// Merges results: scenarios with the same id are combined (histograms added, windows and
-/// counts summed); the environment and settings of the first run are kept, and every
-/// source is named in `merged_from`.
-pub fn merge(runs: Vec<(String, Results)>) -> Result<Results, String> {
-    let mut iter = runs.into_iter();
-    let (first_name, mut merged) = iter.next().ok_or("no results to merge")?;
-    merged.merged_from = vec![first_name];
-    for (name, r) in iter {
+/// counts summed); the settings of the first run are kept, and every source is named in
+/// `merged_from`. Runs from one machine keep its environment. Runs from several machines
+/// (`environment::machine` differs: shards of a sweep on a cluster) keep every machine's
+/// environment in `machines`, and each row says its machine; a scenario measured on two
+/// machines is not one population, and is refused unless `pool` (then its `machine` names
+/// both).
+pub fn merge(runs: Vec<(String, Results)>, pool: bool) -> Result<Results, String> {
+    let labels = machine_labels(&runs);
+    let several = labels.iter().any(|l| l != &labels[0]);
+    let mut machines: Vec<crate::results::Machine> = Vec::new();
+    if several {
+        for ((name, r), label) in runs.iter().zip(&labels) {
+            match machines.iter_mut().find(|m| &m.label == label) {
+                Some(m) => m.runs.push(name.clone()),
+                None => machines.push(crate::results::Machine {
+                    label: label.clone(),
+                    runs: vec![name.clone()],
+                    environment: r.environment.clone(),
+                }),
+            }
+        }
+    }
+    let mut iter = runs.into_iter().zip(labels);
+    let ((first_name, mut merged), first_label) = iter.next().ok_or("no results to merge")?;
+    merged.merged_from = vec![first_name.clone()];
+    // Which run (and machine) each merged row came from first.
+    let mut origin: std::collections::BTreeMap<String, (String, String)> = Default::default();
+    for s in &mut merged.scenarios {
+        if several {
+            s.machine = Some(first_label.clone());
+        }
+        origin.insert(s.id.clone(), (first_name.clone(), first_label.clone()));
+    }
+    for ((name, r), label) in iter {
         merged.merged_from.push(name.clone());
         merged.interrupted |= r.interrupted;
         merged.capacity.extend(r.capacity);
         merged.interleaved_tax.extend(r.interleaved_tax);
-        for s in r.scenarios {
+        for mut s in r.scenarios {
+            if several {
+                s.machine = Some(label.clone());
+            }
             match merged.scenarios.iter_mut().find(|m| m.id == s.id) {
-                Some(m) => combine(m, &s).map_err(|e| format!("{name}: {}: {e}", s.id))?,
-                None => merged.scenarios.push(s),
+                Some(m) => {
+                    let (from, there) = origin.get(&s.id).cloned().unwrap_or_default();
+                    if there != label {
+                        if !pool {
+                            return Err(format!(
+                                "{} was measured on two machines ({there} in {from}, {label} in {name}): their samples are not one population; merge the runs of each machine apart, or pass --pool-machines to merge them anyway",
+                                s.id
+                            ));
+                        }
+                        let both = format!("{} + {label}", m.machine.clone().unwrap_or(there));
+                        m.machine = Some(both);
+                    }
+                    combine(m, &s).map_err(|e| format!("{name}: {}: {e}", s.id))?
+                }
+                None => {
+                    origin.insert(s.id.clone(), (name.clone(), label.clone()));
+                    merged.scenarios.push(s)
+                }
             }
         }
     }
+    merged.machines = machines;
     Ok(merged)
+}
+
+/// A label per run for its machine: the hostname where that names one machine, with the
+/// CPU count and a number added where one hostname stands for several.
+fn machine_labels(runs: &[(String, Results)]) -> Vec<String> {
+    let prints: Vec<String> = runs
+        .iter()
+        .map(|(_, r)| crate::environment::machine(&r.environment))
+        .collect();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    runs.iter()
+        .zip(&prints)
+        .map(|((_, r), print)| {
+            if let Some((label, _)) = seen.iter().find(|(_, p)| p == print) {
+                return label.clone();
+            }
+            let host = &r.environment.hostname;
+            let taken = seen
+                .iter()
+                .filter(|(l, _)| l.starts_with(host.as_str()))
+                .count();
+            let label = if taken == 0 {
+                host.clone()
+            } else {
+                format!("{host}#{}", taken + 1)
+            };
+            seen.push((label.clone(), print.clone()));
+            label
+        })
+        .collect()
 }
 
 fn combine(into: &mut ScenarioResult, other: &ScenarioResult) -> Result<(), String> {

@@ -280,6 +280,16 @@ pub struct CompareArgs {
     /// p99:20ms,p50:5ms,errors:1%
     #[arg(long, requires = "find_max_rate")]
     pub slo: Option<String>,
+    /// Run part K of N of the sweep (K from 0): each (shape, load) with every runtime at
+    /// it, balanced by expected cost, the same split on every machine given the same flags.
+    /// Merge the shards' folders with `harness report`
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::Shard>,
+    /// Continue the run in this results folder (after Ctrl-C, a crash, a lost shard): with
+    /// the same flags, only its scenarios that are missing, failed or were interrupted run;
+    /// the rest is kept untouched. The folder is the output
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -339,6 +349,11 @@ pub struct ReportArgs {
     /// Where to write results.json, results.csv, summary.md and report.html
     #[arg(long)]
     pub out: PathBuf,
+    /// Merge a scenario measured on different machines into one population (by default
+    /// that is refused: runs from different machines are kept apart, each row labelled
+    /// with its machine)
+    #[arg(long)]
+    pub pool_machines: bool,
 }
 
 #[derive(Debug, Args)]

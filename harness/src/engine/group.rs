@@ -62,6 +62,10 @@ pub struct GroupSpec {
     /// that meets these objectives (`--find-max-rate`).
     #[serde(default)]
     pub find_max_rate: Option<FindMaxRate>,
+    /// The rows of the plan this group runs, by their index in [`plan`] (a shard of the
+    /// sweep, or what a resumed run still lacks); None: every row.
+    #[serde(default)]
+    pub only: Option<Vec<usize>>,
 }
 
 fn cpu_label() -> String {
@@ -140,6 +144,23 @@ pub fn plan(shapes: usize, modes: &[LoadMode]) -> Vec<(usize, LoadMode)> {
     (0..shapes)
         .flat_map(|i| modes.iter().map(move |m| (i, m.clone())))
         .collect()
+}
+
+/// The rows of `spec`'s plan it runs (`spec.only`), in plan order.
+pub fn planned(spec: &GroupSpec, shapes: usize) -> Vec<(usize, LoadMode)> {
+    plan(shapes, &spec.modes)
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| spec.runs(*k))
+        .map(|(_, row)| row)
+        .collect()
+}
+
+impl GroupSpec {
+    /// Whether the row at plan index `k` is this group's to run.
+    pub fn runs(&self, k: usize) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(&k))
+    }
 }
 
 /// What a group hands back: each planned row in plan order, and around them what a
@@ -320,7 +341,10 @@ pub fn run_group(
     progress: Progress,
     emit: Emit,
 ) {
-    let plan = plan(shapes.len(), &spec.modes);
+    let plan = planned(spec, shapes.len());
+    if plan.is_empty() {
+        return;
+    }
     let rt = match runtimes::by_name(&spec.runtime) {
         Some(rt) => rt,
         None => {
@@ -361,12 +385,19 @@ pub fn run_group(
     };
     let computes = rt.capabilities().computes;
     let mut index = 0usize;
-    // Every shape runs every mode, in plan order.
+    // Every shape runs every mode, in plan order (those of the plan this group runs).
     for (i, s) in shapes.iter().enumerate() {
+        let modes: Vec<&LoadMode> = (spec.modes.iter().enumerate())
+            .filter(|(m, _)| spec.runs(i * spec.modes.len() + m))
+            .map(|(_, mode)| mode)
+            .collect();
+        if modes.is_empty() {
+            continue;
+        }
         let outputs = match prepare_shape(rt.name(), spec, &mut loaded, s, computes, progress) {
             Ok(o) => o,
             Err((message, kind, skip)) => {
-                for mode in &spec.modes {
+                for mode in modes {
                     let mut r = loaded.row(spec, &s.shape, mode);
                     Row::fail(&mut r, message.clone(), kind, skip);
                     emit(Output::Row(r, None, i));
@@ -375,7 +406,7 @@ pub fn run_group(
                 continue;
             }
         };
-        for mode in &spec.modes {
+        for mode in modes {
             if interrupt.load(Ordering::Relaxed) {
                 return;
             }

@@ -178,6 +178,7 @@ impl Row {
             merged_runs: 0,
             served: None,
             profile: None,
+            machine: None,
         }
     }
 

@@ -47,6 +47,7 @@ pub fn settings(
         pinning,
         isolation: isolation.into(),
         percentile_definition: PERCENTILE_DEFINITION.into(),
+        shard: None,
     }
 }
 
@@ -94,7 +95,40 @@ impl RunLog {
                 scenarios: Vec::new(),
                 capacity: Vec::new(),
                 interleaved_tax: Vec::new(),
+                resumed_at: Vec::new(),
+                machines: Vec::new(),
             },
+            out: out.to_path_buf(),
+        };
+        log.write()?;
+        Ok(log)
+    }
+
+    /// Continues a run in its folder (`compare --resume`): the rows `keep` accepts stay as
+    /// they were, the others (to be measured again) are dropped, and the time is noted.
+    pub fn resume(
+        out: &Path,
+        mut results: Results,
+        keep: impl Fn(&ScenarioResult) -> bool,
+    ) -> Result<RunLog, WriteError> {
+        results.scenarios.retain(|s| keep(s));
+        let kept: std::collections::BTreeSet<&str> =
+            results.scenarios.iter().map(|s| s.id.as_str()).collect();
+        // Searches and interleaved taxes of rows measured again are measured again too.
+        let searches = std::mem::take(&mut results.capacity);
+        results.capacity = searches
+            .into_iter()
+            .filter(|c| kept.contains(c.group.as_str()))
+            .collect();
+        let taxes = std::mem::take(&mut results.interleaved_tax);
+        results.interleaved_tax = taxes
+            .into_iter()
+            .filter(|t| kept.contains(t.served_scenario.as_str()))
+            .collect();
+        results.resumed_at.push(now_string());
+        results.finished_at = None;
+        let log = RunLog {
+            results,
             out: out.to_path_buf(),
         };
         log.write()?;

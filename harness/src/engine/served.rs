@@ -44,6 +44,24 @@ pub struct ServedPlan<'a> {
     pub budget: Option<crate::measure::Budget>,
     /// After each closed-loop row, a capacity search over the same connections.
     pub find_max_rate: Option<&'a FindMaxRate>,
+    /// The rows of the plan (shape x mode) to run, by index; None: all.
+    pub only: Option<Vec<usize>>,
+}
+
+/// The id of a served row of `compare --served`.
+pub fn served_id(
+    runtime: &str,
+    threads: usize,
+    shape: &inputs::ScenarioShape,
+    mode: &LoadMode,
+) -> ScenarioId {
+    ScenarioId::Served {
+        runtime: runtime.to_string(),
+        batch: shape.batch,
+        seq: shape.seq,
+        threads,
+        load: mode.to_string(),
+    }
 }
 
 /// What the served rows add beyond themselves.
@@ -163,20 +181,20 @@ impl ServedPlan<'_> {
         let mut local: Option<Result<Box<dyn runtimes::Loaded>, String>> = None;
         let (runtime, threads) = (self.runtime, self.threads);
         let instances = group::max_concurrency(self.modes);
-        let id = |shape: &inputs::ScenarioShape, mode: &LoadMode| ScenarioId::Served {
-            runtime: runtime.to_string(),
-            batch: shape.batch,
-            seq: shape.seq,
-            threads,
-            load: mode.to_string(),
+        let id = |shape: &inputs::ScenarioShape, mode: &LoadMode| {
+            served_id(runtime, threads, shape, mode)
         };
+        let runs = |k: usize| self.only.as_ref().is_none_or(|o| o.contains(&k));
         progress(Event::Status(&format!(
             "[{runtime}] starting harness serve ({threads} threads, {instances} instance(s))"
         )));
         let server = match self.start_server(instances) {
             Ok(s) => s,
             Err(e) => {
-                for (i, mode) in group::plan(shapes.len(), self.modes) {
+                let plan = group::plan(shapes.len(), self.modes)
+                    .into_iter()
+                    .enumerate();
+                for (_, (i, mode)) in plan.filter(|(k, _)| runs(*k)) {
                     let mut r = Row::blank(&id(&shapes[i].shape, &mode), &mode, self.tolerance);
                     Row::fail(
                         &mut r,
@@ -191,6 +209,13 @@ impl ServedPlan<'_> {
         };
         let started = std::time::Instant::now();
         for (i, sh) in shapes.iter().enumerate() {
+            let modes: Vec<LoadMode> = (self.modes.iter().enumerate())
+                .filter(|(m, _)| runs(i * self.modes.len() + m))
+                .map(|(_, mode)| mode.clone())
+                .collect();
+            if modes.is_empty() {
+                continue;
+            }
             let lo = LoadOptions {
                 budget: self.budget.map(|b| crate::measure::Budget {
                     left: b.left.saturating_sub(started.elapsed()),
@@ -199,7 +224,7 @@ impl ServedPlan<'_> {
                 batch: vec![sh.shape.batch],
                 seq: vec![sh.shape.seq.unwrap_or(1)],
                 overrides: sh.shape.inputs.clone(),
-                modes: self.modes.to_vec(),
+                modes: modes.clone(),
                 measure: self.measure.clone(),
                 seed: self.seed,
                 vocab: Some(info.vocab_size.unwrap_or(2)),
@@ -222,7 +247,7 @@ impl ServedPlan<'_> {
             // Each closed-loop row's rate, the scale of its capacity search.
             let mut scales: Vec<(LoadMode, Result<f64, String>)> = Vec::new();
             let r = load::run_load_as(&lo, &row_id, &mut |mut row| {
-                if let Some(mode) = self.modes.iter().find(|m| {
+                if let Some(mode) = modes.iter().find(|m| {
                     matches!(m, LoadMode::ClosedLoop { .. })
                         && row.id == id(&sh.shape, m).to_string()
                 }) {
@@ -243,7 +268,7 @@ impl ServedPlan<'_> {
                 continue;
             }
             let single = LoadMode::ClosedLoop { concurrency: 1 };
-            if self.modes.contains(&single) && !self.interrupt.load(Ordering::Relaxed) {
+            if modes.contains(&single) && !self.interrupt.load(Ordering::Relaxed) {
                 progress(Event::Status(&format!(
                     "[{runtime}] {}: the tax in interleaved blocks, in-process and served",
                     id(&sh.shape, &single)

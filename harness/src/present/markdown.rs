@@ -10,11 +10,39 @@ pub fn to_markdown(r: &Results) -> String {
     let e = &r.environment;
     let mut out = String::new();
     let _ = writeln!(out, "# {} — runtime comparison\n", r.model.name);
-    let _ = writeln!(
-        out,
-        "{} · {} logical CPUs · {} · {} · started {}\n",
-        e.cpu_model, e.logical_cpus, e.os, e.kernel, r.started_at
-    );
+    if r.machines.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} · {} logical CPUs · {} · {} · started {}\n",
+            e.cpu_model, e.logical_cpus, e.os, e.kernel, r.started_at
+        );
+    } else {
+        // Merged from several machines: each, and which rows it measured.
+        let _ = writeln!(
+            out,
+            "Merged from {} machines; each row's machine is `machine` in results.json.\n",
+            r.machines.len()
+        );
+        for m in &r.machines {
+            let e = &m.environment;
+            let rows = r
+                .scenarios
+                .iter()
+                .filter(|s| s.machine.as_deref() == Some(m.label.as_str()))
+                .count();
+            let _ = writeln!(
+                out,
+                "- **{}**: {} · {} logical CPUs · {} · {} · {rows} rows from {}",
+                m.label,
+                e.cpu_model,
+                e.logical_cpus,
+                e.os,
+                e.kernel,
+                m.runs.join(", ")
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(
         out,
         "{}; latency per inference, nearest-rank percentiles; items/s = batch x inferences / window. Seed {}.\n",

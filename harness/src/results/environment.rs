@@ -28,6 +28,39 @@ pub struct Environment {
     pub git_dirty: String,
     pub command_line: Vec<String>,
     pub runtime_versions: Vec<RuntimeVersion>,
+    /// The repository checkout the run started from (the executable's, else the working
+    /// folder's), read when the run starts: `git_commit` and `git_dirty` above are the
+    /// build's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_git: Option<GitState>,
+    /// The Python the exporter and the Python baselines use (`$VIRTUAL_ENV`'s, else
+    /// `python3`): its version and the versions of the packages involved that it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonInfo>,
+    /// CUDA's libraries found (runtime, cuBLAS, cuDNN, TensorRT) with the versions their
+    /// file names carry, or where none was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_libraries: Option<String>,
+    /// The container the run is in (docker, podman, Kubernetes), with its image where it
+    /// says; absent outside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GitState {
+    pub dir: String,
+    pub commit: String,
+    /// Tracked files changed since the commit.
+    pub dirty: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PythonInfo {
+    pub executable: String,
+    pub version: String,
+    /// Package -> version, for those installed.
+    pub packages: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

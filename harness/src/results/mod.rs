@@ -15,7 +15,7 @@ mod parity;
 mod resources;
 mod served;
 
-pub use environment::{Environment, RuntimeVersion};
+pub use environment::{Environment, GitState, PythonInfo, RuntimeVersion};
 pub use id::ScenarioId;
 pub use measurement::{Arrivals, LatencyStats, Measurement, OpenLoopStats, StopReason};
 pub use parity::{OutputDiff, Parity, ParityStatus, Tolerance};
@@ -53,6 +53,22 @@ pub struct Results {
     /// `compare --served`: the serving tax at concurrency 1 measured in interleaved blocks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interleaved_tax: Vec<InterleavedTax>,
+    /// When `compare --resume` continued this run (UTC), each time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_at: Vec<String>,
+    /// Merged from runs on different machines (`harness report`): each machine's environment
+    /// under the label its rows carry in `machine`. Empty when every run shared one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<Machine>,
+}
+
+/// One machine of a merge of runs from several, and its environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub label: String,
+    /// The results folders measured there.
+    pub runs: Vec<String>,
+    pub environment: Environment,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +85,10 @@ pub struct ModelSummary {
     pub model_type: Option<String>,
     pub vocab_size: Option<usize>,
     pub max_positions: Option<usize>,
+    /// The export's manifest (`models/export.py`): the files' sha256, opset, the exporter's
+    /// package versions and its check against PyTorch; its reference tensors left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +116,9 @@ pub struct Settings {
     #[serde(default)]
     pub isolation: String,
     pub percentile_definition: String,
+    /// `compare --shard K/N`: the part of the sweep this run measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// The harness's own cost per iteration, measured with the null runtime.
@@ -170,6 +193,10 @@ pub struct ScenarioResult {
     /// A CPU profile of the measured window (`harness profile`, after `profiles/perf.sh`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<ProfileSummary>,
+    /// In a merge of runs from several machines: the label (in `Results.machines`) of the
+    /// machine this row was measured on; "a + b" when pooled from several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
 }
 
 /// What a profile of one measured window holds: its samples, the share of CPU time per group

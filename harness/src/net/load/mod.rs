@@ -109,6 +109,7 @@ pub fn header(o: &LoadOptions, info: Option<&ModelInfo>) -> (ModelSummary, Setti
         model_type: None,
         vocab_size: info.and_then(|i| i.vocab_size),
         max_positions: info.and_then(|i| i.max_positions),
+        export: None,
     };
     let settings = runlog::settings(
         format!(
