@@ -854,6 +854,22 @@ mod tests {
             eprintln!("no ONNX Runtime library here: skipped");
             return;
         };
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-bert");
+        let files = ModelFiles::resolve(&model).unwrap();
+        let info = ModelInfo::read(&files).unwrap();
+        let opts = LoadOptions {
+            device: Device::Cuda(0),
+            ..LoadOptions::default()
+        };
+        // What this machine and library can do: the GPU build with a driver registers
+        // CUDA and loads on it; anything else refuses, saying why.
+        if gpu_provider_problem(&lib, Device::Cuda(0)).is_none() {
+            let builder = Session::builder(&lib.env).unwrap();
+            assert!(register_gpu(builder, Device::Cuda(0), &GpuOptions::default()).is_ok());
+            let loaded = OrtRuntime.load(&files, &info, &opts);
+            assert!(loaded.is_ok(), "{:?}", loaded.err());
+            return;
+        }
         for device in [Device::Cuda(0), Device::TensorRt(0)] {
             let builder = Session::builder(&lib.env).unwrap();
             let e = register_gpu(builder, device, &GpuOptions::default())
@@ -862,18 +878,17 @@ mod tests {
             assert!(e.contains(device.as_str()), "{e}");
         }
         // And the load path says why before building anything.
-        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-bert");
-        let files = ModelFiles::resolve(&model).unwrap();
-        let info = ModelInfo::read(&files).unwrap();
-        let opts = LoadOptions {
-            device: Device::Cuda(0),
-            ..LoadOptions::default()
-        };
         let e = OrtRuntime
             .load(&files, &info, &opts)
             .err()
             .expect("no CUDA here");
         assert!(e.is_skip(), "{e}");
-        assert!(e.to_string().contains("no CUDA execution provider"), "{e}");
+        let why = e.to_string();
+        assert!(
+            why.contains("no CUDA execution provider")
+                || why.contains("missing")
+                || why.contains("no NVIDIA driver"),
+            "{why}"
+        );
     }
 }
