@@ -389,3 +389,40 @@ fn the_environment_holds_what_a_reviewer_needs_to_reproduce() {
     );
     assert!(export.get("reference").is_none());
 }
+
+#[test]
+fn a_row_run_again_is_judged_against_the_reference_row_kept() {
+    let out = tmp("resume-reference").join("run");
+    let r = run(&sweep_args(out.to_str().unwrap(), "50ms", &[]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // tract's rows failed (as after a crash); ort's, the reference, were measured.
+    let mut v = results(&out);
+    for s in v["scenarios"].as_array_mut().unwrap() {
+        if s["runtime"] == "tract" {
+            s["status"] = "failed".into();
+        }
+    }
+    std::fs::write(out.join("results.json"), serde_json::to_string(&v).unwrap()).unwrap();
+    let kept = histograms(&results(&out));
+    let r = run(&sweep_args(
+        "",
+        "50ms",
+        &["--resume", out.to_str().unwrap()],
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let after = results(&out);
+    assert_eq!(ids(&after).len(), 8, "{:?}", ids(&after));
+    for s in after["scenarios"].as_array().unwrap() {
+        if s["runtime"] == "tract" {
+            // Compared with ort's outputs, computed again for them, not made the reference.
+            assert_eq!(s["parity"]["status"], "pass", "{s}");
+            assert_eq!(s["status"], "ok", "{s}");
+        }
+    }
+    for (id, h) in kept.iter().filter(|(id, _)| id.starts_with("ort/")) {
+        assert!(
+            histograms(&after).contains(&(id.clone(), h.clone())),
+            "{id} changed"
+        );
+    }
+}

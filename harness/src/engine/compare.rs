@@ -239,6 +239,7 @@ impl GroupPlan<'_> {
             budget: None,
             find_max_rate: opts.find_max_rate.clone(),
             only: None,
+            reference_for: Vec::new(),
         }
     }
 
@@ -291,6 +292,25 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
         .iter()
         .map(|g| keep.rows(&g.spec(opts), &shapes))
         .collect();
+    // A resumed run whose reference rows were kept: the first group (the reference
+    // runtime) still computes those shapes' outputs, once each, for the rows run again.
+    let served_shapes: Vec<usize> = if served_count(opts, &selected) > 0 {
+        let m = opts.modes.len().max(1);
+        selected
+            .iter()
+            .filter(|r| r.capabilities().computes)
+            .flat_map(|r| opts.threads.iter().map(move |&t| (r.name(), t)))
+            .flat_map(|(name, t)| {
+                keep.served_rows(name, t, &shapes, &opts.modes).map_or_else(
+                    || (0..shapes.len()).collect(),
+                    |rows| rows.iter().map(|k| k / m).collect::<Vec<_>>(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let reference_for = keep.reference_for(&groups, &only, &served_shapes, &shapes, &opts.modes);
     let rows_of = |o: &Option<Vec<usize>>| o.as_ref().map_or(per_group, Vec::len);
     let served = served_count(opts, &selected) * per_group;
     let planned = only.iter().map(rows_of).sum::<usize>() + served;
@@ -320,17 +340,22 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
     }
     let mut references = References::new(opts.tolerance, opts.min_cosine);
     let mut done = 0;
-    for (g, only) in groups.iter().zip(&only) {
+    for (k, (g, only)) in groups.iter().zip(&only).enumerate() {
         if opts.interrupt.load(Ordering::Relaxed) {
             break;
         }
-        if only.as_ref().is_some_and(Vec::is_empty) {
+        let references_only = if k == 0 {
+            reference_for.clone()
+        } else {
+            Vec::new()
+        };
+        if only.as_ref().is_some_and(Vec::is_empty) && references_only.is_empty() {
             continue;
         }
         let end = run_one_group(
             opts,
             g,
-            only.clone(),
+            (only.clone(), references_only),
             budget(done),
             &files,
             &info,
@@ -481,7 +506,7 @@ fn served_count(opts: &CompareOptions, selected: &[Box<dyn Runtime>]) -> usize {
 fn run_one_group(
     opts: &CompareOptions,
     g: &GroupPlan,
-    only: Option<Vec<usize>>,
+    (only, reference_for): (Option<Vec<usize>>, Vec<usize>),
     budget: Option<crate::measure::Budget>,
     files: &ModelFiles,
     info: &ModelInfo,
@@ -494,6 +519,7 @@ fn run_one_group(
     let spec = GroupSpec {
         budget,
         only,
+        reference_for,
         ..g.spec(opts)
     };
     let plan = group::planned(&spec, shapes.len());
@@ -564,6 +590,10 @@ fn run_one_group(
                 (row, true)
             }
             Output::Probe(row) => (row, false),
+            Output::Reference(outputs, index) => {
+                references.judge(g.runtime.name(), g.variant, index, outputs);
+                return;
+            }
             Output::Capacity(search) => {
                 let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
                 saved.log.results.capacity.push(search);
@@ -797,6 +827,36 @@ impl Keep {
                 .map(|(k, _)| k)
                 .collect(),
         )
+    }
+
+    /// The shapes the first group runs no row of, while another group (or a served row)
+    /// runs one: the first group computes their reference outputs all the same.
+    fn reference_for(
+        &self,
+        groups: &[GroupPlan],
+        only: &[Option<Vec<usize>>],
+        served: &[usize],
+        shapes: &[Shape],
+        modes: &[LoadMode],
+    ) -> Vec<usize> {
+        if self.done.is_empty() || groups.is_empty() {
+            return Vec::new();
+        }
+        let m = modes.len().max(1);
+        let shapes_of = |o: &Option<Vec<usize>>| -> Vec<usize> {
+            match o {
+                None => (0..shapes.len()).collect(),
+                Some(rows) => rows.iter().map(|k| k / m).collect(),
+            }
+        };
+        let first = shapes_of(&only[0]);
+        let mut wanted: Vec<usize> = only[1..].iter().flat_map(shapes_of).collect();
+        // Served rows are judged against the references too.
+        wanted.extend_from_slice(served);
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.retain(|i| !first.contains(i));
+        wanted
     }
 
     /// The served rows of one runtime at one thread count, by plan index; None: all.

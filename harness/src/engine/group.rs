@@ -66,6 +66,11 @@ pub struct GroupSpec {
     /// sweep, or what a resumed run still lacks); None: every row.
     #[serde(default)]
     pub only: Option<Vec<usize>>,
+    /// Shapes whose outputs this group computes (one inference, not measured) for the parity
+    /// reference, where it runs none of their rows: a resumed run whose reference rows were
+    /// kept.
+    #[serde(default)]
+    pub reference_for: Vec<usize>,
 }
 
 fn cpu_label() -> String {
@@ -173,6 +178,8 @@ pub enum Output {
     Probe(ScenarioResult),
     /// A finished capacity search (after its probes).
     Capacity(CapacitySearch),
+    /// A shape's outputs for the parity reference, without a row (`reference_for`).
+    Reference(Vec<HostTensor>, usize),
 }
 
 pub type Emit<'a> = &'a mut dyn FnMut(Output);
@@ -342,7 +349,7 @@ pub fn run_group(
     emit: Emit,
 ) {
     let plan = planned(spec, shapes.len());
-    if plan.is_empty() {
+    if plan.is_empty() && spec.reference_for.is_empty() {
         return;
     }
     let rt = match runtimes::by_name(&spec.runtime) {
@@ -392,6 +399,13 @@ pub fn run_group(
             .map(|(_, mode)| mode)
             .collect();
         if modes.is_empty() {
+            if computes && spec.reference_for.contains(&i) {
+                if let Ok(Some(outputs)) =
+                    prepare_shape(rt.name(), spec, &mut loaded, s, computes, progress)
+                {
+                    emit(Output::Reference(outputs, i));
+                }
+            }
             continue;
         }
         let outputs = match prepare_shape(rt.name(), spec, &mut loaded, s, computes, progress) {

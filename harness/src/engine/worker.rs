@@ -49,6 +49,11 @@ enum Message {
     Capacity {
         capacity: Box<CapacitySearch>,
     },
+    /// A shape's outputs for the parity reference, without a row.
+    Reference {
+        reference: usize,
+        outputs: PathBuf,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -169,6 +174,27 @@ pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> Result<(), Wo
                 let sent = send(&Message::Capacity {
                     capacity: Box::new(c),
                 });
+                failure = sent.err();
+                return;
+            }
+            Output::Reference(o, shape) => {
+                let p = w.outputs_dir.join(format!(
+                    "{}-{}-t{}-reference-{shape}.bin",
+                    w.spec.runtime,
+                    w.spec.variant.as_str(),
+                    w.spec.threads
+                ));
+                let sent = runtimes::tensor::write_tensors(&p, &o)
+                    .map_err(|source| WorkerError::Outputs {
+                        path: p.clone(),
+                        source,
+                    })
+                    .and_then(|()| {
+                        send(&Message::Reference {
+                            reference: shape,
+                            outputs: p,
+                        })
+                    });
                 failure = sent.err();
                 return;
             }
@@ -332,6 +358,16 @@ pub fn run_in_child(
                         }
                     });
                     handle(Output::Row(line.row, outputs, line.shape));
+                }
+                Ok(Message::Reference { reference, outputs }) => {
+                    let t = runtimes::tensor::read_tensors(&outputs);
+                    let _ = std::fs::remove_file(&outputs);
+                    match t {
+                        Ok(t) => handle(Output::Reference(t, reference)),
+                        Err(e) => progress(Event::Warning(&format!(
+                            "warning: reference outputs unreadable: {e}"
+                        ))),
+                    }
                 }
                 Ok(Message::Probe { probe }) => handle(Output::Probe(*probe)),
                 Ok(Message::Capacity { capacity }) => handle(Output::Capacity(*capacity)),
