@@ -863,7 +863,7 @@ mod tests {
         };
         // What this machine and library can do: the GPU build with a driver registers
         // CUDA and loads on it; anything else refuses, saying why.
-        if gpu_provider_problem(&lib, Device::Cuda(0)).is_none() {
+        if gpu_provider_problem(lib, Device::Cuda(0)).is_none() {
             let builder = Session::builder(&lib.env).unwrap();
             assert!(register_gpu(builder, Device::Cuda(0), &GpuOptions::default()).is_ok());
             let loaded = OrtRuntime.load(&files, &info, &opts);
