@@ -260,10 +260,13 @@ fn container() -> Option<String> {
                 .map(|v| v.trim_matches('"').to_string())
         };
         format!(
-            "podman{}",
+            "podman{}{}",
             field("image")
                 .or_else(|| image.clone())
                 .map(|i| format!(", image {i}"))
+                .unwrap_or_default(),
+            field("imageid")
+                .map(|i| format!(" ({})", i.chars().take(12).collect::<String>()))
                 .unwrap_or_default()
         )
     });
