@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, the Rust tests (unit, conformance on every
-# runtime, CLI integration, bad inputs, network mode against our server and Triton) and the
-# exporter's tests. Sets up .venv, .venv-triton and .venv-fastapi first.
+# runtime, CLI integration, bad inputs, network mode against our server and Triton), the
+# exporter's tests and the CPU container image (built with podman and run, scripts/container.sh).
+# Sets up .venv, .venv-triton and .venv-fastapi first.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -45,3 +46,7 @@ echo "== cargo test" >&2
 cargo test --release --workspace
 echo "== exporter tests" >&2
 "$VIRTUAL_ENV/bin/python" -m unittest discover -s models -p 'test_*.py' -v
+# docker/Dockerfile on a Debian base made from Debian's archive (no public registry here), with
+# the binary cargo test built: about 2 minutes the first time on a machine, 10 s after.
+echo "== container image (scripts/container.sh)" >&2
+scripts/container.sh
