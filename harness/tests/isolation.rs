@@ -174,21 +174,7 @@ fn interrupt_mid_sweep(isolate: &str, signal: i32) {
         .unwrap();
     // Wait until two scenarios are on disk, then press Ctrl-C.
     let t = Instant::now();
-    loop {
-        let done = std::fs::read_to_string(out.join("results.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .map(|r| r["scenarios"].as_array().map_or(0, |a| a.len()))
-            .unwrap_or(0);
-        if done >= 2 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "no scenario finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_rows(&out, 2);
     let workers = children_of(child.id());
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, signal) };

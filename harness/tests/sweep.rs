@@ -7,7 +7,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{fixture, harness, results, tmp};
 use serde_json::Value;
@@ -180,22 +179,7 @@ fn resume_after_ctrl_c_completes_the_sweep_and_measures_nothing_twice() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    loop {
-        let done = std::fs::read_to_string(out.join("results.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .map(|r| r["scenarios"].as_array().map_or(0, |a| a.len()))
-            .unwrap_or(0);
-        if done >= 2 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "no scenario finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_rows(&out, 2);
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert_eq!(child.wait().unwrap().code(), Some(130));

@@ -137,42 +137,6 @@ impl Side for Served {
     }
 }
 
-/// What [`measure`] found, before it is named.
-#[derive(Debug)]
-pub struct Measured {
-    pub pairs: u64,
-    pub per_block: u64,
-    pub in_process: LatencyStats,
-    pub served: LatencyStats,
-    pub tax_ms: f64,
-    pub pair_median_ms: f64,
-    pub pair_ci_ms: Option<(f64, f64)>,
-}
-
-impl Measured {
-    pub fn named(
-        self,
-        scenario: String,
-        served_scenario: String,
-        protocol: &str,
-        client: &str,
-    ) -> InterleavedTax {
-        InterleavedTax {
-            scenario,
-            served_scenario,
-            protocol: protocol.into(),
-            client: client.into(),
-            pairs: self.pairs,
-            per_block: self.per_block,
-            in_process: self.in_process,
-            served: self.served,
-            tax_ms: self.tax_ms,
-            pair_median_ms: self.pair_median_ms,
-            pair_ci_ms: self.pair_ci_ms,
-        }
-    }
-}
-
 fn timed(side: &mut dyn Side) -> Result<u64, String> {
     let t = Instant::now();
     side.call()?;
@@ -194,13 +158,14 @@ fn block(side: &mut dyn Side, n: usize, all: &mut Vec<u64>) -> Result<u64, Strin
 
 /// Warms both sides, then measures them in interleaved blocks until `cfg.min_time` of each
 /// (and at least [`MIN_PAIRS`] pairs and `cfg.min_samples` calls a side) or `cfg.max_time`
-/// of each, whichever comes first; an interrupt ends it early.
+/// of each, whichever comes first; an interrupt ends it early. The result's names (scenario,
+/// protocol, client) are left for the caller.
 pub fn measure(
     a: &mut dyn Side,
     b: &mut dyn Side,
     cfg: &MeasureConfig,
     interrupt: &AtomicBool,
-) -> Result<Measured, String> {
+) -> Result<InterleavedTax, String> {
     // Warm-up: each side for its share of the warm-up time, and a few calls at least; the
     // in-process side's times size the blocks.
     let warm = cfg.warmup_time.max(Duration::from_millis(200)) / 2;
@@ -257,7 +222,11 @@ pub fn measure(
     };
     let pair_ci_ms = quantile_ci_ranks(n as u64, 0.5)
         .map(|(lo, hi)| (ms(diffs[lo as usize - 1]), ms(diffs[hi as usize - 1])));
-    Ok(Measured {
+    Ok(InterleavedTax {
+        scenario: String::new(),
+        served_scenario: String::new(),
+        protocol: String::new(),
+        client: String::new(),
         pairs: n as u64,
         per_block: per_block as u64,
         tax_ms: served.p50_ms - in_process.p50_ms,

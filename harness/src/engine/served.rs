@@ -382,12 +382,13 @@ impl ServedPlan<'_> {
             threads: self.threads,
             load: None,
         };
-        Ok(m.named(
-            twin.to_string(),
-            served_id.to_string(),
-            load::KSERVE_HTTP.name(),
-            INTERLEAVED_CLIENT,
-        ))
+        Ok(InterleavedTax {
+            scenario: twin.to_string(),
+            served_scenario: served_id.to_string(),
+            protocol: load::KSERVE_HTTP.name().into(),
+            client: INTERLEAVED_CLIENT.into(),
+            ..m
+        })
     }
 
     /// The served answer to the very inputs the in-process rows used, against the in-process

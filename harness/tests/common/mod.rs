@@ -19,6 +19,27 @@ pub fn tmp(tag: &str) -> PathBuf {
     d
 }
 
+/// Waits until `out`'s results.json lists `rows` scenarios (a run in progress writes it after
+/// each one), for at most a minute.
+pub fn wait_for_rows(out: &Path, rows: usize) {
+    let t = std::time::Instant::now();
+    loop {
+        let done = std::fs::read_to_string(out.join("results.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .map(|r| r["scenarios"].as_array().map_or(0, |a| a.len()))
+            .unwrap_or(0);
+        if done >= rows {
+            return;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "no {rows} scenarios finished in a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A results folder's results.json.
 pub fn results(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
