@@ -280,13 +280,8 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
 
     let groups = plan_groups(opts, &selected);
     let per_group = group::plan(shapes.len(), &opts.modes).len();
-    let keep = Keep::new(
-        opts,
-        &files,
-        &shapes,
-        &groups,
-        served_count(opts, &selected) > 0,
-    );
+    let served_pairs = served_count(opts, &selected);
+    let keep = Keep::new(opts, &files, &shapes, &groups, served_pairs > 0);
     // Each group's rows (all of the plan, or those this shard or resumed run still needs).
     let only: Vec<Option<Vec<usize>>> = groups
         .iter()
@@ -294,25 +289,22 @@ pub fn compare(opts: &CompareOptions, progress: Progress) -> Result<Results, Com
         .collect();
     // A resumed run whose reference rows were kept: the first group (the reference
     // runtime) still computes those shapes' outputs, once each, for the rows run again.
-    let served_shapes: Vec<usize> = if served_count(opts, &selected) > 0 {
-        let m = opts.modes.len().max(1);
+    let served_shapes: Vec<usize> = if served_pairs > 0 {
         selected
             .iter()
             .filter(|r| r.capabilities().computes)
             .flat_map(|r| opts.threads.iter().map(move |&t| (r.name(), t)))
             .flat_map(|(name, t)| {
-                keep.served_rows(name, t, &shapes, &opts.modes).map_or_else(
-                    || (0..shapes.len()).collect(),
-                    |rows| rows.iter().map(|k| k / m).collect::<Vec<_>>(),
-                )
+                let rows = keep.served_rows(name, t, &shapes, &opts.modes);
+                group::shapes_of(rows.as_deref(), shapes.len(), &opts.modes)
             })
             .collect()
     } else {
         Vec::new()
     };
-    let reference_for = keep.reference_for(&groups, &only, &served_shapes, &shapes, &opts.modes);
+    let reference_for = keep.reference_for(&only, &served_shapes, &shapes, &opts.modes);
     let rows_of = |o: &Option<Vec<usize>>| o.as_ref().map_or(per_group, Vec::len);
-    let served = served_count(opts, &selected) * per_group;
+    let served = served_pairs * per_group;
     let planned = only.iter().map(rows_of).sum::<usize>() + served;
     // The budget's total, now that the scenarios are counted.
     let opts = &CompareOptions {
@@ -522,7 +514,7 @@ fn run_one_group(
         reference_for,
         ..g.spec(opts)
     };
-    let plan = group::planned(&spec, shapes.len());
+    let plan = group::planned(spec.only.as_deref(), shapes.len(), &spec.modes);
     if let Some(reason) = g.device_unavailable(opts) {
         for (i, mode) in &plan {
             let mut r = group::blank_row(&spec, &shapes[*i].shape, mode);
@@ -812,51 +804,32 @@ impl Keep {
         self.in_shard.as_ref().is_none_or(|s| s[k]) && !self.done.contains(id)
     }
 
-    /// A group's rows, by plan index; None: all of them.
-    fn rows(&self, spec: &GroupSpec, shapes: &[Shape]) -> Option<Vec<usize>> {
+    /// The rows of a plan over `shapes` and `modes` this run measures, by plan index, each
+    /// named by `id`; None: all of them.
+    fn indices(
+        &self,
+        shapes: &[Shape],
+        modes: &[LoadMode],
+        id: impl Fn(&inputs::ScenarioShape, &LoadMode) -> String,
+    ) -> Option<Vec<usize>> {
         if !self.active() {
             return None;
         }
-        let plan = group::plan(shapes.len(), &spec.modes);
+        let plan = group::plan(shapes.len(), modes);
         Some(
             plan.iter()
                 .enumerate()
-                .filter(|(k, (i, mode))| {
-                    self.keeps(*k, &group::blank_row(spec, &shapes[*i].shape, mode).id)
-                })
+                .filter(|(k, (i, mode))| self.keeps(*k, &id(&shapes[*i].shape, mode)))
                 .map(|(k, _)| k)
                 .collect(),
         )
     }
 
-    /// The shapes the first group runs no row of, while another group (or a served row)
-    /// runs one: the first group computes their reference outputs all the same.
-    fn reference_for(
-        &self,
-        groups: &[GroupPlan],
-        only: &[Option<Vec<usize>>],
-        served: &[usize],
-        shapes: &[Shape],
-        modes: &[LoadMode],
-    ) -> Vec<usize> {
-        if self.done.is_empty() || groups.is_empty() {
-            return Vec::new();
-        }
-        let m = modes.len().max(1);
-        let shapes_of = |o: &Option<Vec<usize>>| -> Vec<usize> {
-            match o {
-                None => (0..shapes.len()).collect(),
-                Some(rows) => rows.iter().map(|k| k / m).collect(),
-            }
-        };
-        let first = shapes_of(&only[0]);
-        let mut wanted: Vec<usize> = only[1..].iter().flat_map(shapes_of).collect();
-        // Served rows are judged against the references too.
-        wanted.extend_from_slice(served);
-        wanted.sort_unstable();
-        wanted.dedup();
-        wanted.retain(|i| !first.contains(i));
-        wanted
+    /// A group's rows, by plan index; None: all of them.
+    fn rows(&self, spec: &GroupSpec, shapes: &[Shape]) -> Option<Vec<usize>> {
+        self.indices(shapes, &spec.modes, |shape, mode| {
+            group::row_id(spec, shape, mode).to_string()
+        })
     }
 
     /// The served rows of one runtime at one thread count, by plan index; None: all.
@@ -867,20 +840,36 @@ impl Keep {
         shapes: &[Shape],
         modes: &[LoadMode],
     ) -> Option<Vec<usize>> {
-        if !self.active() {
-            return None;
+        self.indices(shapes, modes, |shape, mode| {
+            super::served::served_id(runtime, threads, shape, mode).to_string()
+        })
+    }
+
+    /// The shapes the first group runs no row of, while another group (or a served row)
+    /// runs one: the first group computes their reference outputs all the same.
+    fn reference_for(
+        &self,
+        only: &[Option<Vec<usize>>],
+        served: &[usize],
+        shapes: &[Shape],
+        modes: &[LoadMode],
+    ) -> Vec<usize> {
+        let Some((first, others)) = only.split_first() else {
+            return Vec::new();
+        };
+        if self.done.is_empty() {
+            return Vec::new();
         }
-        let plan = group::plan(shapes.len(), modes);
-        Some(
-            plan.iter()
-                .enumerate()
-                .filter(|(k, (i, mode))| {
-                    let id = super::served::served_id(runtime, threads, &shapes[*i].shape, mode);
-                    self.keeps(*k, &id.to_string())
-                })
-                .map(|(k, _)| k)
-                .collect(),
-        )
+        let shapes_of =
+            |o: &Option<Vec<usize>>| group::shapes_of(o.as_deref(), shapes.len(), modes);
+        let first = shapes_of(first);
+        let mut wanted: Vec<usize> = others.iter().flat_map(shapes_of).collect();
+        // Served rows are judged against the references too.
+        wanted.extend_from_slice(served);
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.retain(|i| !first.contains(i));
+        wanted
     }
 }
 

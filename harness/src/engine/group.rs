@@ -151,21 +151,38 @@ pub fn plan(shapes: usize, modes: &[LoadMode]) -> Vec<(usize, LoadMode)> {
         .collect()
 }
 
-/// The rows of `spec`'s plan it runs (`spec.only`), in plan order.
-pub fn planned(spec: &GroupSpec, shapes: usize) -> Vec<(usize, LoadMode)> {
-    plan(shapes, &spec.modes)
+/// The rows of the plan over `shapes` shapes and `modes` that `only` keeps (their plan
+/// indices; None: every row), in plan order.
+pub fn planned(
+    only: Option<&[usize]>,
+    shapes: usize,
+    modes: &[LoadMode],
+) -> Vec<(usize, LoadMode)> {
+    plan(shapes, modes)
         .into_iter()
         .enumerate()
-        .filter(|(k, _)| spec.runs(*k))
+        .filter(|(k, _)| only.is_none_or(|o| o.contains(k)))
         .map(|(_, row)| row)
         .collect()
 }
 
-impl GroupSpec {
-    /// Whether the row at plan index `k` is this group's to run.
-    pub fn runs(&self, k: usize) -> bool {
-        self.only.as_ref().is_none_or(|only| only.contains(&k))
-    }
+/// The modes of shape `i` that `only` keeps, in plan order.
+pub fn modes_of<'a>(only: Option<&[usize]>, i: usize, modes: &'a [LoadMode]) -> Vec<&'a LoadMode> {
+    let first = i * modes.len();
+    (modes.iter().enumerate())
+        .filter(|(m, _)| only.is_none_or(|o| o.contains(&(first + m))))
+        .map(|(_, mode)| mode)
+        .collect()
+}
+
+/// The shapes that `only` keeps a row of, each once, in order.
+pub fn shapes_of(only: Option<&[usize]>, shapes: usize, modes: &[LoadMode]) -> Vec<usize> {
+    let mut kept: Vec<usize> = planned(only, shapes, modes)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    kept.dedup();
+    kept
 }
 
 /// What a group hands back: each planned row in plan order, and around them what a
@@ -185,7 +202,7 @@ pub enum Output {
 pub type Emit<'a> = &'a mut dyn FnMut(Output);
 
 /// The typed id of one row of this group.
-fn row_id(spec: &GroupSpec, shape: &ScenarioShape, mode: &LoadMode) -> ScenarioId {
+pub fn row_id(spec: &GroupSpec, shape: &ScenarioShape, mode: &LoadMode) -> ScenarioId {
     ScenarioId::InProcess {
         runtime: spec.runtime.clone(),
         device: spec.device.clone(),
@@ -348,7 +365,7 @@ pub fn run_group(
     progress: Progress,
     emit: Emit,
 ) {
-    let plan = planned(spec, shapes.len());
+    let plan = planned(spec.only.as_deref(), shapes.len(), &spec.modes);
     if plan.is_empty() && spec.reference_for.is_empty() {
         return;
     }
@@ -394,10 +411,7 @@ pub fn run_group(
     let mut index = 0usize;
     // Every shape runs every mode, in plan order (those of the plan this group runs).
     for (i, s) in shapes.iter().enumerate() {
-        let modes: Vec<&LoadMode> = (spec.modes.iter().enumerate())
-            .filter(|(m, _)| spec.runs(i * spec.modes.len() + m))
-            .map(|(_, mode)| mode)
-            .collect();
+        let modes = modes_of(spec.only.as_deref(), i, &spec.modes);
         if modes.is_empty() {
             if computes && spec.reference_for.contains(&i) {
                 if let Ok(Some(outputs)) =

@@ -184,17 +184,13 @@ impl ServedPlan<'_> {
         let id = |shape: &inputs::ScenarioShape, mode: &LoadMode| {
             served_id(runtime, threads, shape, mode)
         };
-        let runs = |k: usize| self.only.as_ref().is_none_or(|o| o.contains(&k));
         progress(Event::Status(&format!(
             "[{runtime}] starting harness serve ({threads} threads, {instances} instance(s))"
         )));
         let server = match self.start_server(instances) {
             Ok(s) => s,
             Err(e) => {
-                let plan = group::plan(shapes.len(), self.modes)
-                    .into_iter()
-                    .enumerate();
-                for (_, (i, mode)) in plan.filter(|(k, _)| runs(*k)) {
+                for (i, mode) in group::planned(self.only.as_deref(), shapes.len(), self.modes) {
                     let mut r = Row::blank(&id(&shapes[i].shape, &mode), &mode, self.tolerance);
                     Row::fail(
                         &mut r,
@@ -209,9 +205,9 @@ impl ServedPlan<'_> {
         };
         let started = std::time::Instant::now();
         for (i, sh) in shapes.iter().enumerate() {
-            let modes: Vec<LoadMode> = (self.modes.iter().enumerate())
-                .filter(|(m, _)| runs(i * self.modes.len() + m))
-                .map(|(_, mode)| mode.clone())
+            let modes: Vec<LoadMode> = group::modes_of(self.only.as_deref(), i, self.modes)
+                .into_iter()
+                .cloned()
                 .collect();
             if modes.is_empty() {
                 continue;
