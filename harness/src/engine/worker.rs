@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use runtimes::{ModelFiles, ModelInfo};
+use runtimes::{HostTensor, ModelFiles, ModelInfo};
 use serde::{Deserialize, Serialize};
 
 use super::group::{self, GroupSpec, Output};
@@ -63,6 +63,35 @@ struct Line {
     shape: usize,
     row: ScenarioResult,
     outputs: Option<PathBuf>,
+}
+
+/// Writes outputs to the worker's outputs folder for the parent (named by the group and
+/// `tag`) and returns the file.
+fn save_outputs(w: &WorkerInput, tag: &str, o: &[HostTensor]) -> Result<PathBuf, WorkerError> {
+    let p = w.outputs_dir.join(format!(
+        "{}-{}-t{}-{tag}.bin",
+        w.spec.runtime,
+        w.spec.variant.as_str(),
+        w.spec.threads
+    ));
+    runtimes::tensor::write_tensors(&p, o).map_err(|source| WorkerError::Outputs {
+        path: p.clone(),
+        source,
+    })?;
+    Ok(p)
+}
+
+/// Reads (and removes) outputs a worker saved; unreadable ones are a warning naming `what`.
+fn take_outputs(p: &Path, what: &str, progress: Progress) -> Option<Vec<HostTensor>> {
+    let t = runtimes::tensor::read_tensors(p);
+    let _ = std::fs::remove_file(p);
+    match t {
+        Ok(t) => Some(t),
+        Err(e) => {
+            progress(Event::Warning(&format!("warning: {what} unreadable: {e}")));
+            None
+        }
+    }
 }
 
 /// What the worker is told: the group, and where to put outputs.
@@ -178,44 +207,19 @@ pub fn run_worker(input: impl Read, mut out: impl Write + Send) -> Result<(), Wo
                 return;
             }
             Output::Reference(o, shape) => {
-                let p = w.outputs_dir.join(format!(
-                    "{}-{}-t{}-reference-{shape}.bin",
-                    w.spec.runtime,
-                    w.spec.variant.as_str(),
-                    w.spec.threads
-                ));
-                let sent = runtimes::tensor::write_tensors(&p, &o)
-                    .map_err(|source| WorkerError::Outputs {
-                        path: p.clone(),
-                        source,
+                let sent = save_outputs(&w, &format!("reference-{shape}"), &o).and_then(|p| {
+                    send(&Message::Reference {
+                        reference: shape,
+                        outputs: p,
                     })
-                    .and_then(|()| {
-                        send(&Message::Reference {
-                            reference: shape,
-                            outputs: p,
-                        })
-                    });
+                });
                 failure = sent.err();
                 return;
             }
         };
         let r = (|| -> Result<(), WorkerError> {
             let path = match outputs {
-                Some(o) => {
-                    let p = w.outputs_dir.join(format!(
-                        "{}-{}-t{}-{index}.bin",
-                        w.spec.runtime,
-                        w.spec.variant.as_str(),
-                        w.spec.threads
-                    ));
-                    runtimes::tensor::write_tensors(&p, &o).map_err(|source| {
-                        WorkerError::Outputs {
-                            path: p.clone(),
-                            source,
-                        }
-                    })?;
-                    Some(p)
-                }
+                Some(o) => Some(save_outputs(&w, &index.to_string(), &o)?),
                 None => None,
             };
             send(&Message::Row(Box::new(Line {
@@ -343,30 +347,14 @@ pub fn run_in_child(
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(l) => match serde_json::from_str::<Message>(&l) {
                 Ok(Message::Row(line)) => {
-                    let outputs = line.outputs.as_deref().and_then(|p| {
-                        let t = runtimes::tensor::read_tensors(p);
-                        let _ = std::fs::remove_file(p);
-                        match t {
-                            Ok(t) => Some(t),
-                            Err(e) => {
-                                progress(Event::Warning(&format!(
-                                    "warning: outputs of {} unreadable: {e}",
-                                    line.row.id
-                                )));
-                                None
-                            }
-                        }
-                    });
+                    let what = format!("outputs of {}", line.row.id);
+                    let outputs =
+                        (line.outputs.as_deref()).and_then(|p| take_outputs(p, &what, progress));
                     handle(Output::Row(line.row, outputs, line.shape));
                 }
                 Ok(Message::Reference { reference, outputs }) => {
-                    let t = runtimes::tensor::read_tensors(&outputs);
-                    let _ = std::fs::remove_file(&outputs);
-                    match t {
-                        Ok(t) => handle(Output::Reference(t, reference)),
-                        Err(e) => progress(Event::Warning(&format!(
-                            "warning: reference outputs unreadable: {e}"
-                        ))),
+                    if let Some(t) = take_outputs(&outputs, "reference outputs", progress) {
+                        handle(Output::Reference(t, reference));
                     }
                 }
                 Ok(Message::Probe { probe }) => handle(Output::Probe(*probe)),
