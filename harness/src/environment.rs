@@ -42,6 +42,22 @@ pub fn memory_total_bytes() -> Option<u64> {
 /// The environment of this process, now.
 pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
     let nvml = crate::monitor::gpu_inventory();
+    Environment {
+        nvml_gpus: nvml.as_ref().ok().cloned(),
+        nvml_unavailable: nvml.err(),
+        runtime_versions,
+        run_git: run_git(),
+        python: python(),
+        cuda_libraries: Some(cuda_libraries()),
+        container: container(),
+        ..machine_here()
+    }
+}
+
+/// This machine and build: what `capture` records less what takes a process or a library
+/// to learn (NVML, git, Python, CUDA's libraries, the container) and the runtime versions;
+/// all that [`machine`] needs.
+pub fn machine_here() -> Environment {
     let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
     let field = |key: &str| {
         cpuinfo
@@ -78,18 +94,18 @@ pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
         cpu_governor: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
             .unwrap_or_else(|| "unavailable (no cpufreq)".into()),
         gpus: gpus(),
-        nvml_gpus: nvml.as_ref().ok().cloned(),
-        nvml_unavailable: nvml.err(),
+        nvml_gpus: None,
+        nvml_unavailable: None,
         rustc: env!("HARNESS_RUSTC").to_string(),
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
         git_commit: env!("HARNESS_GIT_COMMIT").to_string(),
         git_dirty: env!("HARNESS_GIT_DIRTY").to_string(),
         command_line: std::env::args().collect(),
-        runtime_versions,
-        run_git: run_git(),
-        python: python(),
-        cuda_libraries: Some(cuda_libraries()),
-        container: container(),
+        runtime_versions: Vec::new(),
+        run_git: None,
+        python: None,
+        cuda_libraries: None,
+        container: None,
     }
 }
 

@@ -189,7 +189,7 @@ fn resumable(dir: &Path, a: &CompareArgs) -> Result<crate::results::Results, Err
                 .map_or("the whole sweep".into(), |s| format!("shard {s}"))
         )));
     }
-    let here = crate::environment::machine(&crate::environment::capture(Vec::new()));
+    let here = crate::environment::machine(&crate::environment::machine_here());
     let there = crate::environment::machine(&r.environment);
     if here != there {
         return Err(refuse(format!(
