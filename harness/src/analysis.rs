@@ -73,8 +73,8 @@ pub fn merge(runs: Vec<(String, Results)>, pool: bool) -> Result<Results, String
     Ok(merged)
 }
 
-/// A label per run for its machine: the hostname where that names one machine, with the
-/// CPU count and a number added where one hostname stands for several.
+/// A label per run for its machine: the hostname where that names one machine, with `#2`,
+/// `#3`, ... added where one hostname stands for several.
 fn machine_labels(runs: &[(String, Results)]) -> Vec<String> {
     let prints: Vec<String> = runs
         .iter()
@@ -88,9 +88,10 @@ fn machine_labels(runs: &[(String, Results)]) -> Vec<String> {
                 return label.clone();
             }
             let host = &r.environment.hostname;
+            let numbered = format!("{host}#");
             let taken = seen
                 .iter()
-                .filter(|(l, _)| l.starts_with(host.as_str()))
+                .filter(|(l, _)| l == host || l.starts_with(&numbered))
                 .count();
             let label = if taken == 0 {
                 host.clone()
