@@ -10,12 +10,15 @@ pub fn to_markdown(r: &Results) -> String {
     let e = &r.environment;
     let mut out = String::new();
     let _ = writeln!(out, "# {} — runtime comparison\n", r.model.name);
+    // The CPU, its count, the OS and kernel of one machine.
+    let machine = |e: &crate::results::Environment| {
+        format!(
+            "{} · {} logical CPUs · {} · {}",
+            e.cpu_model, e.logical_cpus, e.os, e.kernel
+        )
+    };
     if r.machines.is_empty() {
-        let _ = writeln!(
-            out,
-            "{} · {} logical CPUs · {} · {} · started {}\n",
-            e.cpu_model, e.logical_cpus, e.os, e.kernel, r.started_at
-        );
+        let _ = writeln!(out, "{} · started {}\n", machine(e), r.started_at);
     } else {
         // Merged from several machines: each, and which rows it measured.
         let _ = writeln!(
@@ -24,7 +27,6 @@ pub fn to_markdown(r: &Results) -> String {
             r.machines.len()
         );
         for m in &r.machines {
-            let e = &m.environment;
             let rows = r
                 .scenarios
                 .iter()
@@ -32,12 +34,9 @@ pub fn to_markdown(r: &Results) -> String {
                 .count();
             let _ = writeln!(
                 out,
-                "- **{}**: {} · {} logical CPUs · {} · {} · {rows} rows from {}",
+                "- **{}**: {} · {rows} rows from {}",
                 m.label,
-                e.cpu_model,
-                e.logical_cpus,
-                e.os,
-                e.kernel,
+                machine(&m.environment),
                 m.runs.join(", ")
             );
         }
