@@ -51,6 +51,21 @@ fn run(args: &[String]) -> common::Run {
     harness(&a)
 }
 
+/// Runs the sweep (see [`sweep_args`]), which must succeed.
+fn measured(out: &str, min_time: &str, extra: &[&str]) {
+    let r = run(&sweep_args(out, min_time, extra));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// `harness report DIRS... --out OUT EXTRA...`.
+fn report(dirs: &[&Path], out: &Path, extra: &[&str]) -> common::Run {
+    let mut a: Vec<&str> = vec!["report"];
+    a.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    a.extend(["--out", out.to_str().unwrap()]);
+    a.extend_from_slice(extra);
+    harness(&a)
+}
+
 /// Each row's (id, runtime, batch, seq, threads, variant).
 fn settings_of(r: &Value) -> BTreeSet<(String, String, u64, u64, u64, String)> {
     r["scenarios"]
@@ -83,8 +98,7 @@ fn ids(r: &Value) -> Vec<String> {
 fn shards_merged_are_the_unsharded_sweep_each_scenario_once() {
     let dir = tmp("shards");
     let whole = dir.join("whole");
-    let r = run(&sweep_args(whole.to_str().unwrap(), "50ms", &[]));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    measured(whole.to_str().unwrap(), "50ms", &[]);
     let whole = results(&whole);
     assert_eq!(ids(&whole).len(), 8);
 
@@ -92,12 +106,7 @@ fn shards_merged_are_the_unsharded_sweep_each_scenario_once() {
     for k in 0..3 {
         let out = dir.join(format!("shard-{k}"));
         let shard = format!("{k}/3");
-        let r = run(&sweep_args(
-            out.to_str().unwrap(),
-            "50ms",
-            &["--shard", &shard],
-        ));
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        measured(out.to_str().unwrap(), "50ms", &["--shard", &shard]);
         let v = results(&out);
         assert_eq!(v["settings"]["shard"], shard.as_str());
         // A shape's rows stay together, so each shard has its parity reference.
@@ -112,10 +121,8 @@ fn shards_merged_are_the_unsharded_sweep_each_scenario_once() {
     assert!(counts.iter().all(|&c| c > 0 && c < 8), "{counts:?}");
 
     let merged = dir.join("merged");
-    let mut a = vec!["report".to_string()];
-    a.extend(shard_dirs.iter().map(|d| d.display().to_string()));
-    a.extend(["--out".into(), merged.display().to_string()]);
-    let r = run(&a);
+    let dirs: Vec<&Path> = shard_dirs.iter().map(|d| d.as_path()).collect();
+    let r = report(&dirs, &merged, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let m = results(&merged);
     let merged_ids = ids(&m);
@@ -198,12 +205,7 @@ fn resume_after_ctrl_c_completes_the_sweep_and_measures_nothing_twice() {
     assert!(r.stderr.contains("--seed 42, not 7"), "{}", r.stderr);
     assert_eq!(results(&out)["scenarios"], before["scenarios"]);
 
-    let r = run(&sweep_args(
-        "",
-        "50ms",
-        &["--resume", out.to_str().unwrap()],
-    ));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    measured("", "50ms", &["--resume", out.to_str().unwrap()]);
     let after = results(&out);
     assert_eq!(after["interrupted"], false);
     assert_eq!(after["resumed_at"].as_array().unwrap().len(), 1);
@@ -219,12 +221,7 @@ fn resume_after_ctrl_c_completes_the_sweep_and_measures_nothing_twice() {
     assert_eq!(now.len(), 8);
 
     // Resuming a finished run measures nothing.
-    let r = run(&sweep_args(
-        "",
-        "50ms",
-        &["--resume", out.to_str().unwrap()],
-    ));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    measured("", "50ms", &["--resume", out.to_str().unwrap()]);
     let again = results(&out);
     assert_eq!(histograms(&again), now);
     assert_eq!(again["resumed_at"].as_array().unwrap().len(), 2);
@@ -256,31 +253,15 @@ fn as_other_machine(from: &Path, to: &Path) {
 fn merges_across_machines_keep_each_environment_and_label_rows() {
     let dir = tmp("machines");
     let a = dir.join("a");
-    let r = run(&sweep_args(
-        a.to_str().unwrap(),
-        "50ms",
-        &["--shard", "0/2"],
-    ));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    measured(a.to_str().unwrap(), "50ms", &["--shard", "0/2"]);
     let b_here = dir.join("b-here");
-    let r = run(&sweep_args(
-        b_here.to_str().unwrap(),
-        "50ms",
-        &["--shard", "1/2"],
-    ));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    measured(b_here.to_str().unwrap(), "50ms", &["--shard", "1/2"]);
     let b = dir.join("b");
     as_other_machine(&b_here, &b);
 
     // Shards from two machines: both environments kept, every row labelled.
     let merged = dir.join("merged");
-    let r = harness(&[
-        "report",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        "--out",
-        merged.to_str().unwrap(),
-    ]);
+    let r = report(&[&a, &b], &merged, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("on 2 machines"), "{}", r.stderr);
     let m = results(&merged);
@@ -309,13 +290,7 @@ fn merges_across_machines_keep_each_environment_and_label_rows() {
     let other_a = dir.join("a-other");
     as_other_machine(&a, &other_a);
     let pooled = dir.join("pooled");
-    let r = harness(&[
-        "report",
-        a.to_str().unwrap(),
-        other_a.to_str().unwrap(),
-        "--out",
-        pooled.to_str().unwrap(),
-    ]);
+    let r = report(&[&a, &other_a], &pooled, &[]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr.contains("was measured on two machines") && r.stderr.contains("--pool-machines"),
@@ -323,14 +298,7 @@ fn merges_across_machines_keep_each_environment_and_label_rows() {
         r.stderr
     );
     // ... unless asked for.
-    let r = harness(&[
-        "report",
-        a.to_str().unwrap(),
-        other_a.to_str().unwrap(),
-        "--out",
-        pooled.to_str().unwrap(),
-        "--pool-machines",
-    ]);
+    let r = report(&[&a, &other_a], &pooled, &["--pool-machines"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     for s in results(&pooled)["scenarios"].as_array().unwrap() {
         assert_eq!(s["machine"], format!("{here} + other-node").as_str(), "{s}");
@@ -341,12 +309,11 @@ fn merges_across_machines_keep_each_environment_and_label_rows() {
 #[test]
 fn the_environment_holds_what_a_reviewer_needs_to_reproduce() {
     let out = tmp("environment");
-    let r = run(&sweep_args(
+    measured(
         out.to_str().unwrap(),
         "50ms",
         &["--batch", "1", "--seq", "4"],
-    ));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    );
     let v = results(&out);
     let e = &v["environment"];
     // The checkout, read as the run starts (the tests run from one).
@@ -377,8 +344,7 @@ fn the_environment_holds_what_a_reviewer_needs_to_reproduce() {
 #[test]
 fn a_row_run_again_is_judged_against_the_reference_row_kept() {
     let out = tmp("resume-reference").join("run");
-    let r = run(&sweep_args(out.to_str().unwrap(), "50ms", &[]));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    measured(out.to_str().unwrap(), "50ms", &[]);
     // tract's rows failed (as after a crash); ort's, the reference, were measured.
     let mut v = results(&out);
     for s in v["scenarios"].as_array_mut().unwrap() {
@@ -388,12 +354,7 @@ fn a_row_run_again_is_judged_against_the_reference_row_kept() {
     }
     std::fs::write(out.join("results.json"), serde_json::to_string(&v).unwrap()).unwrap();
     let kept = histograms(&results(&out));
-    let r = run(&sweep_args(
-        "",
-        "50ms",
-        &["--resume", out.to_str().unwrap()],
-    ));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    measured("", "50ms", &["--resume", out.to_str().unwrap()]);
     let after = results(&out);
     assert_eq!(ids(&after).len(), 8, "{:?}", ids(&after));
     for s in after["scenarios"].as_array().unwrap() {
