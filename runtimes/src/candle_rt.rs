@@ -27,6 +27,7 @@ use candle_nn::VarBuilder;
 use candle_nn::{Embedding, LayerNorm, Module};
 use candle_transformers::models::bert::{BertEncoder, BertModel, Config};
 
+use crate::cuda_events::EventTimer;
 use crate::model::{ModelFiles, ModelInfo};
 use crate::tensor::{HostTensor, TensorData};
 use crate::{Availability, LoadOptions, Loaded, Runtime, RuntimeError};
@@ -146,15 +147,34 @@ impl Runtime for CandleRuntime {
             .first()
             .map(|o| o.name.clone())
             .unwrap_or_else(|| "last_hidden_state".into());
+        let copies_timed = opts.runtime.gpu.copies_timed && device.is_cuda();
+        let timer = cuda_timer(&device, if copies_timed { 4 } else { 2 });
         Ok(Box::new(CandleLoaded {
             bert: Arc::new(bert),
             threads,
             output_name,
             dtype,
             device,
+            copies_timed,
+            timer,
+            last_device: None,
             prepared: None,
         }))
     }
+}
+
+/// CUDA events on candle's own stream for a GPU device; None on the CPU.
+#[cfg(feature = "candle-cuda")]
+fn cuda_timer(device: &Device, marks: usize) -> Option<Result<EventTimer, String>> {
+    match device {
+        Device::Cuda(d) => Some(EventTimer::on_stream(d.cuda_stream(), marks)),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "candle-cuda"))]
+fn cuda_timer(_device: &Device, _marks: usize) -> Option<Result<EventTimer, String>> {
+    None
 }
 
 /// Why candle cannot run on `device` in this build, if it cannot.
@@ -295,6 +315,9 @@ struct Prepared {
     input_ids: Tensor,
     token_type_ids: Tensor,
     attention_mask: Tensor,
+    /// With copies timed on a GPU: the three inputs on the host (shape, values), copied to
+    /// the device by every run.
+    host: Option<(Vec<usize>, [Vec<i64>; 3])>,
 }
 
 /// How both candle engines use threads: inference runs inside a rayon pool of N threads
@@ -377,6 +400,11 @@ struct CandleLoaded {
     threads: CandleThreads,
     output_name: String,
     dtype: DType,
+    /// GPU: every run copies its inputs in and its output back (`--gpu-copies`).
+    copies_timed: bool,
+    /// GPU: CUDA events on candle's stream, or why there are none. None on the CPU.
+    timer: Option<Result<EventTimer, String>>,
+    last_device: Option<crate::DeviceTime>,
     prepared: Option<Prepared>,
 }
 
@@ -386,13 +414,56 @@ impl CandleLoaded {
             .prepared
             .as_ref()
             .ok_or_else(|| RuntimeError::input(NAME, "run before prepare"))?;
-        let f = || {
-            self.bert
-                .forward(&p.input_ids, &p.token_type_ids, &p.attention_mask)
-        };
+        self.forward_on(&p.input_ids, &p.token_type_ids, &p.attention_mask)
+    }
+
+    fn forward_on(
+        &self,
+        ids: &Tensor,
+        types: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor, RuntimeError> {
+        let f = || self.bert.forward(ids, types, mask);
         self.threads
             .install(f)
             .map_err(|e| RuntimeError::inference(NAME, e))
+    }
+
+    /// One GPU inference timed on the device: compute alone, or with the inputs copied in
+    /// from the host and the output copied back (`--gpu-copies`).
+    fn run_timed(&self, timer: &EventTimer) -> Result<crate::DeviceTime, RuntimeError> {
+        let err = |e: String| RuntimeError::inference(NAME, e);
+        let p = self
+            .prepared
+            .as_ref()
+            .ok_or_else(|| RuntimeError::input(NAME, "run before prepare"))?;
+        timer.mark(0).map_err(err)?;
+        let out = match &p.host {
+            Some((shape, [ids, types, mask])) => {
+                let on_device = |v: &Vec<i64>| {
+                    Tensor::from_slice(v.as_slice(), shape.as_slice(), &self.device)
+                        .map_err(|e| RuntimeError::inference(NAME, e))
+                };
+                let (ids, types, mask) = (on_device(ids)?, on_device(types)?, on_device(mask)?);
+                timer.mark(1).map_err(err)?;
+                let out = self.forward_on(&ids, &types, &mask)?;
+                timer.mark(2).map_err(err)?;
+                // Read back to the host (waits for the copy).
+                let back = out
+                    .to_device(&Device::Cpu)
+                    .map_err(|e| RuntimeError::inference(NAME, e))?;
+                timer.mark(3).map_err(err)?;
+                back
+            }
+            None => {
+                let out = self.forward()?;
+                timer.mark(1).map_err(err)?;
+                out
+            }
+        };
+        let d = timer.device_time().map_err(err)?;
+        drop(out);
+        Ok(d)
     }
 }
 
@@ -403,7 +474,9 @@ impl Loaded for CandleLoaded {
             ("dtype".into(), format!("{:?}", self.dtype).to_lowercase()),
             (
                 "device".into(),
-                if self.device.is_cuda() {
+                if self.device.is_cuda() && self.copies_timed {
+                    "cuda (inputs copied in from the host and the output copied back in every run; device synchronized before the clock stops)".into()
+                } else if self.device.is_cuda() {
                     "cuda (inputs prepared on the device; device synchronized before the clock stops)".into()
                 } else {
                     "cpu".into()
@@ -460,15 +533,51 @@ impl Loaded for CandleLoaded {
             Tensor::from_vec(data, ids.shape.as_slice(), &self.device)
                 .map_err(|e| RuntimeError::inference(NAME, e))
         };
+        let host = if self.copies_timed && matches!(self.timer, Some(Ok(_))) {
+            let values = |name: &str, fill: i64| {
+                inputs
+                    .iter()
+                    .find(|t| t.name == name)
+                    .and_then(|t| t.data.to_i64())
+                    .unwrap_or_else(|| vec![fill; ids.data.len()])
+            };
+            Some((
+                ids.shape.clone(),
+                [
+                    values("input_ids", 0),
+                    values("token_type_ids", 0),
+                    values("attention_mask", 1),
+                ],
+            ))
+        } else {
+            None
+        };
         self.prepared = Some(Prepared {
             input_ids: tensor("input_ids", 0)?,
             token_type_ids: tensor("token_type_ids", 0)?,
             attention_mask: tensor("attention_mask", 1)?,
+            host,
         });
+        self.last_device = None;
         Ok(())
     }
 
+    fn device_timing(&self) -> Option<Result<(), String>> {
+        self.timer
+            .as_ref()
+            .map(|t| t.as_ref().map(|_| ()).map_err(Clone::clone))
+    }
+
+    fn last_device_time(&self) -> Option<crate::DeviceTime> {
+        self.last_device
+    }
+
     fn run(&mut self) -> Result<(), RuntimeError> {
+        if let Some(Ok(timer)) = &self.timer {
+            let d = self.run_timed(timer)?;
+            self.last_device = Some(d);
+            return Ok(());
+        }
         let out = self.forward()?;
         // GPU kernels run asynchronously: the clock stops when the device is done.
         self.device
@@ -486,6 +595,12 @@ impl Loaded for CandleLoaded {
                 output_name: self.output_name.clone(),
                 dtype: self.dtype,
                 device: self.device.clone(),
+                copies_timed: self.copies_timed,
+                // Workers share candle's stream: one set of events would mix their marks.
+                timer: self.timer.as_ref().map(|_| {
+                    Err("device timing covers one worker; this row runs several".to_string())
+                }),
+                last_device: None,
                 prepared: None,
             }) as Box<dyn Loaded>
         }))

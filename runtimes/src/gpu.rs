@@ -86,6 +86,23 @@ mod tests {
     }
 
     #[test]
+    fn event_stages_map_to_copies_and_compute() {
+        use crate::DeviceTime;
+        let d = DeviceTime::from_stages(&[5]).unwrap();
+        assert_eq!(
+            (d.h2d_ns, d.compute_ns, d.d2h_ns, d.total_ns()),
+            (None, 5, None, 5)
+        );
+        let d = DeviceTime::from_stages(&[1, 20, 3]).unwrap();
+        assert_eq!(
+            (d.h2d_ns, d.compute_ns, d.d2h_ns, d.total_ns()),
+            (Some(1), 20, Some(3), 24)
+        );
+        let e = DeviceTime::from_stages(&[1, 2]).unwrap_err();
+        assert!(e.contains("2 timed stages"), "{e}");
+    }
+
+    #[test]
     fn devices_parse_and_label() {
         assert_eq!(Device::parse("cuda"), Some(Device::Cuda(0)));
         assert_eq!(Device::parse("cuda:1"), Some(Device::Cuda(1)));

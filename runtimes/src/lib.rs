@@ -9,6 +9,7 @@
 pub mod bare;
 pub mod candle_graph;
 pub mod candle_rt;
+pub mod cuda_events;
 pub mod gpu;
 pub mod model;
 pub mod null;
@@ -259,6 +260,44 @@ impl Default for LoadOptions {
     }
 }
 
+/// What the device spent on one inference, measured with CUDA events on the runtime's
+/// stream: the copies when the inference makes them (`--gpu-copies`: inputs from the host,
+/// outputs back), and the compute between them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceTime {
+    pub h2d_ns: Option<u64>,
+    pub compute_ns: u64,
+    pub d2h_ns: Option<u64>,
+}
+
+impl DeviceTime {
+    /// The device's whole time: the stages add up to it.
+    pub fn total_ns(&self) -> u64 {
+        self.h2d_ns.unwrap_or(0) + self.compute_ns + self.d2h_ns.unwrap_or(0)
+    }
+
+    /// From the gaps between consecutive event marks: one gap is compute alone, three are
+    /// (copy in, compute, copy out), as TensorRT's trtexec splits them.
+    pub fn from_stages(stages: &[u64]) -> Result<DeviceTime, String> {
+        match *stages {
+            [compute] => Ok(DeviceTime {
+                h2d_ns: None,
+                compute_ns: compute,
+                d2h_ns: None,
+            }),
+            [h2d, compute, d2h] => Ok(DeviceTime {
+                h2d_ns: Some(h2d),
+                compute_ns: compute,
+                d2h_ns: Some(d2h),
+            }),
+            _ => Err(format!(
+                "{} timed stages: expected 1 (compute) or 3 (copy in, compute, copy out)",
+                stages.len()
+            )),
+        }
+    }
+}
+
 /// A model loaded into one runtime.
 pub trait Loaded: Send {
     /// The settings the runtime actually applied (threads, pools, optimisation level).
@@ -273,6 +312,15 @@ pub trait Loaded: Send {
     /// prepared inputs and compute threads; None when the runtime cannot share (then each
     /// worker loads its own instance).
     fn share(&self) -> Option<Result<Box<dyn Loaded>, RuntimeError>> {
+        None
+    }
+    /// Whether each `run` is also timed on the device (CUDA events): None where that does not
+    /// apply (the CPU), else Ok or why it cannot be (then rows carry host timing only).
+    fn device_timing(&self) -> Option<Result<(), String>> {
+        None
+    }
+    /// The device time of the last successful `run`, when device timing is on.
+    fn last_device_time(&self) -> Option<DeviceTime> {
         None
     }
 }

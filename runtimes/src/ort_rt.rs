@@ -301,17 +301,24 @@ fn register_gpu(
     builder: ort::session::builder::SessionBuilder,
     device: Device,
     gpu: &GpuOptions,
+    stream: Option<&crate::cuda_events::EventTimer>,
 ) -> Result<ort::session::builder::SessionBuilder, String> {
     let id = device.gpu_index().unwrap_or(0) as i32;
-    let cuda = ort::ep::CUDA::default()
-        .with_device_id(id)
-        .build()
-        .error_on_failure();
+    let mut cuda = ort::ep::CUDA::default().with_device_id(id);
+    if let Some(t) = stream {
+        // SAFETY: the stream belongs to the timer, which OrtLoaded drops after the session.
+        cuda = unsafe { cuda.with_compute_stream(t.raw_stream()) };
+    }
+    let cuda = cuda.build().error_on_failure();
     let eps = match device {
         Device::TensorRt(_) => {
             let mut trt = ort::ep::TensorRT::default()
                 .with_device_id(id)
                 .with_fp16(gpu.trt_fp16);
+            if let Some(t) = stream {
+                // SAFETY: as for CUDA above.
+                trt = unsafe { trt.with_compute_stream(t.raw_stream()) };
+            }
             if let Some(dir) = &gpu.trt_cache {
                 std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 trt = trt
@@ -340,6 +347,7 @@ fn register_gpu(
     _builder: ort::session::builder::SessionBuilder,
     device: Device,
     _gpu: &GpuOptions,
+    _stream: Option<&crate::cuda_events::EventTimer>,
 ) -> Result<ort::session::builder::SessionBuilder, String> {
     Err(format!(
         "{}: this build has no ONNX Runtime GPU support",
@@ -440,9 +448,17 @@ impl Runtime for OrtRuntime {
                 )
                 .map_err(|e| load_err(&e))?;
         }
+        // GPU rows are timed on the device too: CUDA events on a stream of ours that ONNX
+        // Runtime computes on. Marks: copy in, compute, copy out with --gpu-copies; compute
+        // alone without.
+        let timer = opts.device.gpu_index().map(|id| {
+            let marks = if opts.runtime.gpu.copies_timed { 4 } else { 2 };
+            crate::cuda_events::EventTimer::new_stream(id, marks)
+        });
         if opts.device != Device::Cpu {
-            builder =
-                register_gpu(builder, opts.device, &opts.runtime.gpu).map_err(|e| load_err(&e))?;
+            let stream = timer.as_ref().and_then(|t| t.as_ref().ok());
+            builder = register_gpu(builder, opts.device, &opts.runtime.gpu, stream)
+                .map_err(|e| load_err(&e))?;
         }
         let profile = opts
             .runtime
@@ -474,6 +490,10 @@ impl Runtime for OrtRuntime {
             spinning: opts.runtime.ort_spinning,
             #[cfg(feature = "ort-gpu")]
             binding: None,
+            #[cfg(feature = "ort-gpu")]
+            copies: None,
+            timer,
+            last_device: None,
             prepared: Vec::new(),
             threads,
             file: onnx.clone(),
@@ -484,6 +504,7 @@ impl Runtime for OrtRuntime {
 }
 
 struct OrtLoaded {
+    /// Dropped first (fields drop in order): it computes on the timer's stream.
     session: Session,
     inputs: Vec<(String, ValueType)>,
     device: Device,
@@ -494,6 +515,13 @@ struct OrtLoaded {
     spinning: Option<bool>,
     #[cfg(feature = "ort-gpu")]
     binding: Option<ort::session::IoBinding>,
+    /// --gpu-copies with device timing: the inputs copied in and the outputs copied out
+    /// explicitly on the timer's stream, so that each copy is timed on its own.
+    #[cfg(feature = "ort-gpu")]
+    copies: Option<DeviceCopies>,
+    /// GPU rows: the device-side timer, or why there is none. None on the CPU.
+    timer: Option<Result<crate::cuda_events::EventTimer, String>>,
+    last_device: Option<crate::DeviceTime>,
     prepared: Vec<(String, DynValue)>,
     threads: usize,
     file: PathBuf,
@@ -567,6 +595,176 @@ impl OrtLoaded {
         }
         binding.synchronize_inputs().map_err(err)?;
         Ok(binding)
+    }
+}
+
+/// Device buffers bound to the session, filled from and read back to host memory by explicit
+/// copies on the timer's stream: an inference is then three timed stages, as trtexec reports
+/// them (host-to-device, compute, device-to-host).
+#[cfg(feature = "ort-gpu")]
+struct DeviceCopies {
+    binding: ort::session::IoBinding,
+    inputs: Vec<CopyIn>,
+    /// (device buffer, host buffer the output is copied into).
+    outputs: Vec<(ort::value::DynTensor, Vec<u8>)>,
+}
+
+/// One input's copy: from the prepared host value's memory (its address; the value lives
+/// in `OrtLoaded::prepared` until the next `prepare`, which rebuilds the copies) into a
+/// device buffer of the same size.
+#[cfg(feature = "ort-gpu")]
+struct CopyIn {
+    name: String,
+    device: ort::value::DynTensor,
+    host_addr: usize,
+    bytes: usize,
+}
+
+#[cfg(feature = "ort-gpu")]
+impl CopyIn {
+    /// Queues the copy on `stream`.
+    fn queue(&self, stream: cudarc::driver::sys::CUstream) -> Result<(), String> {
+        // SAFETY: both buffers hold `bytes` bytes (the device one was allocated with the host
+        // value's type and shape), and the host value outlives this struct (see above).
+        let src = unsafe { std::slice::from_raw_parts(self.host_addr as *const u8, self.bytes) };
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(self.device.data_ptr() as u64, src, stream)
+        }
+        .map_err(|e| format!("copying input '{}' to the device: {e}", self.name))
+    }
+}
+
+/// A tensor value's element type, shape and size in bytes.
+#[cfg(feature = "ort-gpu")]
+fn tensor_layout(v: &DynValue) -> Result<(TensorElementType, Vec<i64>, usize), String> {
+    match v.dtype() {
+        ValueType::Tensor { ty, shape, .. } => {
+            let dims: Vec<i64> = shape.iter().copied().collect();
+            let n = dims.iter().map(|&d| d.max(0) as usize).product::<usize>();
+            let bytes = ty
+                .byte_size(n)
+                .ok_or_else(|| format!("no byte size for element type {ty:?}"))?;
+            Ok((*ty, dims, bytes))
+        }
+        other => Err(format!("not a tensor: {other:?}")),
+    }
+}
+
+#[cfg(feature = "ort-gpu")]
+impl OrtLoaded {
+    /// Device buffers for the prepared inputs and for the outputs (their shapes from one
+    /// inference), bound to the session.
+    fn device_copies(&mut self, id: i32) -> Result<DeviceCopies, String> {
+        use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+        use ort::value::{DynTensor, DynTensorValueType};
+        let Some(Ok(timer)) = &self.timer else {
+            return Err("no device timer".into());
+        };
+        let mem = MemoryInfo::new(
+            AllocationDevice::CUDA,
+            id,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(|e| e.to_string())?;
+        let alloc = Allocator::new(&self.session, mem.clone()).map_err(|e| e.to_string())?;
+        let mut binding = self.session.create_binding().map_err(|e| e.to_string())?;
+        let mut inputs = Vec::new();
+        for (name, host) in &self.prepared {
+            let (ty, shape, bytes) = tensor_layout(host)?;
+            let host_addr = host
+                .view()
+                .downcast::<DynTensorValueType>()
+                .map_err(|e| format!("input '{name}': {e}"))?
+                .data_ptr() as usize;
+            let device = DynTensor::new(&alloc, ty, shape)
+                .map_err(|e| format!("input '{name}' on GPU {id}: {e}"))?;
+            binding
+                .bind_input(name.as_str(), &device)
+                .map_err(|e| format!("binding input '{name}': {e}"))?;
+            inputs.push(CopyIn {
+                name: name.clone(),
+                device,
+                host_addr,
+                bytes,
+            });
+        }
+        // Raw driver calls need the context current on this thread.
+        timer
+            .stream()
+            .context()
+            .bind_to_thread()
+            .map_err(|e| format!("GPU {id}'s context: {e}"))?;
+        let stream = timer.stream().cu_stream();
+        for c in &inputs {
+            c.queue(stream)?;
+        }
+        timer
+            .stream()
+            .synchronize()
+            .map_err(|e| format!("copying the inputs: {e}"))?;
+        for o in self.session.outputs() {
+            binding
+                .bind_output_to_device(o.name(), &mem)
+                .map_err(|e| format!("binding output '{}': {e}", o.name()))?;
+        }
+        // One inference for the outputs' shapes.
+        let layouts = {
+            let outs = self
+                .session
+                .run_binding(&binding)
+                .map_err(|e| format!("inference for the outputs' shapes: {e}"))?;
+            outs.iter()
+                .map(|(name, v)| tensor_layout(&v).map(|l| (name.to_string(), l)))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        binding.clear_outputs();
+        let mut outputs = Vec::new();
+        for (name, (ty, shape, bytes)) in layouts {
+            let mut device = DynTensor::new(&alloc, ty, shape)
+                .map_err(|e| format!("output '{name}' on GPU {id}: {e}"))?;
+            binding
+                .bind_output(name.as_str(), &mut device)
+                .map_err(|e| format!("binding output '{name}': {e}"))?;
+            outputs.push((device, vec![0u8; bytes]));
+        }
+        Ok(DeviceCopies {
+            binding,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// One inference in three timed stages on the timer's stream.
+    fn run_with_copies(&mut self) -> Result<crate::DeviceTime, String> {
+        let (Some(Ok(timer)), Some(c)) = (&self.timer, &mut self.copies) else {
+            return Err("no device copies prepared".into());
+        };
+        let stream = timer.stream().cu_stream();
+        timer.mark(0)?;
+        for input in &c.inputs {
+            input.queue(stream)?;
+        }
+        timer.mark(1)?;
+        let outs = self
+            .session
+            .run_binding(&c.binding)
+            .map_err(|e| e.to_string())?;
+        drop(outs);
+        timer.mark(2)?;
+        for (device, host) in &mut c.outputs {
+            // SAFETY: the host buffer has the device buffer's size (device_copies).
+            unsafe {
+                cudarc::driver::result::memcpy_dtoh_async(
+                    host.as_mut_slice(),
+                    device.data_ptr() as u64,
+                    stream,
+                )
+            }
+            .map_err(|e| format!("copying an output back: {e}"))?;
+        }
+        timer.mark(3)?;
+        timer.device_time()
     }
 }
 
@@ -655,6 +853,17 @@ impl Loaded for OrtLoaded {
                     (_, true) => "included: host inputs copied in and outputs copied back every inference (end to end)".into(),
                 },
             ),
+            (
+                "device_timing".into(),
+                match (&self.timer, self.copies_timed) {
+                    (None, _) => "n/a (CPU)".into(),
+                    (Some(Err(why)), _) => format!("unavailable: {why}"),
+                    (Some(Ok(_)), false) => {
+                        "CUDA events on the session's compute stream around each run".into()
+                    }
+                    (Some(Ok(_)), true) => "CUDA events on the session's compute stream: copy in, compute, copy out (explicit copies of IO-bound buffers)".into(),
+                },
+            ),
             ("model_file".into(), self.file.display().to_string()),
             (
                 "profiling".into(),
@@ -681,6 +890,16 @@ impl Loaded for OrtLoaded {
                 },
             ),
         ]
+    }
+
+    fn device_timing(&self) -> Option<Result<(), String>> {
+        self.timer
+            .as_ref()
+            .map(|t| t.as_ref().map(|_| ()).map_err(Clone::clone))
+    }
+
+    fn last_device_time(&self) -> Option<crate::DeviceTime> {
+        self.last_device
     }
 
     fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
@@ -712,25 +931,57 @@ impl Loaded for OrtLoaded {
         #[cfg(feature = "ort-gpu")]
         {
             self.binding = None;
-            if let (Some(id), false) = (self.device.gpu_index(), self.copies_timed) {
-                self.binding = Some(self.bind_on_device(id as i32, inputs)?);
+            self.copies = None;
+            match (self.device.gpu_index(), self.copies_timed) {
+                (Some(id), false) => {
+                    self.binding = Some(self.bind_on_device(id as i32, inputs)?);
+                }
+                (Some(id), true) if matches!(self.timer, Some(Ok(_))) => {
+                    let copies = self.device_copies(id as i32).map_err(|e| {
+                        RuntimeError::inference(NAME, format!("device buffers on GPU {id}: {e}"))
+                    })?;
+                    self.copies = Some(copies);
+                }
+                _ => {}
             }
         }
+        self.last_device = None;
         Ok(())
     }
 
     fn run(&mut self) -> Result<(), RuntimeError> {
         #[cfg(feature = "ort-gpu")]
+        if self.copies.is_some() {
+            let d = self
+                .run_with_copies()
+                .map_err(|e| RuntimeError::inference(NAME, e))?;
+            self.last_device = Some(d);
+            return Ok(());
+        }
+        #[cfg(feature = "ort-gpu")]
         if let Some(binding) = &self.binding {
+            let timer = self.timer.as_ref().and_then(|t| t.as_ref().ok());
+            if let Some(t) = timer {
+                t.mark(0).map_err(|e| RuntimeError::inference(NAME, e))?;
+            }
             let outputs = self
                 .session
                 .run_binding(binding)
                 .map_err(|e| RuntimeError::inference(NAME, e))?;
+            if let Some(t) = timer {
+                t.mark(1).map_err(|e| RuntimeError::inference(NAME, e))?;
+            }
             // The clock stops when the device has finished, not when the launch returned.
             binding
                 .synchronize_outputs()
                 .map_err(|e| RuntimeError::inference(NAME, e))?;
             drop(outputs);
+            if let Some(t) = timer {
+                self.last_device = Some(
+                    t.device_time()
+                        .map_err(|e| RuntimeError::inference(NAME, e))?,
+                );
+            }
             return Ok(());
         }
         let outputs = self
@@ -865,14 +1116,14 @@ mod tests {
         // CUDA and loads on it; anything else refuses, saying why.
         if gpu_provider_problem(lib, Device::Cuda(0)).is_none() {
             let builder = Session::builder(&lib.env).unwrap();
-            assert!(register_gpu(builder, Device::Cuda(0), &GpuOptions::default()).is_ok());
+            assert!(register_gpu(builder, Device::Cuda(0), &GpuOptions::default(), None).is_ok());
             let loaded = OrtRuntime.load(&files, &info, &opts);
             assert!(loaded.is_ok(), "{:?}", loaded.err());
             return;
         }
         for device in [Device::Cuda(0), Device::TensorRt(0)] {
             let builder = Session::builder(&lib.env).unwrap();
-            let e = register_gpu(builder, device, &GpuOptions::default())
+            let e = register_gpu(builder, device, &GpuOptions::default(), None)
                 .err()
                 .expect("registering a GPU provider on the CPU build must fail");
             assert!(e.contains(device.as_str()), "{e}");
