@@ -3,8 +3,13 @@
 # Usage: profiles/nsys.sh [--dry-run] HARNESS-COMPARE-ARGS...   (see profiles/README.md)
 set -euo pipefail
 RECIPE=nsys
+# The GPU build (scripts/build-gpu.sh: candle on CUDA too) when there is one and HARNESS does
+# not name a binary.
+GPU_BUILD="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/gpu/release/harness"
+if [ -z "${HARNESS:-}" ] && [ -x "$GPU_BUILD" ]; then HARNESS="$GPU_BUILD"; fi
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 need_harness
+say "binary: $HARNESS"
 OUT="$OUT_ROOT/nsys"
 mkdir -p "$OUT"
 missing=()

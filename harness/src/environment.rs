@@ -50,6 +50,7 @@ pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
         python: python(),
         cuda_libraries: Some(cuda_libraries()),
         container: container(),
+        gpu_timing: Some(gpu_timing()),
         ..machine_here()
     }
 }
@@ -106,6 +107,15 @@ pub fn machine_here() -> Environment {
         python: None,
         cuda_libraries: None,
         container: None,
+        gpu_timing: None,
+    }
+}
+
+/// CUDA events on GPU 0 and NVTX, as this process finds them.
+pub fn gpu_timing() -> crate::results::GpuTiming {
+    crate::results::GpuTiming {
+        cuda_events: runtimes::cuda_events::status(0),
+        nvtx: crate::nvtx::status(),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod inputs;
 pub mod measure;
 pub mod monitor;
 pub mod net;
+pub mod nvtx;
 pub mod parity;
 pub mod plan;
 pub mod present;
@@ -366,6 +367,7 @@ fn run_list(a: ListArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
             })
             .collect();
         let doc = serde_json::json!({
+            "gpu_timing": environment::gpu_timing(),
             "runtimes": v,
             "gpus": match &gpus {
                 Ok(g) => serde_json::to_value(g).unwrap_or_default(),
@@ -407,6 +409,9 @@ fn run_list(a: ListArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
             Ok(_) => writeln!(stdout, "gpus: NVML sees none")?,
             Err(why) => writeln!(stdout, "gpus: {why}")?,
         }
+        let t = environment::gpu_timing();
+        writeln!(stdout, "device timing (CUDA events): {}", t.cuda_events)?;
+        writeln!(stdout, "NVTX ranges: {}", t.nvtx)?;
     }
     Ok(0)
 }

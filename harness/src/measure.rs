@@ -400,6 +400,10 @@ pub fn measure_with(
     let t0 = clock.now_ns();
     model.run()?;
     let first_ns = clock.now_ns() - t0;
+    // GPU rows: the device's time of each measured inference, where the runtime takes it.
+    let device_timing = model.device_timing();
+    let timed_on_device = matches!(device_timing, Some(Ok(())));
+    let mut device: Vec<runtimes::DeviceTime> = Vec::new();
 
     let mut failure_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut failures = 0u64;
@@ -410,6 +414,7 @@ pub fn measure_with(
         *failure_kinds.entry(e.kind().to_string()).or_default() += 1;
     };
 
+    let warm_range = crate::nvtx::range(c"warm-up");
     let warm_start = clock.now_ns();
     let max_ns = cfg.max_time.as_nanos() as u64;
     let mut warm_iters = 0u64;
@@ -422,9 +427,11 @@ pub fn measure_with(
         {
             break;
         }
+        let span = crate::nvtx::range(c"inference");
         let a = clock.now_ns();
         let r = model.run();
         let b = clock.now_ns();
+        drop(span);
         match r {
             Ok(()) => {
                 consecutive = 0;
@@ -440,8 +447,10 @@ pub fn measure_with(
         warm_iters += 1;
     }
     let warm_ns = clock.now_ns() - warm_start;
+    drop(warm_range);
 
     hooks.window_start();
+    let window_range = crate::nvtx::range(c"window");
     let mut samples: Vec<u64> = Vec::with_capacity(cfg.min_samples.min(1 << 20) as usize);
     let mut rule = StopRule::new(cfg, warm_ns);
     let start = clock.now_ns();
@@ -450,14 +459,19 @@ pub fn measure_with(
         StopReason::Failures
     } else {
         loop {
+            let span = crate::nvtx::range(c"inference");
             let a = clock.now_ns();
             let r = model.run();
             let b = clock.now_ns();
+            drop(span);
             end = b;
             match r {
                 Ok(()) => {
                     samples.push(b - a);
                     consecutive = 0;
+                    if timed_on_device {
+                        device.extend(model.last_device_time());
+                    }
                 }
                 Err(e) => {
                     fail(e, &mut consecutive);
@@ -474,16 +488,23 @@ pub fn measure_with(
             }
         }
     };
+    drop(window_range);
     hooks.window_end();
     let stable = cfg.target_ci.map(|_| stop_reason == StopReason::TargetCi);
+    let latency = LatencyStats::from_samples(&samples);
+    let device = device_timing.map(|t| match t {
+        Ok(()) => crate::stats::device_timing(&device, latency.p50_ms),
+        Err(why) => crate::results::DeviceTiming::unavailable(why),
+    });
     Ok(Measurement {
+        device,
         warmup_end: Some(warmup.end().into()),
         stable,
         first_inference_ms: ms(first_ns),
         warmup_iterations: warm_iters,
         warmup_ms: ms(warm_ns),
         iterations: samples.len() as u64,
-        latency: LatencyStats::from_samples(&samples),
+        latency,
         window_s: (end - start) as f64 / 1e9,
         failures,
         in_flight_at_end: 0,
@@ -1091,9 +1112,11 @@ fn worker_loop<W: Workload>(model: &mut W, sh: &Shared, worker: usize) -> Worker
                 break;
             }
         }
+        let span = crate::nvtx::range(if warm { c"warm-up step" } else { c"step" });
         let a = sh.clock.now_ns();
         let r = model.step().map_err(|e| W::error_kind(&e));
         let b = sh.clock.now_ns();
+        drop(span);
         let sent = Sent::at(warm, scheduled, a, free_before_due);
         if !sh.book(&mut out, &mut consecutive, &sent, b, r) {
             break;
@@ -1384,6 +1407,7 @@ pub(crate) fn measure_driven(
     }
     let corrected: Vec<u64> = counted.iter().map(|r| r.end - r.scheduled).collect();
     let measurement = Measurement {
+        device: None,
         warmup_end: Some(w.warm_end.into()),
         stable: cfg.target_ci.map(|_| w.reason == StopReason::TargetCi),
         first_inference_ms: ms(first_ns),

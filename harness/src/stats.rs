@@ -276,6 +276,58 @@ pub fn decode_histogram(s: &str) -> Option<Histogram<u64>> {
         .ok()
 }
 
+/// Below this share of the wall time spent on the device (median over median), a GPU row is
+/// flagged: the host, not the GPU, sets its latency.
+pub const DEVICE_SHARE_WARNING: f64 = 0.5;
+
+/// One stage's statistics (nearest rank, like the latencies); None without samples.
+pub fn stage_stats(samples: impl Iterator<Item = u64>) -> Option<crate::results::StageStats> {
+    let mut sorted: Vec<u64> = samples.collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_unstable();
+    let n = sorted.len();
+    Some(crate::results::StageStats {
+        samples: n as u64,
+        mean_ms: ms(sorted.iter().map(|&x| x as f64).sum::<f64>() / n as f64),
+        p50_ms: ms(nearest_rank(&sorted, 50.0) as f64),
+        p90_ms: ms(nearest_rank(&sorted, 90.0) as f64),
+        p99_ms: ms(nearest_rank(&sorted, 99.0) as f64),
+    })
+}
+
+/// The device side of a row from its inferences' event timings and the host's median
+/// latency. The stages' means add up to the total's mean (each inference's total is the sum
+/// of its stages); medians need not.
+pub fn device_timing(
+    samples: &[runtimes::DeviceTime],
+    wall_p50_ms: f64,
+) -> crate::results::DeviceTiming {
+    let total = stage_stats(samples.iter().map(|d| d.total_ns()));
+    let Some(total) = total else {
+        return crate::results::DeviceTiming::unavailable("no inference was timed on the device");
+    };
+    let share = (wall_p50_ms > 0.0).then(|| total.p50_ms / wall_p50_ms);
+    let warning = share.filter(|&s| s < DEVICE_SHARE_WARNING).map(|s| {
+        format!(
+            "the device was busy {:.0}% of the wall time (median {:.3} ms of {:.3} ms): the host (framework overhead, kernel launches, synchronization) bounds this row; a larger batch or CUDA graphs would help",
+            s * 100.0,
+            total.p50_ms,
+            wall_p50_ms
+        )
+    });
+    crate::results::DeviceTiming {
+        status: "cuda-events".into(),
+        h2d: stage_stats(samples.iter().filter_map(|d| d.h2d_ns)),
+        compute: stage_stats(samples.iter().map(|d| d.compute_ns)),
+        d2h: stage_stats(samples.iter().filter_map(|d| d.d2h_ns)),
+        total: Some(total),
+        device_share: share,
+        warning,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,5 +480,54 @@ mod tests {
         assert_eq!(h.len(), 1000);
         let p50 = h.value_at_quantile(0.5);
         assert!((p50 as f64 - 500_000.0).abs() / 500_000.0 < 1e-3, "{p50}");
+    }
+
+    #[test]
+    fn the_device_breakdown_adds_up_and_flags_an_idle_device() {
+        use runtimes::DeviceTime;
+        // 100 inferences: copies of 0.1 ms in and 0.05 ms out, compute 1..=100 x 0.01 ms.
+        let samples: Vec<DeviceTime> = (1..=100u64)
+            .map(|i| DeviceTime {
+                h2d_ns: Some(100_000),
+                compute_ns: i * 10_000,
+                d2h_ns: Some(50_000),
+            })
+            .collect();
+        let d = device_timing(&samples, 2.0);
+        assert_eq!(d.status, "cuda-events");
+        let (h2d, compute, d2h, total) = (
+            d.h2d.unwrap(),
+            d.compute.unwrap(),
+            d.d2h.unwrap(),
+            d.total.unwrap(),
+        );
+        assert_eq!(total.samples, 100);
+        assert!((h2d.p50_ms - 0.1).abs() < 1e-12 && (d2h.p50_ms - 0.05).abs() < 1e-12);
+        assert!((compute.p50_ms - 0.5).abs() < 1e-12, "{}", compute.p50_ms);
+        assert!((compute.p99_ms - 0.99).abs() < 1e-12);
+        // The stages' means add up to the total's mean.
+        let sum = h2d.mean_ms + compute.mean_ms + d2h.mean_ms;
+        assert!(
+            (sum - total.mean_ms).abs() < 1e-9,
+            "{sum} vs {}",
+            total.mean_ms
+        );
+        assert!((total.p50_ms - 0.65).abs() < 1e-12);
+        // 0.65 ms of 2 ms on the device: flagged.
+        assert!((d.device_share.unwrap() - 0.325).abs() < 1e-12);
+        assert!(d.warning.unwrap().contains("busy 32%"));
+        // Busy most of the time: no warning. Compute alone: no copy stages.
+        let compute_only: Vec<DeviceTime> = (0..10)
+            .map(|_| DeviceTime {
+                compute_ns: 900_000,
+                ..DeviceTime::default()
+            })
+            .collect();
+        let d = device_timing(&compute_only, 1.0);
+        assert!(d.warning.is_none() && d.h2d.is_none() && d.d2h.is_none());
+        assert!((d.device_share.unwrap() - 0.9).abs() < 1e-12);
+        // Nothing timed: unavailable, with the reason.
+        let d = device_timing(&[], 1.0);
+        assert!(d.status.starts_with("unavailable: ") && !d.measured());
     }
 }

@@ -415,3 +415,110 @@ fn noise_without_drift_ends_the_warm_up_at_its_minimum_or_soon_after() {
     assert_eq!(m.warmup_end.as_deref(), Some("steady"));
     assert!(m.warmup_iterations <= 20, "{}", m.warmup_iterations);
 }
+
+/// A GPU-like runtime: each inference takes 2 ms of host time, of which the device spends a
+/// known part, reported the way CUDA events report it (copy in, compute, copy out); or a
+/// runtime whose device timer could not start.
+struct DeviceTimed {
+    clock: SimClock,
+    calls: u64,
+    timer: Result<(), String>,
+    last: Option<runtimes::DeviceTime>,
+}
+
+impl Loaded for DeviceTimed {
+    fn applied(&self) -> Vec<(String, String)> {
+        vec![]
+    }
+    fn prepare(&mut self, _: &[HostTensor]) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    fn run(&mut self) -> Result<(), RuntimeError> {
+        let i = self.calls;
+        self.calls += 1;
+        self.clock.0.fetch_add(2_000_000, Ordering::SeqCst);
+        // Compute 0.2 ms on even calls, 0.6 ms on odd ones; copies 0.1 ms in, 0.05 ms out.
+        self.last = self.timer.is_ok().then_some(runtimes::DeviceTime {
+            h2d_ns: Some(100_000),
+            compute_ns: if i.is_multiple_of(2) {
+                200_000
+            } else {
+                600_000
+            },
+            d2h_ns: Some(50_000),
+        });
+        Ok(())
+    }
+    fn infer(&mut self) -> Result<Vec<HostTensor>, RuntimeError> {
+        Ok(vec![])
+    }
+    fn device_timing(&self) -> Option<Result<(), String>> {
+        Some(self.timer.clone())
+    }
+    fn last_device_time(&self) -> Option<runtimes::DeviceTime> {
+        self.last
+    }
+}
+
+#[test]
+fn device_time_is_recorded_per_measured_inference_and_split_into_its_stages() {
+    let clock = SimClock::default();
+    let mut rt = DeviceTimed {
+        clock: clock.clone(),
+        calls: 0,
+        timer: Ok(()),
+        last: None,
+    };
+    let m = measure(&mut rt, &clock, &cfg(0, 200, 10_000)).unwrap();
+    let d = m
+        .device
+        .expect("a device-timed runtime's rows carry device time");
+    assert_eq!(d.status, "cuda-events");
+    let total = d.total.as_ref().unwrap();
+    // One device sample per measured inference, none from the first run or the warm-up.
+    assert_eq!(total.samples, m.iterations);
+    let (h2d, compute, d2h) = (
+        d.h2d.as_ref().unwrap(),
+        d.compute.as_ref().unwrap(),
+        d.d2h.as_ref().unwrap(),
+    );
+    assert!((h2d.p50_ms - 0.1).abs() < 1e-12 && (d2h.p50_ms - 0.05).abs() < 1e-12);
+    assert!((compute.mean_ms - 0.4).abs() < 1e-9, "{}", compute.mean_ms);
+    assert!((h2d.mean_ms + compute.mean_ms + d2h.mean_ms - total.mean_ms).abs() < 1e-9);
+    // Wall 2 ms, device 0.35 or 0.75 ms: at most 38% busy, so the row is flagged.
+    assert!((m.latency.p50_ms - 2.0).abs() < 1e-9);
+    assert!(d.device_share.unwrap() < 0.5);
+    assert!(d
+        .warning
+        .as_deref()
+        .unwrap()
+        .contains("a larger batch or CUDA graphs"));
+
+    // A timer that could not start: the row keeps its host timing and says why.
+    let mut rt = DeviceTimed {
+        clock: clock.clone(),
+        calls: 0,
+        timer: Err("no NVIDIA driver: libcuda.so.1 cannot be loaded".into()),
+        last: None,
+    };
+    let m = measure(&mut rt, &clock, &cfg(0, 50, 10_000)).unwrap();
+    assert_eq!(m.iterations, 50);
+    let d = m.device.unwrap();
+    assert!(!d.measured() && d.total.is_none() && d.compute.is_none());
+    assert_eq!(
+        d.status,
+        "unavailable: no NVIDIA driver: libcuda.so.1 cannot be loaded"
+    );
+
+    // A CPU runtime: no device section at all.
+    let mut cpu = Injected {
+        clock: Some(clock.clone()),
+        calls: 0,
+        latency: |_| Duration::from_millis(1),
+        fail_every: None,
+    };
+    assert!(measure(&mut cpu, &clock, &cfg(0, 20, 10_000))
+        .unwrap()
+        .device
+        .is_none());
+}

@@ -330,12 +330,20 @@ pub fn load_or_share(
                 shared = true;
                 handle
             }
-            _ => runtimes::catch_panic(|| rt.load(files, info, opts)).map_err(|panic| {
-                runtimes::RuntimeError::Load {
-                    runtime: rt.name(),
-                    path: files.path.clone(),
-                    message: format!("panicked while loading: {panic}"),
-                }
+            _ => runtimes::catch_panic(|| {
+                let _range = crate::nvtx::range_named(&format!(
+                    "load {} {} {} t{}",
+                    rt.name(),
+                    opts.variant.as_str(),
+                    opts.device.label(),
+                    opts.threads
+                ));
+                rt.load(files, info, opts)
+            })
+            .map_err(|panic| runtimes::RuntimeError::Load {
+                runtime: rt.name(),
+                path: files.path.clone(),
+                message: format!("panicked while loading: {panic}"),
             })?,
         };
         models.push(next?);
@@ -648,6 +656,7 @@ fn measure_row(
             .saturating_add(spec.phase_timeout),
     );
     let device = runtimes::Device::parse(&spec.device).unwrap_or(runtimes::Device::Cpu);
+    let _range = crate::nvtx::range_named(&r.id.to_string());
     let mut hooks = MonitorHooks::new(interrupt).with_gpu(device.gpu_index());
     let c = mode.concurrency().min(loaded.models.len());
     let place = |i: usize| spec.pinning.place_worker(i);
@@ -661,7 +670,12 @@ fn measure_row(
             .map(|(m, open)| (m, open, Vec::new())),
     };
     match measured {
-        Ok((m, open, latencies)) => {
+        Ok((mut m, open, latencies)) => {
+            if m.device.is_none() && loaded.models[0].device_timing().is_some() {
+                m.device = Some(crate::results::DeviceTiming::unavailable(format!(
+                    "device timing covers the closed loop at concurrency 1 (one stream's events); this row is {mode}"
+                )));
+            }
             Row::complete(&mut r, m, open, hooks.report.take(), "inferences");
             (r, latencies)
         }

@@ -101,6 +101,14 @@ pub struct CsvRow {
     pub gpu_power_w: Fixed<1>,
     pub gpu_energy_j: Fixed<3>,
     pub gpu_energy_per_item_mj: Fixed<4>,
+    /// GPU rows: device time per inference (CUDA events) and its stages, medians; the
+    /// device's share of the wall time; `cuda-events` or why not (empty on the CPU).
+    pub device_p50_ms: Fixed<4>,
+    pub device_h2d_p50_ms: Fixed<4>,
+    pub device_compute_p50_ms: Fixed<4>,
+    pub device_d2h_p50_ms: Fixed<4>,
+    pub device_share: Fixed<3>,
+    pub device_timing: String,
     pub minor_page_faults: Option<u64>,
     pub major_page_faults: Option<u64>,
     pub cpu_migrations: Option<u64>,
@@ -123,6 +131,7 @@ impl CsvRow {
         let l = m.map(|m| &m.latency);
         let res = s.resources.as_ref();
         let sv = s.served.as_ref();
+        let dev = m.and_then(|m| m.device.as_ref());
         let gpu = res.and_then(|r| r.gpu.as_ref());
         let st = sv.and_then(|v| v.streaming.as_ref());
         let open = s.open_loop.as_ref();
@@ -199,6 +208,12 @@ impl CsvRow {
                 let items = m?.iterations as f64 * s.batch as f64;
                 (items > 0.0).then(|| e / items * 1e3)
             })),
+            device_p50_ms: Fixed(dev.and_then(|d| d.total.as_ref()).map(|x| x.p50_ms)),
+            device_h2d_p50_ms: Fixed(dev.and_then(|d| d.h2d.as_ref()).map(|x| x.p50_ms)),
+            device_compute_p50_ms: Fixed(dev.and_then(|d| d.compute.as_ref()).map(|x| x.p50_ms)),
+            device_d2h_p50_ms: Fixed(dev.and_then(|d| d.d2h.as_ref()).map(|x| x.p50_ms)),
+            device_share: Fixed(dev.and_then(|d| d.device_share)),
+            device_timing: dev.map(|d| d.status.clone()).unwrap_or_default(),
             minor_page_faults: res.and_then(|r| r.minor_page_faults),
             major_page_faults: res.and_then(|r| r.major_page_faults),
             cpu_migrations: res.and_then(|r| r.cpu_migrations),
@@ -286,6 +301,12 @@ pub const COLUMNS: &[&str] = &[
     "gpu_power_w",
     "gpu_energy_j",
     "gpu_energy_per_item_mj",
+    "device_p50_ms",
+    "device_h2d_p50_ms",
+    "device_compute_p50_ms",
+    "device_d2h_p50_ms",
+    "device_share",
+    "device_timing",
     "minor_page_faults",
     "major_page_faults",
     "cpu_migrations",
@@ -380,6 +401,66 @@ mod tests {
         assert_eq!(col("parity"), s.parity_label());
         assert_eq!(col("threads"), s.threads.to_string());
         assert_eq!(col("load_ms"), format!("{:.2}", s.load_ms.unwrap()));
+    }
+
+    /// A GPU row's device time in its columns, in the summary's section and the terminal's
+    /// note; a CPU row leaves them empty.
+    #[test]
+    fn device_time_has_its_columns_section_and_note() {
+        let cpu = row();
+        let mut gpu = row();
+        let samples: Vec<runtimes::DeviceTime> = (0..100)
+            .map(|_| runtimes::DeviceTime {
+                h2d_ns: Some(120_000),
+                compute_ns: 400_000,
+                d2h_ns: Some(80_000),
+            })
+            .collect();
+        let wall = gpu.measurement.as_ref().unwrap().latency.p50_ms;
+        gpu.measurement.as_mut().unwrap().device =
+            Some(crate::stats::device_timing(&samples, wall));
+        let r = Results {
+            scenarios: vec![gpu.clone(), cpu],
+            ..fixture()
+        };
+        let text = to_csv(&r);
+        let mut rd = csv::Reader::from_reader(text.as_bytes());
+        let head = rd.headers().unwrap().clone();
+        let recs: Vec<_> = rd.records().map(|r| r.unwrap()).collect();
+        let col = |i: usize, name: &str| {
+            recs[i]
+                .get(head.iter().position(|h| h == name).unwrap())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(col(0, "device_p50_ms"), "0.6000");
+        assert_eq!(col(0, "device_h2d_p50_ms"), "0.1200");
+        assert_eq!(col(0, "device_compute_p50_ms"), "0.4000");
+        assert_eq!(col(0, "device_d2h_p50_ms"), "0.0800");
+        assert_eq!(col(0, "device_share"), format!("{:.3}", 0.6 / wall));
+        assert_eq!(col(0, "device_timing"), "cuda-events");
+        for c in ["device_p50_ms", "device_share", "device_timing"] {
+            assert_eq!(col(1, c), "", "{c}");
+        }
+        let md = super::super::markdown::to_markdown(&r);
+        let section = md
+            .split("## Device time")
+            .nth(1)
+            .expect("a Device time section");
+        assert!(
+            section.contains(&format!(
+                "| {} | {wall:.4} | 0.6000 | 0.1200 | 0.4000 | 0.0800 |",
+                gpu.id
+            )),
+            "{section}"
+        );
+        let table = super::super::table::to_table(&r);
+        assert!(
+            table.contains(
+                "device time p50 0.6000 ms (copy in 0.1200 + compute 0.4000 + copy out 0.0800)"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

@@ -694,6 +694,7 @@ mod tests {
         r.id = format!("{runtime}/b{batch}");
         r.status = ScenarioStatus::Ok;
         r.measurement = Some(Measurement {
+            device: None,
             first_inference_ms: 0.0,
             warmup_iterations: 0,
             warmup_ms: 0.0,

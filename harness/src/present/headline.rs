@@ -609,6 +609,7 @@ mod tests {
             .map(|i| (ms * 1e6 * (1.0 + spread * (2.0 * i as f64 / (n - 1) as f64 - 1.0))) as u64)
             .collect();
         r.measurement = Some(Measurement {
+            device: None,
             first_inference_ms: 0.0,
             warmup_iterations: 0,
             warmup_ms: 0.0,

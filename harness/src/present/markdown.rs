@@ -130,6 +130,7 @@ pub fn to_markdown(r: &Results) -> String {
         }
         interleaved(&tax, &mut out);
     }
+    device_time(r, &mut out);
     servers(r, &mut out);
     breakdowns(r, &mut out);
     capacity(r, &mut out);
@@ -145,6 +146,58 @@ pub fn to_markdown(r: &Results) -> String {
         );
     }
     out
+}
+
+/// GPU rows: the device's time per inference next to the host's, split into copies and
+/// compute where the inference copies, with a warning where the device sat idle.
+fn device_time(r: &Results, out: &mut String) {
+    let rows: Vec<_> = r
+        .scenarios
+        .iter()
+        .filter_map(|s| Some((s, s.measurement.as_ref()?.device.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Device time\n\nCUDA events on the runtime's stream around each measured inference (medians, ms): host-to-device copy, compute and device-to-host copy where the inference copies (`--gpu-copies`), beside the host's wall time. Device share: device over wall.\n\n| scenario | wall p50 | device p50 | copy in | compute | copy out | device p99 | device share |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let f = |x: Option<&crate::results::StageStats>| {
+        x.map_or("-".into(), |x| format!("{:.4}", x.p50_ms))
+    };
+    let mut notes = Vec::new();
+    for (s, d) in rows {
+        let wall = s.measurement.as_ref().map_or(0.0, |m| m.latency.p50_ms);
+        if !d.measured() {
+            let _ = writeln!(
+                out,
+                "| {} | {wall:.4} | - | - | - | - | - | {} |",
+                s.id, d.status
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {wall:.4} | {} | {} | {} | {} | {} | {} |",
+            s.id,
+            f(d.total.as_ref()),
+            f(d.h2d.as_ref()),
+            f(d.compute.as_ref()),
+            f(d.d2h.as_ref()),
+            d.total
+                .as_ref()
+                .map_or("-".into(), |x| format!("{:.4}", x.p99_ms)),
+            d.device_share
+                .map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+        );
+        if let Some(w) = &d.warning {
+            notes.push(format!("- {}: {w}", s.id));
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\n{}", notes.join("\n"));
+    }
 }
 
 /// The served rows whose server process was watched: its CPU and memory beside the

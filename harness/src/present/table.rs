@@ -164,6 +164,9 @@ pub(super) fn footnotes(r: &Results) -> Vec<String> {
                     s.id, m.failures, m.failure_kinds
                 ));
             }
+            if let Some(d) = &m.device {
+                notes.push(format!("{}: {}", s.id, device_note(d)));
+            }
         }
     }
     if r.scenarios.iter().any(|s| {
@@ -291,6 +294,32 @@ pub fn to_table(r: &Results) -> String {
 }
 
 /// Why a row's median is not known to the target, and what would get it there.
+/// A GPU row's device time in one line: the stages' medians, or why there are none.
+pub(super) fn device_note(d: &crate::results::DeviceTiming) -> String {
+    let Some(total) = &d.total else {
+        return format!("device time {}", d.status);
+    };
+    let mut line = format!("device time p50 {:.4} ms", total.p50_ms);
+    let stages: Vec<String> = [
+        ("copy in", &d.h2d),
+        ("compute", &d.compute),
+        ("copy out", &d.d2h),
+    ]
+    .into_iter()
+    .filter_map(|(n, x)| x.as_ref().map(|x| format!("{n} {:.4}", x.p50_ms)))
+    .collect();
+    if d.h2d.is_some() {
+        line += &format!(" ({})", stages.join(" + "));
+    }
+    if let Some(share) = d.device_share {
+        line += &format!(", {:.0}% of the wall time", share * 100.0);
+    }
+    if let Some(w) = &d.warning {
+        line += &format!("; WARNING: {w}");
+    }
+    line
+}
+
 fn unstable_note(r: &Results, m: &crate::results::Measurement) -> String {
     let l = &m.latency;
     let half = if l.p50_ms > 0.0 {

@@ -45,6 +45,16 @@ pub struct Environment {
     /// says; absent outside one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// GPU timing tools as the run found them: CUDA events (device time per inference) and
+    /// NVTX (ranges for Nsight Systems), each `available`/`on` or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_timing: Option<GpuTiming>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuTiming {
+    pub cuda_events: String,
+    pub nvtx: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

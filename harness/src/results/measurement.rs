@@ -74,6 +74,65 @@ pub struct Measurement {
     /// results written before detection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_end: Option<String>,
+    /// GPU rows: what the device spent per inference (CUDA events), or why it was not
+    /// measured; absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceTiming>,
+}
+
+/// The device side of a GPU row: CUDA events on the runtime's stream around each measured
+/// inference, and the stages between them (copies in and out with `--gpu-copies`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceTiming {
+    /// `cuda-events` when measured, else `unavailable: <why>`: the row then has host
+    /// timing only.
+    pub status: String,
+    /// Per inference, all stages together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<StageStats>,
+    /// Host-to-device copies of the inputs (`--gpu-copies` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2d: Option<StageStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<StageStats>,
+    /// Device-to-host copies of the outputs (`--gpu-copies` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d2h: Option<StageStats>,
+    /// Median device time over median wall time: the share of the host's clock the device
+    /// was busy with this inference's work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_share: Option<f64>,
+    /// Set when the device was idle for most of the wall time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl DeviceTiming {
+    pub fn unavailable(why: impl std::fmt::Display) -> DeviceTiming {
+        DeviceTiming {
+            status: format!("unavailable: {why}"),
+            total: None,
+            h2d: None,
+            compute: None,
+            d2h: None,
+            device_share: None,
+            warning: None,
+        }
+    }
+
+    pub fn measured(&self) -> bool {
+        self.total.is_some()
+    }
+}
+
+/// One stage's times over the measured inferences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageStats {
+    pub samples: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// How arrivals are spaced in an open loop.

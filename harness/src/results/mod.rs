@@ -15,9 +15,11 @@ mod parity;
 mod resources;
 mod served;
 
-pub use environment::{Environment, GitState, PythonInfo, RuntimeVersion};
+pub use environment::{Environment, GitState, GpuTiming, PythonInfo, RuntimeVersion};
 pub use id::ScenarioId;
-pub use measurement::{Arrivals, LatencyStats, Measurement, OpenLoopStats, StopReason};
+pub use measurement::{
+    Arrivals, DeviceTiming, LatencyStats, Measurement, OpenLoopStats, StageStats, StopReason,
+};
 pub use parity::{OutputDiff, Parity, ParityStatus, Tolerance};
 pub use resources::{GpuInfo, GpuReport, MonitorCost, ResourceReport, ServerResources};
 pub use served::{

@@ -839,6 +839,7 @@ mod tests {
         row.served = Some(served);
         let samples_ns: Vec<u64> = (0..samples).map(|k| 1_000_000 + k).collect();
         let m = crate::results::Measurement {
+            device: None,
             first_inference_ms: 1.0,
             warmup_iterations: 0,
             warmup_ms: 0.0,
