@@ -483,6 +483,17 @@ impl Loaded for CandleLoaded {
                 },
             ),
             ("architecture".into(), self.bert.describe().into()),
+            (
+                "device_timing".into(),
+                match (&self.timer, self.copies_timed) {
+                    (None, _) => "n/a (CPU)".into(),
+                    (Some(Err(why)), _) => format!("unavailable: {why}"),
+                    (Some(Ok(_)), false) => "CUDA events on candle's stream around each run".into(),
+                    (Some(Ok(_)), true) => {
+                        "CUDA events on candle's stream: copy in, compute, copy out".into()
+                    }
+                },
+            ),
         ];
         applied.extend(self.threads.applied());
         applied

@@ -213,7 +213,11 @@ impl CsvRow {
             device_compute_p50_ms: Fixed(dev.and_then(|d| d.compute.as_ref()).map(|x| x.p50_ms)),
             device_d2h_p50_ms: Fixed(dev.and_then(|d| d.d2h.as_ref()).map(|x| x.p50_ms)),
             device_share: Fixed(dev.and_then(|d| d.device_share)),
-            device_timing: dev.map(|d| d.status.clone()).unwrap_or_default(),
+            device_timing: match dev {
+                Some(d) => d.status.clone(),
+                None if s.device == "cpu" && m.is_some() => "n/a (cpu)".into(),
+                None => String::new(),
+            },
             minor_page_faults: res.and_then(|r| r.minor_page_faults),
             major_page_faults: res.and_then(|r| r.major_page_faults),
             cpu_migrations: res.and_then(|r| r.cpu_migrations),
@@ -439,9 +443,10 @@ mod tests {
         assert_eq!(col(0, "device_d2h_p50_ms"), "0.0800");
         assert_eq!(col(0, "device_share"), format!("{:.3}", 0.6 / wall));
         assert_eq!(col(0, "device_timing"), "cuda-events");
-        for c in ["device_p50_ms", "device_share", "device_timing"] {
+        for c in ["device_p50_ms", "device_share"] {
             assert_eq!(col(1, c), "", "{c}");
         }
+        assert_eq!(col(1, "device_timing"), "n/a (cpu)");
         let md = super::super::markdown::to_markdown(&r);
         let section = md
             .split("## Device time")
