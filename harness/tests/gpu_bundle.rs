@@ -32,17 +32,12 @@ fn path_without_rust() -> String {
 }
 
 fn script(name: &str, args: &[&str], env: &[(&str, &str)]) -> common::Run {
-    let out = Command::new("bash")
-        .arg(root().join("scripts").join(name))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    common::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    common::output_of(
+        Command::new("bash")
+            .arg(root().join("scripts").join(name))
+            .args(args)
+            .envs(env.iter().copied()),
+    )
 }
 
 #[test]

@@ -81,19 +81,6 @@ fn build_injection(dir: &Path) -> PathBuf {
     lib
 }
 
-fn harness_env(args: &[&str], env: &[(&str, &Path)]) -> common::Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-        .output()
-        .unwrap();
-    common::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 fn ranges_reach_an_nvtx_tool_around_loads_windows_and_each_inference() {
     let dir = common::tmp("nvtx");
@@ -112,9 +99,12 @@ fn ranges_reach_an_nvtx_tool_around_loads_windows_and_each_inference() {
         // No NVTX library here: a tool listening changes nothing but the reason.
         let empty = dir.join("no-venv");
         std::fs::create_dir_all(&empty).unwrap();
-        let run = harness_env(
+        let run = common::harness_env(
             &["list", "--device", "cpu"],
-            &[("NVTX_INJECTION64_PATH", &inject), ("VIRTUAL_ENV", &empty)],
+            &[
+                ("NVTX_INJECTION64_PATH", inject.as_os_str()),
+                ("VIRTUAL_ENV", empty.as_os_str()),
+            ],
         );
         assert!(
             run.stdout
@@ -124,12 +114,13 @@ fn ranges_reach_an_nvtx_tool_around_loads_windows_and_each_inference() {
         );
         return;
     };
+    let venv = venv();
     let env = [
-        ("NVTX_INJECTION64_PATH", inject.as_path()),
-        ("NVTX_TEST_LOG", log.as_path()),
-        ("VIRTUAL_ENV", &venv()),
+        ("NVTX_INJECTION64_PATH", inject.as_os_str()),
+        ("NVTX_TEST_LOG", log.as_os_str()),
+        ("VIRTUAL_ENV", venv.as_os_str()),
     ];
-    let list = harness_env(&["list", "--device", "cpu"], &env);
+    let list = common::harness_env(&["list", "--device", "cpu"], &env);
     assert!(
         list.stdout.contains("NVTX ranges: on (") && list.stdout.contains("libnvtx3interop"),
         "{}",
@@ -137,31 +128,18 @@ fn ranges_reach_an_nvtx_tool_around_loads_windows_and_each_inference() {
     );
 
     let out = dir.join("run");
-    let model = common::fixture();
-    let run = harness_env(
+    common::compare_fixture_env(
+        &out,
         &[
-            "compare",
-            "--model",
-            model.to_str().unwrap(),
             "--runtimes",
             "ort,tract",
-            "--seq",
-            "8",
-            "--target-ci",
-            "off",
-            "--warmup-time",
-            "10ms",
             "--min-time",
             "100ms",
             "--min-samples",
             "30",
-            "--no-overhead",
-            "--out",
-            out.to_str().unwrap(),
         ],
         &env,
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
     let results = common::results(&out);
     let text = std::fs::read_to_string(&log).unwrap();
     // Each process's ranges, in order.

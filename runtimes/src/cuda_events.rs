@@ -51,6 +51,14 @@ pub fn status(gpu: u32) -> String {
     }
 }
 
+/// What [`crate::Loaded::device_timing`] answers for a runtime holding `timer`: None on the
+/// CPU (no timer), else whether its events work.
+pub fn timing_status(timer: &Option<Result<EventTimer, String>>) -> Option<Result<(), String>> {
+    timer
+        .as_ref()
+        .map(|t| t.as_ref().map(|_| ()).map_err(Clone::clone))
+}
+
 /// Events recorded on one stream, the gaps between consecutive ones being the stages of an
 /// inference.
 pub struct EventTimer {

@@ -893,9 +893,7 @@ impl Loaded for OrtLoaded {
     }
 
     fn device_timing(&self) -> Option<Result<(), String>> {
-        self.timer
-            .as_ref()
-            .map(|t| t.as_ref().map(|_| ()).map_err(Clone::clone))
+        crate::cuda_events::timing_status(&self.timer)
     }
 
     fn last_device_time(&self) -> Option<crate::DeviceTime> {

@@ -72,12 +72,9 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs the `harness` binary with `args`.
-pub fn harness(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .expect("run harness");
+/// Runs `cmd` to its end and keeps what it printed.
+pub fn output_of(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("run the command");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -85,10 +82,29 @@ pub fn harness(args: &[&str]) -> Run {
     }
 }
 
+/// Runs the `harness` binary with `args`.
+pub fn harness(args: &[&str]) -> Run {
+    harness_env(args, &[])
+}
+
+/// Runs the `harness` binary with `args` and these environment variables added.
+pub fn harness_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Run {
+    output_of(
+        Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(args)
+            .envs(env.iter().copied()),
+    )
+}
+
 /// `harness compare` on the committed fixture at sequence 8, quickly (fixed stopping, a 10 ms
 /// warm-up, no overhead measurement), writing to `out`, with `args` for the rest; the run
 /// must succeed.
 pub fn compare_fixture(out: &Path, args: &[&str]) -> Run {
+    compare_fixture_env(out, args, &[])
+}
+
+/// [`compare_fixture`] with these environment variables added.
+pub fn compare_fixture_env(out: &Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Run {
     let model = fixture();
     let mut all = vec![
         "compare",
@@ -105,7 +121,7 @@ pub fn compare_fixture(out: &Path, args: &[&str]) -> Run {
         "--no-overhead",
     ];
     all.extend_from_slice(args);
-    let run = harness(&all);
+    let run = harness_env(&all, env);
     assert_eq!(run.code, 0, "{}", run.stderr);
     run
 }
