@@ -62,7 +62,8 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         "{out}"
     );
 
-    // NEW: every latency 20% higher.
+    // NEW: every latency 50% higher: clear of the noise of a short run on a busy machine
+    // (a 20% change could fall inside a noisy row's interval and be called the same).
     let mut r: Value = results(&base);
     for s in r["scenarios"].as_array_mut().unwrap() {
         let l = &mut s["measurement"]["latency"];
@@ -72,7 +73,7 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
             "median_ci95_low_ms",
             "median_ci95_high_ms",
         ] {
-            l[k] = Value::from(l[k].as_f64().unwrap() * 1.2);
+            l[k] = Value::from(l[k].as_f64().unwrap() * 1.5);
         }
     }
     let slow = d.join("slow");
@@ -118,11 +119,11 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         );
     }
     assert!(
-        out.contains("| 1.200x |") && out.contains("| slower |"),
+        out.contains("| 1.500x |") && out.contains("| slower |"),
         "{out}"
     );
     assert!(
-        err.contains("regression: ort/cpu/fp32/b1/s8/t1 is 20.0% slower"),
+        err.contains("regression: ort/cpu/fp32/b1/s8/t1 is 50.0% slower"),
         "{err}"
     );
     // Below the gate: reported, not failed.
@@ -131,7 +132,7 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         base.to_str().unwrap(),
         slow.to_str().unwrap(),
         "--fail-above",
-        "25",
+        "60",
     ]);
     assert_eq!(code, 0);
     let common::Run {
