@@ -459,6 +459,12 @@ mod tests {
             )),
             "{section}"
         );
+        let html = super::super::html::to_html(&r);
+        assert!(
+            html.contains("<th>device time (CUDA events, p50 ms)</th>")
+                && html.contains("<td>device time p50 0.6000 ms (copy in 0.1200 + compute 0.4000 + copy out 0.0800)"),
+            "{html}"
+        );
         let table = super::super::table::to_table(&r);
         assert!(
             table.contains(

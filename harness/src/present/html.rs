@@ -812,6 +812,13 @@ td:first-child,th:first-child{{text-align:left}}
     if profiled {
         out.push_str("<th>profile (window time: kernels / threading / allocation)</th>");
     }
+    let device_timed = r
+        .scenarios
+        .iter()
+        .any(|s| s.measurement.as_ref().is_some_and(|m| m.device.is_some()));
+    if device_timed {
+        out.push_str("<th>device time (CUDA events, p50 ms)</th>");
+    }
     out.push_str("</tr>");
     for s in &r.scenarios {
         let m = s.measurement.as_ref();
@@ -834,6 +841,13 @@ td:first-child,th:first-child{{text-align:left}}
         if profiled {
             out.push_str(&profile_cell(s));
         }
+        if device_timed {
+            let cell = m
+                .and_then(|m| m.device.as_ref())
+                .map(super::table::device_note)
+                .unwrap_or_else(|| "-".into());
+            let _ = write!(out, "<td>{}</td>", esc(&cell));
+        }
         out.push_str("</tr>");
     }
     out.push_str("</table>");
@@ -851,6 +865,13 @@ td:first-child,th:first-child{{text-align:left}}
         ("OS / kernel", format!("{} / {}", e.os, e.kernel)),
         ("governor", e.cpu_governor.clone()),
         ("GPUs", e.gpus.clone()),
+        (
+            "GPU timing",
+            e.gpu_timing
+                .as_ref()
+                .map(|t| format!("CUDA events: {}; NVTX: {}", t.cuda_events, t.nvtx))
+                .unwrap_or_else(|| "not recorded".into()),
+        ),
         ("rustc", e.rustc.clone()),
         (
             "harness",
