@@ -311,7 +311,7 @@ pub fn device_timing(
     let share = (wall_p50_ms > 0.0).then(|| total.p50_ms / wall_p50_ms);
     let warning = share.filter(|&s| s < DEVICE_SHARE_WARNING).map(|s| {
         format!(
-            "the device was busy {:.0}% of the wall time (median {:.3} ms of {:.3} ms): the host (framework overhead, kernel launches, synchronization) bounds this row; a larger batch or CUDA graphs would help",
+            "the device's span was {:.0}% of the wall time (median {:.3} ms of {:.3} ms): the host's work outside it (framework overhead before the first launch and after the last kernel, synchronization) bounds this row; a larger batch or CUDA graphs would help",
             s * 100.0,
             total.p50_ms,
             wall_p50_ms
@@ -515,7 +515,7 @@ mod tests {
         assert!((total.p50_ms - 0.65).abs() < 1e-12);
         // 0.65 ms of 2 ms on the device: flagged.
         assert!((d.device_share.unwrap() - 0.325).abs() < 1e-12);
-        assert!(d.warning.unwrap().contains("busy 32%"));
+        assert!(d.warning.unwrap().contains("span was 32%"));
         // Busy most of the time: no warning. Compute alone: no copy stages.
         let compute_only: Vec<DeviceTime> = (0..10)
             .map(|_| DeviceTime {

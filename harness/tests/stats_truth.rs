@@ -485,7 +485,7 @@ fn device_time_is_recorded_per_measured_inference_and_split_into_its_stages() {
     assert!((h2d.p50_ms - 0.1).abs() < 1e-12 && (d2h.p50_ms - 0.05).abs() < 1e-12);
     assert!((compute.mean_ms - 0.4).abs() < 1e-9, "{}", compute.mean_ms);
     assert!((h2d.mean_ms + compute.mean_ms + d2h.mean_ms - total.mean_ms).abs() < 1e-9);
-    // Wall 2 ms, device 0.35 or 0.75 ms: at most 38% busy, so the row is flagged.
+    // Wall 2 ms, device 0.35 or 0.75 ms: a span of at most 38%, so the row is flagged.
     assert!((m.latency.p50_ms - 2.0).abs() < 1e-9);
     assert!(d.device_share.unwrap() < 0.5);
     assert!(d

@@ -157,7 +157,7 @@ impl Runtime for CandleRuntime {
             device,
             copies_timed,
             timer,
-            last_device: None,
+            timed: false,
             prepared: None,
         }))
     }
@@ -404,7 +404,8 @@ struct CandleLoaded {
     copies_timed: bool,
     /// GPU: CUDA events on candle's stream, or why there are none. None on the CPU.
     timer: Option<Result<EventTimer, String>>,
-    last_device: Option<crate::DeviceTime>,
+    /// The last run was timed on the device: its stages can be read.
+    timed: bool,
     prepared: Option<Prepared>,
 }
 
@@ -424,14 +425,21 @@ impl CandleLoaded {
         mask: &Tensor,
     ) -> Result<Tensor, RuntimeError> {
         let f = || self.bert.forward(ids, types, mask);
+        // On a GPU candle launches on the calling thread's own stream (a per-thread default
+        // stream): the forward pass must run on the thread that prepared the inputs, records
+        // the events and synchronizes, not on a pool thread.
+        if self.device.is_cuda() {
+            return f().map_err(|e| RuntimeError::inference(NAME, e));
+        }
         self.threads
             .install(f)
             .map_err(|e| RuntimeError::inference(NAME, e))
     }
 
     /// One GPU inference timed on the device: compute alone, or with the inputs copied in
-    /// from the host and the output copied back (`--gpu-copies`).
-    fn run_timed(&self, timer: &EventTimer) -> Result<crate::DeviceTime, RuntimeError> {
+    /// from the host and the output copied back (`--gpu-copies`). Returns when the device is
+    /// done; the stages are read afterwards, outside the timed region.
+    fn run_timed(&self, timer: &EventTimer) -> Result<(), RuntimeError> {
         let err = |e: String| RuntimeError::inference(NAME, e);
         let p = self
             .prepared
@@ -461,9 +469,9 @@ impl CandleLoaded {
                 out
             }
         };
-        let d = timer.device_time().map_err(err)?;
+        timer.finish().map_err(err)?;
         drop(out);
-        Ok(d)
+        Ok(())
     }
 }
 
@@ -475,9 +483,9 @@ impl Loaded for CandleLoaded {
             (
                 "device".into(),
                 if self.device.is_cuda() && self.copies_timed {
-                    "cuda (inputs copied in from the host and the output copied back in every run; device synchronized before the clock stops)".into()
+                    "cuda (inputs copied in from the host and the output copied back in every run; the forward pass on the measuring thread, whose stream candle launches on; device synchronized before the clock stops)".into()
                 } else if self.device.is_cuda() {
-                    "cuda (inputs prepared on the device; device synchronized before the clock stops)".into()
+                    "cuda (inputs prepared on the device; the forward pass on the measuring thread, whose stream candle launches on; device synchronized before the clock stops)".into()
                 } else {
                     "cpu".into()
                 },
@@ -569,7 +577,7 @@ impl Loaded for CandleLoaded {
             attention_mask: tensor("attention_mask", 1)?,
             host,
         });
-        self.last_device = None;
+        self.timed = false;
         Ok(())
     }
 
@@ -578,13 +586,17 @@ impl Loaded for CandleLoaded {
     }
 
     fn last_device_time(&self) -> Option<crate::DeviceTime> {
-        self.last_device
+        match &self.timer {
+            Some(Ok(t)) if self.timed => t.device_time().ok(),
+            _ => None,
+        }
     }
 
     fn run(&mut self) -> Result<(), RuntimeError> {
+        self.timed = false;
         if let Some(Ok(timer)) = &self.timer {
-            let d = self.run_timed(timer)?;
-            self.last_device = Some(d);
+            self.run_timed(timer)?;
+            self.timed = true;
             return Ok(());
         }
         let out = self.forward()?;
@@ -605,11 +617,12 @@ impl Loaded for CandleLoaded {
                 dtype: self.dtype,
                 device: self.device.clone(),
                 copies_timed: self.copies_timed,
-                // Workers share candle's stream: one set of events would mix their marks.
+                // Another worker runs on its own thread, so on that thread's stream: the
+                // events (recorded by the first worker's thread) would not see its work.
                 timer: self.timer.as_ref().map(|_| {
                     Err("device timing covers one worker; this row runs several".to_string())
                 }),
-                last_device: None,
+                timed: false,
                 prepared: None,
             }) as Box<dyn Loaded>
         }))

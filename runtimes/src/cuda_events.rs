@@ -4,8 +4,20 @@
 //! A timer owns `marks` events recorded on one stream: the runtime's own (candle's) or one
 //! created here and handed to the runtime as its compute stream (ONNX Runtime's
 //! `user_compute_stream`). Between two consecutive marks is one stage (host-to-device copy,
-//! compute, device-to-host copy); [`EventTimer::stages_ns`] waits for the last mark and reads
-//! them. Event timestamps have a resolution of about half a microsecond.
+//! compute, device-to-host copy).
+//!
+//! What a stage measures: the stream's span from the moment the first mark is reached (the
+//! stream is idle when an inference starts, so that is when the host records it) to the
+//! completion of the work queued before the last one. Gaps in which the GPU waits for the host
+//! to launch the next kernel are inside it; the host's work after the last launch (the
+//! runtime's bookkeeping, output handling, the synchronization itself) is not, as long as
+//! the closing mark is queued right behind the last launch (ONNX Runtime: runs without its
+//! end-of-run synchronization). Event timestamps have a resolution of about half a
+//! microsecond.
+//!
+//! `run` records the marks and waits for the last one (the clock stops when the device is
+//! done); the stages are read afterwards ([`EventTimer::device_time`]), outside the timed
+//! region.
 //!
 //! Nothing here touches cudarc before [`driver_problem`] has found the driver: cudarc panics
 //! when asked to load a library that is absent.
@@ -106,12 +118,17 @@ impl EventTimer {
             .map_err(|e| format!("recording CUDA event {i}: {e}"))
     }
 
-    /// Waits for the last mark, then the time between each pair of consecutive marks.
-    pub fn stages_ns(&self) -> Result<Vec<u64>, String> {
+    /// Waits until the device has reached the last mark: the work queued before it is done.
+    pub fn finish(&self) -> Result<(), String> {
         let last = self.marks.len() - 1;
         self.marks[last]
             .synchronize()
-            .map_err(|e| format!("waiting for CUDA event {last}: {e}"))?;
+            .map_err(|e| format!("waiting for CUDA event {last}: {e}"))
+    }
+
+    /// Waits for the last mark, then the time between each pair of consecutive marks.
+    pub fn stages_ns(&self) -> Result<Vec<u64>, String> {
+        self.finish()?;
         self.marks
             .windows(2)
             .map(|w| {
@@ -126,6 +143,47 @@ impl EventTimer {
     /// one gap is compute alone.
     pub fn device_time(&self) -> Result<DeviceTime, String> {
         DeviceTime::from_stages(&self.stages_ns()?)
+    }
+}
+
+/// Page-locked host memory (`cuMemHostAlloc`), the kind copies between host and device run
+/// from at full speed and asynchronously (trtexec copies from it); freed with its context.
+pub struct PinnedBuffer {
+    ctx: Arc<CudaContext>,
+    addr: usize,
+    len: usize,
+}
+
+impl PinnedBuffer {
+    pub fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<PinnedBuffer, String> {
+        ctx.bind_to_thread()
+            .map_err(|e| format!("binding the CUDA context: {e}"))?;
+        // SAFETY: a plain allocation of len bytes (at least 1) with no flags.
+        let p = unsafe { cudarc::driver::result::malloc_host(len.max(1), 0) }
+            .map_err(|e| format!("allocating {len} bytes of pinned host memory: {e}"))?;
+        Ok(PinnedBuffer {
+            ctx: ctx.clone(),
+            addr: p as usize,
+            len,
+        })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: addr holds len bytes we own until drop.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.addr as *mut u8, self.len) }
+    }
+}
+
+impl Drop for PinnedBuffer {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: allocated by malloc_host above and not freed before.
+        let _ = unsafe { cudarc::driver::result::free_host(self.addr as *mut std::ffi::c_void) };
     }
 }
 

@@ -492,8 +492,13 @@ impl Runtime for OrtRuntime {
             binding: None,
             #[cfg(feature = "ort-gpu")]
             copies: None,
+            #[cfg(feature = "ort-gpu")]
+            run_options: match &timer {
+                Some(Ok(_)) => Some(unsynchronized_run().map_err(|e| load_err(&e))?),
+                _ => None,
+            },
             timer,
-            last_device: None,
+            timed: false,
             prepared: Vec::new(),
             threads,
             file: onnx.clone(),
@@ -521,7 +526,12 @@ struct OrtLoaded {
     copies: Option<DeviceCopies>,
     /// GPU rows: the device-side timer, or why there is none. None on the CPU.
     timer: Option<Result<crate::cuda_events::EventTimer, String>>,
-    last_device: Option<crate::DeviceTime>,
+    /// Timed GPU runs: without ONNX Runtime's end-of-run synchronization (the harness waits
+    /// for the timer's last event instead).
+    #[cfg(feature = "ort-gpu")]
+    run_options: Option<ort::session::RunOptions>,
+    /// The last run was timed on the device: its stages can be read.
+    timed: bool,
     prepared: Vec<(String, DynValue)>,
     threads: usize,
     file: PathBuf,
@@ -598,40 +608,35 @@ impl OrtLoaded {
     }
 }
 
-/// Device buffers bound to the session, filled from and read back to host memory by explicit
-/// copies on the timer's stream: an inference is then three timed stages, as trtexec reports
-/// them (host-to-device, compute, device-to-host).
+/// Device buffers bound to the session, filled from and read back to pinned host memory by
+/// explicit copies on the timer's stream: an inference is then three timed stages, as trtexec
+/// reports them (host-to-device, compute, device-to-host).
 #[cfg(feature = "ort-gpu")]
 struct DeviceCopies {
     binding: ort::session::IoBinding,
-    inputs: Vec<CopyIn>,
-    /// (device buffer, host buffer the output is copied into).
-    outputs: Vec<(ort::value::DynTensor, Vec<u8>)>,
-}
-
-/// One input's copy: from the prepared host value's memory (its address; the value lives
-/// in `OrtLoaded::prepared` until the next `prepare`, which rebuilds the copies) into a
-/// device buffer of the same size.
-#[cfg(feature = "ort-gpu")]
-struct CopyIn {
-    name: String,
-    device: ort::value::DynTensor,
-    host_addr: usize,
-    bytes: usize,
+    /// (input name, its bound device buffer, the prepared values in pinned host memory).
+    inputs: Vec<(String, ort::value::DynTensor, PinnedBuffer)>,
+    /// (bound device buffer, pinned host memory the output is copied into).
+    outputs: Vec<(ort::value::DynTensor, PinnedBuffer)>,
 }
 
 #[cfg(feature = "ort-gpu")]
-impl CopyIn {
-    /// Queues the copy on `stream`.
-    fn queue(&self, stream: cudarc::driver::sys::CUstream) -> Result<(), String> {
-        // SAFETY: both buffers hold `bytes` bytes (the device one was allocated with the host
-        // value's type and shape), and the host value outlives this struct (see above).
-        let src = unsafe { std::slice::from_raw_parts(self.host_addr as *const u8, self.bytes) };
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(self.device.data_ptr() as u64, src, stream)
-        }
-        .map_err(|e| format!("copying input '{}' to the device: {e}", self.name))
+use crate::cuda_events::PinnedBuffer;
+
+/// Queues a copy of `host` into the device buffer `device` (of the same size) on `stream`.
+#[cfg(feature = "ort-gpu")]
+fn copy_in(
+    name: &str,
+    device: &ort::value::DynTensor,
+    host: &PinnedBuffer,
+    stream: cudarc::driver::sys::CUstream,
+) -> Result<(), String> {
+    // SAFETY: the device buffer was allocated with the host value's type and shape, so it
+    // holds host.len() bytes; the context is current (the caller bound it).
+    unsafe {
+        cudarc::driver::result::memcpy_htod_async(device.data_ptr() as u64, host.as_slice(), stream)
     }
+    .map_err(|e| format!("copying input '{name}' to the device: {e}"))
 }
 
 /// A tensor value's element type, shape and size in bytes.
@@ -650,16 +655,32 @@ fn tensor_layout(v: &DynValue) -> Result<(TensorElementType, Vec<i64>, usize), S
     }
 }
 
+/// Run options for timed GPU runs: without ONNX Runtime's synchronization at the end of
+/// `Run`, so the closing event is queued right behind the last kernel (the harness waits for
+/// that event before its clock stops).
+#[cfg(feature = "ort-gpu")]
+fn unsynchronized_run() -> Result<ort::session::RunOptions, String> {
+    let mut o = ort::session::RunOptions::new().map_err(|e| e.to_string())?;
+    o.disable_device_sync().map_err(|e| e.to_string())?;
+    Ok(o)
+}
+
 #[cfg(feature = "ort-gpu")]
 impl OrtLoaded {
-    /// Device buffers for the prepared inputs and for the outputs (their shapes from one
-    /// inference), bound to the session.
+    /// Device buffers for the prepared inputs, filled before they are bound, and for the
+    /// outputs (their shapes from one inference), bound to the session; pinned host memory
+    /// on the other side of each.
     fn device_copies(&mut self, id: i32) -> Result<DeviceCopies, String> {
         use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
         use ort::value::{DynTensor, DynTensorValueType};
         let Some(Ok(timer)) = &self.timer else {
             return Err("no device timer".into());
         };
+        let ctx = timer.stream().context().clone();
+        // Raw driver calls need the context current on this thread.
+        ctx.bind_to_thread()
+            .map_err(|e| format!("GPU {id}'s context: {e}"))?;
+        let stream = timer.stream().cu_stream();
         let mem = MemoryInfo::new(
             AllocationDevice::CUDA,
             id,
@@ -668,41 +689,35 @@ impl OrtLoaded {
         )
         .map_err(|e| e.to_string())?;
         let alloc = Allocator::new(&self.session, mem.clone()).map_err(|e| e.to_string())?;
-        let mut binding = self.session.create_binding().map_err(|e| e.to_string())?;
         let mut inputs = Vec::new();
         for (name, host) in &self.prepared {
             let (ty, shape, bytes) = tensor_layout(host)?;
-            let host_addr = host
+            let view = host
                 .view()
                 .downcast::<DynTensorValueType>()
-                .map_err(|e| format!("input '{name}': {e}"))?
-                .data_ptr() as usize;
+                .map_err(|e| format!("input '{name}': {e}"))?;
+            let mut pinned = PinnedBuffer::new(&ctx, bytes)?;
+            // SAFETY: the prepared CPU tensor holds `bytes` bytes of this type and shape.
+            pinned.as_mut_slice().copy_from_slice(unsafe {
+                std::slice::from_raw_parts(view.data_ptr().cast::<u8>(), bytes)
+            });
             let device = DynTensor::new(&alloc, ty, shape)
                 .map_err(|e| format!("input '{name}' on GPU {id}: {e}"))?;
-            binding
-                .bind_input(name.as_str(), &device)
-                .map_err(|e| format!("binding input '{name}': {e}"))?;
-            inputs.push(CopyIn {
-                name: name.clone(),
-                device,
-                host_addr,
-                bytes,
-            });
+            copy_in(name, &device, &pinned, stream)?;
+            inputs.push((name.clone(), device, pinned));
         }
-        // Raw driver calls need the context current on this thread.
-        timer
-            .stream()
-            .context()
-            .bind_to_thread()
-            .map_err(|e| format!("GPU {id}'s context: {e}"))?;
-        let stream = timer.stream().cu_stream();
-        for c in &inputs {
-            c.queue(stream)?;
-        }
+        // Filled before binding: ONNX Runtime reads a bound input where it wants it once, at
+        // binding time.
         timer
             .stream()
             .synchronize()
             .map_err(|e| format!("copying the inputs: {e}"))?;
+        let mut binding = self.session.create_binding().map_err(|e| e.to_string())?;
+        for (name, device, _) in &inputs {
+            binding
+                .bind_input(name.as_str(), device)
+                .map_err(|e| format!("binding input '{name}': {e}"))?;
+        }
         for o in self.session.outputs() {
             binding
                 .bind_output_to_device(o.name(), &mem)
@@ -726,7 +741,7 @@ impl OrtLoaded {
             binding
                 .bind_output(name.as_str(), &mut device)
                 .map_err(|e| format!("binding output '{name}': {e}"))?;
-            outputs.push((device, vec![0u8; bytes]));
+            outputs.push((device, PinnedBuffer::new(&ctx, bytes)?));
         }
         Ok(DeviceCopies {
             binding,
@@ -735,20 +750,23 @@ impl OrtLoaded {
         })
     }
 
-    /// One inference in three timed stages on the timer's stream.
-    fn run_with_copies(&mut self) -> Result<crate::DeviceTime, String> {
-        let (Some(Ok(timer)), Some(c)) = (&self.timer, &mut self.copies) else {
+    /// One inference in three timed stages on the timer's stream; returns when the device is
+    /// done (the stages are read afterwards, outside the timed region).
+    fn run_with_copies(&mut self) -> Result<(), String> {
+        let (Some(Ok(timer)), Some(c), Some(opts)) =
+            (&self.timer, &mut self.copies, &self.run_options)
+        else {
             return Err("no device copies prepared".into());
         };
         let stream = timer.stream().cu_stream();
         timer.mark(0)?;
-        for input in &c.inputs {
-            input.queue(stream)?;
+        for (name, device, pinned) in &c.inputs {
+            copy_in(name, device, pinned, stream)?;
         }
         timer.mark(1)?;
         let outs = self
             .session
-            .run_binding(&c.binding)
+            .run_binding_with_options(&c.binding, opts)
             .map_err(|e| e.to_string())?;
         drop(outs);
         timer.mark(2)?;
@@ -764,7 +782,7 @@ impl OrtLoaded {
             .map_err(|e| format!("copying an output back: {e}"))?;
         }
         timer.mark(3)?;
-        timer.device_time()
+        timer.finish()
     }
 }
 
@@ -858,10 +876,8 @@ impl Loaded for OrtLoaded {
                 match (&self.timer, self.copies_timed) {
                     (None, _) => "n/a (CPU)".into(),
                     (Some(Err(why)), _) => format!("unavailable: {why}"),
-                    (Some(Ok(_)), false) => {
-                        "CUDA events on the session's compute stream around each run".into()
-                    }
-                    (Some(Ok(_)), true) => "CUDA events on the session's compute stream: copy in, compute, copy out (explicit copies of IO-bound buffers)".into(),
+                    (Some(Ok(_)), false) => "CUDA events on the session's compute stream around each run; runs without ONNX Runtime's end-of-run synchronization, the harness waiting for the last event".into(),
+                    (Some(Ok(_)), true) => "CUDA events on the session's compute stream: copy in, compute, copy out (explicit copies between pinned host memory and IO-bound device buffers); runs without ONNX Runtime's end-of-run synchronization, the harness waiting for the last event".into(),
                 },
             ),
             ("model_file".into(), self.file.display().to_string()),
@@ -897,7 +913,10 @@ impl Loaded for OrtLoaded {
     }
 
     fn last_device_time(&self) -> Option<crate::DeviceTime> {
-        self.last_device
+        match &self.timer {
+            Some(Ok(t)) if self.timed => t.device_time().ok(),
+            _ => None,
+        }
     }
 
     fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
@@ -943,43 +962,45 @@ impl Loaded for OrtLoaded {
                 _ => {}
             }
         }
-        self.last_device = None;
+        self.timed = false;
         Ok(())
     }
 
     fn run(&mut self) -> Result<(), RuntimeError> {
+        self.timed = false;
         #[cfg(feature = "ort-gpu")]
         if self.copies.is_some() {
-            let d = self
-                .run_with_copies()
+            self.run_with_copies()
                 .map_err(|e| RuntimeError::inference(NAME, e))?;
-            self.last_device = Some(d);
+            self.timed = true;
             return Ok(());
         }
         #[cfg(feature = "ort-gpu")]
         if let Some(binding) = &self.binding {
-            let timer = self.timer.as_ref().and_then(|t| t.as_ref().ok());
-            if let Some(t) = timer {
-                t.mark(0).map_err(|e| RuntimeError::inference(NAME, e))?;
+            let err = |e: String| RuntimeError::inference(NAME, e);
+            if let (Some(Ok(t)), Some(opts)) = (&self.timer, &self.run_options) {
+                t.mark(0).map_err(err)?;
+                let outputs = self
+                    .session
+                    .run_binding_with_options(binding, opts)
+                    .map_err(|e| RuntimeError::inference(NAME, e))?;
+                drop(outputs);
+                t.mark(1).map_err(err)?;
+                // The clock stops when the device has finished: everything ONNX Runtime
+                // queued on the stream before the last mark.
+                t.finish().map_err(err)?;
+                self.timed = true;
+                return Ok(());
             }
             let outputs = self
                 .session
                 .run_binding(binding)
                 .map_err(|e| RuntimeError::inference(NAME, e))?;
-            if let Some(t) = timer {
-                t.mark(1).map_err(|e| RuntimeError::inference(NAME, e))?;
-            }
             // The clock stops when the device has finished, not when the launch returned.
             binding
                 .synchronize_outputs()
                 .map_err(|e| RuntimeError::inference(NAME, e))?;
             drop(outputs);
-            if let Some(t) = timer {
-                self.last_device = Some(
-                    t.device_time()
-                        .map_err(|e| RuntimeError::inference(NAME, e))?,
-                );
-            }
             return Ok(());
         }
         let outputs = self

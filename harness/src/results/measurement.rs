@@ -98,11 +98,12 @@ pub struct DeviceTiming {
     /// Device-to-host copies of the outputs (`--gpu-copies` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d2h: Option<StageStats>,
-    /// Median device time over median wall time: the share of the host's clock the device
-    /// was busy with this inference's work.
+    /// Median device time over median wall time: the share of the host's clock covered by
+    /// the span on the device's stream (from the inference's start to its last kernel or copy;
+    /// gaps between launches are inside it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_share: Option<f64>,
-    /// Set when the device was idle for most of the wall time.
+    /// Set when that span was under half of the wall time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
 }
