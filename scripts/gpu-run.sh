@@ -24,8 +24,9 @@
 # OUT/NAME (harness compare: ort and candle-native on cpu, cuda and tensorrt, fp32 and fp16,
 # batch 1/8/32, sequence 128 or the model's longest; IO binding, device time per inference),
 # OUT/NAME-e2e (on cuda with the host copies timed: copy in, compute, copy out),
-# OUT/NAME-torch.json (PyTorch eager, same shapes). NAME is the model folder's name (with the
-# fixture's folder "fixture-" before it).
+# OUT/NAME-torch.json (PyTorch eager, same shapes), and OUT/gpu-run.md: every row of every
+# model in one table (wall and device time, the stages, parity, PyTorch eager). NAME is the
+# model folder's name (with the fixture's folder "fixture-" before it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -149,6 +150,7 @@ GPU=0
 if nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1; then GPU=1; else say "nvidia-smi failed: no NVIDIA driver here; the GPU rows will be skipped with their reasons"; fi
 "$H" list "${ORT[@]}" | tee "$OUT/list.txt"
 RUNS=()
+NAMES=()
 for M in "${MODELS[@]}"; do
   NAME=$(basename "$M")
   [ "$M" = models/fixtures/tiny-bert ] && NAME=fixture-$NAME
@@ -179,5 +181,43 @@ for M in "${MODELS[@]}"; do
     step "PyTorch eager ($NAME, $DEV)" "$PY" models/torch_bench.py --model "$M" --device "$DEV" \
       --dtype fp32,fp16 --batch 1,8,32 --seq "$SEQ" --min-time "$(seconds "$T")" --json "$OUT/$NAME-torch.json"
   fi
+  NAMES+=("$NAME")
 done
-say "results: $OUT ($SECONDS s): ${RUNS[*]}"
+# One table of every model's rows: host wall time, the device's span and its stages, parity,
+# and PyTorch eager at the same shapes.
+"$PY" - "$OUT" "${NAMES[@]}" >"$OUT/gpu-run.md" <<'EOF' || say "the summary table could not be written"
+import json, os, sys
+out, names = sys.argv[1], sys.argv[2:]
+def load(p):
+    try:
+        return json.load(open(p))
+    except (OSError, ValueError):
+        return None
+def f(x, d=3):
+    return "-" if x is None else f"{x:.{d}f}"
+print("# GPU run\n")
+print("Host wall p50 against the device's span on the runtime's stream (CUDA events; copy in, compute and copy out with --gpu-copies), ms.\n")
+for name in names:
+    print(f"## {name}\n")
+    print("| runtime | device | variant | batch | copies | wall p50 | device p50 | copy in | compute | copy out | device share | parity | status |")
+    print("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for run, copies in ((name, "excluded"), (name + "-e2e", "timed")):
+        r = load(os.path.join(out, run, "results.json"))
+        for s in (r or {}).get("scenarios", []):
+            m = s.get("measurement") or {}
+            d = m.get("device") or {}
+            p50 = lambda k: (d.get(k) or {}).get("p50_ms")
+            status = s["status"] if s["status"] != "skipped" else "skipped: " + (s.get("error") or "")[:90]
+            if d.get("warning"):
+                status += " (host-bound)"
+            elif d and not d.get("total"):
+                status += "; device time " + d["status"][:60]
+            print(f"| {s['runtime']} | {s['device']} | {s['variant']} | {s['batch']} | {copies if s['device'] != 'cpu' else '-'} "
+                  f"| {f((m.get('latency') or {}).get('p50_ms'))} | {f(p50('total'))} | {f(p50('h2d'))} | {f(p50('compute'))} | {f(p50('d2h'))} "
+                  f"| {f(d.get('device_share'), 2)} | {s['parity']['status']} | {status} |")
+    t = load(os.path.join(out, name + "-torch.json")) or []
+    for x in t:
+        print(f"| pytorch-eager | {x['device']} | {x['dtype']} | {x['batch']} | - | {f(x['p50_ms'])} | - | - | - | - | - | - | {x['samples']} samples |")
+    print()
+EOF
+say "results: $OUT ($SECONDS s): ${RUNS[*]}; the table: $OUT/gpu-run.md"

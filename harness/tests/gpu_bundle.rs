@@ -155,6 +155,26 @@ fn a_bundle_runs_the_gpu_comparison_without_rust() {
         assert!(t["p50_ms"].as_f64().unwrap() > 0.0, "{t}");
     }
 
+    // One table of it all: every harness row and PyTorch's.
+    let table = std::fs::read_to_string(out.join("gpu-run.md")).unwrap();
+    assert!(
+        table.contains("## tiny-bert") && table.contains("| ort | cpu | fp32 | 1 | - | "),
+        "{table}"
+    );
+    assert_eq!(table.matches("| pytorch-eager |").count(), 6, "{table}");
+    // With a GPU the end-to-end run's rows are in it too.
+    let e2e = out.join("tiny-bert-e2e");
+    let e2e_rows = if e2e.join("results.json").is_file() {
+        common::results(&e2e)["scenarios"].as_array().unwrap().len()
+    } else {
+        0
+    };
+    assert_eq!(
+        table.matches("\n| ort |").count() + table.matches("\n| candle-native |").count(),
+        rows.len() + e2e_rows,
+        "{table}"
+    );
+
     // A damaged piece is refused by name, and nothing runs.
     let piece = manifest_piece(&bundle, "model");
     let mut bytes = std::fs::read(&piece).unwrap();
