@@ -586,10 +586,7 @@ impl Loaded for CandleLoaded {
     }
 
     fn last_device_time(&self) -> Option<crate::DeviceTime> {
-        match &self.timer {
-            Some(Ok(t)) if self.timed => t.device_time().ok(),
-            _ => None,
-        }
+        crate::cuda_events::last_time(&self.timer, self.timed)
     }
 
     fn run(&mut self) -> Result<(), RuntimeError> {

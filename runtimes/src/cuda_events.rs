@@ -71,6 +71,15 @@ pub fn timing_status(timer: &Option<Result<EventTimer, String>>) -> Option<Resul
         .map(|t| t.as_ref().map(|_| ()).map_err(Clone::clone))
 }
 
+/// What [`crate::Loaded::last_device_time`] answers: the stages of the last run when it was
+/// timed (read now, after the clock stopped), else None.
+pub fn last_time(timer: &Option<Result<EventTimer, String>>, timed: bool) -> Option<DeviceTime> {
+    match timer {
+        Some(Ok(t)) if timed => t.device_time().ok(),
+        _ => None,
+    }
+}
+
 /// Events recorded on one stream, the gaps between consecutive ones being the stages of an
 /// inference.
 pub struct EventTimer {

@@ -913,10 +913,7 @@ impl Loaded for OrtLoaded {
     }
 
     fn last_device_time(&self) -> Option<crate::DeviceTime> {
-        match &self.timer {
-            Some(Ok(t)) if self.timed => t.device_time().ok(),
-            _ => None,
-        }
+        crate::cuda_events::last_time(&self.timer, self.timed)
     }
 
     fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
