@@ -148,7 +148,7 @@ impl Runtime for CandleRuntime {
             .map(|o| o.name.clone())
             .unwrap_or_else(|| "last_hidden_state".into());
         let copies_timed = opts.runtime.gpu.copies_timed && device.is_cuda();
-        let timer = cuda_timer(&device, if copies_timed { 4 } else { 2 });
+        let timer = cuda_timer(&device, crate::cuda_events::marks(copies_timed));
         Ok(Box::new(CandleLoaded {
             bert: Arc::new(bert),
             threads,
@@ -530,8 +530,9 @@ impl Loaded for CandleLoaded {
                 ),
             ));
         }
-        let tensor = |name: &str, fill: i64| -> Result<Tensor, RuntimeError> {
-            let data = match inputs.iter().find(|t| t.name == name) {
+        // Each input's values (a missing one filled), checked against input_ids' shape.
+        let values = |name: &str, fill: i64| -> Result<Vec<i64>, RuntimeError> {
+            match inputs.iter().find(|t| t.name == name) {
                 Some(t) => {
                     if t.shape != ids.shape {
                         return Err(RuntimeError::input(
@@ -543,39 +544,29 @@ impl Loaded for CandleLoaded {
                             ),
                         ));
                     }
-                    t.data.to_i64().ok_or_else(|| {
-                        RuntimeError::input(NAME, format!("{name} must be integer"))
-                    })?
+                    t.data
+                        .to_i64()
+                        .ok_or_else(|| RuntimeError::input(NAME, format!("{name} must be integer")))
                 }
-                None => vec![fill; ids.data.len()],
-            };
-            Tensor::from_vec(data, ids.shape.as_slice(), &self.device)
+                None => Ok(vec![fill; ids.data.len()]),
+            }
+        };
+        let host = [
+            values("input_ids", 0)?,
+            values("token_type_ids", 0)?,
+            values("attention_mask", 1)?,
+        ];
+        let tensor = |data: &Vec<i64>| {
+            Tensor::from_slice(data.as_slice(), ids.shape.as_slice(), &self.device)
                 .map_err(|e| RuntimeError::inference(NAME, e))
         };
-        let host = if self.copies_timed && matches!(self.timer, Some(Ok(_))) {
-            let values = |name: &str, fill: i64| {
-                inputs
-                    .iter()
-                    .find(|t| t.name == name)
-                    .and_then(|t| t.data.to_i64())
-                    .unwrap_or_else(|| vec![fill; ids.data.len()])
-            };
-            Some((
-                ids.shape.clone(),
-                [
-                    values("input_ids", 0),
-                    values("token_type_ids", 0),
-                    values("attention_mask", 1),
-                ],
-            ))
-        } else {
-            None
-        };
         self.prepared = Some(Prepared {
-            input_ids: tensor("input_ids", 0)?,
-            token_type_ids: tensor("token_type_ids", 0)?,
-            attention_mask: tensor("attention_mask", 1)?,
-            host,
+            input_ids: tensor(&host[0])?,
+            token_type_ids: tensor(&host[1])?,
+            attention_mask: tensor(&host[2])?,
+            // Kept only where every run copies them in.
+            host: (self.copies_timed && matches!(self.timer, Some(Ok(_))))
+                .then(|| (ids.shape.clone(), host)),
         });
         self.timed = false;
         Ok(())
