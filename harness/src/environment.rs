@@ -215,6 +215,27 @@ fn python() -> Option<crate::results::PythonInfo> {
 
 /// CUDA's libraries in the loader's usual places and the pip packages' (nvidia-*, tensorrt):
 /// each library's longest version from its file names (libcudnn.so.9.1.0).
+/// A Python environment's `site-packages` folders (one per `lib/python*`).
+pub(crate) fn site_packages(venv: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|py| py.path().join("site-packages"))
+        .collect()
+}
+
+/// The library folders of NVIDIA's PyPI packages in `site` (`nvidia/<package>/lib`: cuBLAS,
+/// cuDNN, NVTX, and CUDA 13's `nvidia/cu13/lib`).
+pub(crate) fn nvidia_lib_dirs(site: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(site.join("nvidia"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|pkg| pkg.path().join("lib"))
+        .collect()
+}
+
 fn cuda_libraries() -> String {
     let mut dirs: Vec<std::path::PathBuf> = std::env::var("LD_LIBRARY_PATH")
         .unwrap_or_default()
@@ -231,16 +252,8 @@ fn cuda_libraries() -> String {
         dirs.push(d.into());
     }
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        let lib = std::path::Path::new(&venv).join("lib");
-        for py in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
-            let site = py.path().join("site-packages");
-            for pkg in std::fs::read_dir(site.join("nvidia"))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                dirs.push(pkg.path().join("lib"));
-            }
+        for site in site_packages(std::path::Path::new(&venv)) {
+            dirs.extend(nvidia_lib_dirs(&site));
             dirs.push(site.join("tensorrt_libs"));
         }
     }

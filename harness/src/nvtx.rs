@@ -32,8 +32,8 @@ struct Api {
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
 
-/// Folders searched after the loader's own search: CUDA's, and the NVTX packages of the
-/// Python environment (`$VIRTUAL_ENV`, else `.venv`).
+/// Folders searched after the loader's own search: CUDA's, and the NVIDIA packages' library
+/// folders in the Python environment (`$VIRTUAL_ENV`, else `.venv`): nvtx, cu13, cu12.
 fn folders() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = [
         "/usr/local/cuda/lib64",
@@ -45,13 +45,8 @@ fn folders() -> Vec<PathBuf> {
     let venv = std::env::var_os("VIRTUAL_ENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(".venv"));
-    if let Ok(libs) = std::fs::read_dir(venv.join("lib")) {
-        for py in libs.flatten() {
-            let nvidia = py.path().join("site-packages/nvidia");
-            for sub in ["nvtx/lib", "cu13/lib", "cu12/lib"] {
-                dirs.push(nvidia.join(sub));
-            }
-        }
+    for site in crate::environment::site_packages(&venv) {
+        dirs.extend(crate::environment::nvidia_lib_dirs(&site));
     }
     dirs
 }

@@ -63,6 +63,17 @@ pub fn status(gpu: u32) -> String {
     }
 }
 
+/// Event marks per inference: copy in, compute, copy out when the inference copies
+/// (`--gpu-copies`, four marks), compute alone otherwise (two); [`DeviceTime::from_stages`]
+/// reads their gaps.
+pub fn marks(copies_timed: bool) -> usize {
+    if copies_timed {
+        4
+    } else {
+        2
+    }
+}
+
 /// What [`crate::Loaded::device_timing`] answers for a runtime holding `timer`: None on the
 /// CPU (no timer), else whether its events work.
 pub fn timing_status(timer: &Option<Result<EventTimer, String>>) -> Option<Result<(), String>> {

@@ -452,7 +452,7 @@ impl Runtime for OrtRuntime {
         // Runtime computes on. Marks: copy in, compute, copy out with --gpu-copies; compute
         // alone without.
         let timer = opts.device.gpu_index().map(|id| {
-            let marks = if opts.runtime.gpu.copies_timed { 4 } else { 2 };
+            let marks = crate::cuda_events::marks(opts.runtime.gpu.copies_timed);
             crate::cuda_events::EventTimer::new_stream(id, marks)
         });
         if opts.device != Device::Cpu {
