@@ -103,14 +103,7 @@ for f in config.json tokenizer.json tokenizer_config.json vocab.txt special_toke
          modules.json sentence_bert_config.json config_sentence_transformers.json 1_Pooling; do
   if [ -e "$MODEL/$f" ]; then cp -r "$MODEL/$f" "$M/"; fi
 done
-"$PY" - "$MODEL/model.safetensors" "$M/model.fp16.safetensors" <<'EOF'
-import sys
-import numpy as np
-from safetensors.numpy import load_file, save_file
-t = load_file(sys.argv[1])
-save_file({k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in t.items()},
-          sys.argv[2], metadata={"format": "pt", "note": "weights rounded to float16"})
-EOF
+"$PY" models/cast_weights.py float16 "$MODEL/model.safetensors" "$M/model.fp16.safetensors"
 
 # ort-gpu
 if [ "$ORT_GPU" = 1 ]; then

@@ -124,14 +124,7 @@ if [ -n "$BUNDLE" ]; then
     [ -f "$DEST/model.onnx" ] && continue
     CK="$U/models/$NAME.checkpoint"
     rm -rf "$CK"; cp -r "$FP16" "$CK"; rm "$CK/model.fp16.safetensors"
-    "$PY" - "$FP16/model.fp16.safetensors" "$CK/model.safetensors" <<'EOF'
-import sys
-import numpy as np
-from safetensors.numpy import load_file, save_file
-t = load_file(sys.argv[1])
-save_file({k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in t.items()},
-          sys.argv[2], metadata={"format": "pt"})
-EOF
+    "$PY" models/cast_weights.py float32 "$FP16/model.fp16.safetensors" "$CK/model.safetensors"
     say "exporting $DEST from the bundle's weights (models/export.py)"
     step "the export" "$PY" models/export.py --checkpoint "$CK" --out "$DEST" --name "$NAME" >&2
   done
