@@ -375,10 +375,21 @@ pub fn judge(
     if cfg.min_achieved.is_finite() && cfg.min_achieved > 0.0 && !within(floor, ratio) {
         reasons.push(achieved_txt.clone());
     }
+    // A load generator that fell behind weakens a failure, not a pass: every latency counts
+    // from its intended send (the client's lateness is inside it) and the achieved rate is
+    // checked above, so objectives met despite it were met under a harder load than asked.
     if obs.client_limited {
-        reasons.push(format!(
-            "the load generator fell behind (client-limited): {achieved_txt}"
-        ));
+        if reasons.is_empty() {
+            notes.push(format!(
+                "the load generator fell behind (client-limited), yet every objective held \
+                 with latencies counted from the intended sends: {achieved_txt}"
+            ));
+        } else {
+            reasons.push(format!(
+                "the load generator fell behind (client-limited), so this failure may be the \
+                 client's: {achieved_txt}"
+            ));
+        }
     }
     Probe {
         rate,
@@ -524,13 +535,20 @@ fn verdict(cap: &Capacity, confirmed: bool, noisy: &[f64]) -> String {
             "; the edge was noisy: {r} passed, then failed when repeated ({why})"
         ));
     }
-    let limited = cap.probes.iter().filter(|p| p.client_limited);
-    let limited: Vec<String> = limited.map(|p| rate_str(p.rate)).collect();
+    let limited = rates_where(cap, |p| p.client_limited && !p.passed);
     if !limited.is_empty() {
         v.push_str(&format!(
             "; client-limited at {}: the load generator fell behind there, so those failures \
              may be the client's, not the server's",
             limited.join(", ")
+        ));
+    }
+    let held = rates_where(cap, |p| p.client_limited && p.passed);
+    if !held.is_empty() {
+        v.push_str(&format!(
+            "; the load generator fell behind at {} too, and every objective held there \
+             (latencies count from the intended sends)",
+            held.join(", ")
         ));
     }
     let mut notes = cap.probes.iter().flat_map(|p| &p.notes);
@@ -540,6 +558,18 @@ fn verdict(cap: &Capacity, confirmed: bool, noisy: &[f64]) -> String {
         );
     }
     v
+}
+
+/// The rates of the probes that match, each once, in the order first probed.
+fn rates_where(cap: &Capacity, f: impl Fn(&Probe) -> bool) -> Vec<String> {
+    let mut rates: Vec<String> = Vec::new();
+    for p in cap.probes.iter().filter(|p| f(p)) {
+        let r = rate_str(p.rate);
+        if !rates.contains(&r) {
+            rates.push(r);
+        }
+    }
+    rates
 }
 
 fn finite_or(x: f64, default: f64) -> f64 {
@@ -797,17 +827,43 @@ mod tests {
     }
 
     #[test]
-    fn client_limited_is_visible() {
+    fn a_limited_client_weakens_failures_not_passes() {
+        // Latencies count from the intended sends, so a pass under a late client stands; a
+        // failure under one says it may be the client's.
+        let clean = run(20.0, cfg(|_| ()), model(|x| x));
         let c = run(20.0, cfg(|_| ()), |r, d| {
             let mut o = mm1(r, d);
             o.client_limited = r > 150.0;
             Some(o)
         });
-        assert!(c.capacity <= 150.0 && c.capacity > 0.0);
-        let p = c.probes.iter().find(|p| p.client_limited);
-        let why = "the load generator fell behind (client-limited): ";
-        assert!(p.is_some_and(|p| p.reasons.iter().any(|r| r.starts_with(why))));
-        says(&c, "client-limited at 200/s");
+        assert_eq!(c.capacity, clean.capacity, "{c:?}");
+        let passed = c.probes.iter().find(|p| p.client_limited && p.passed);
+        let p = passed.expect("a limited probe that passed");
+        assert!(p.reasons.is_empty(), "{p:?}");
+        let held = "the load generator fell behind (client-limited), yet every objective held";
+        assert!(p.notes.iter().any(|n| n.starts_with(held)), "{p:?}");
+        let failed = c.probes.iter().find(|p| p.client_limited && !p.passed);
+        let p = failed.expect("a limited probe that failed");
+        let why = "the load generator fell behind (client-limited), so this failure may be the client's: ";
+        assert!(p.reasons.iter().any(|r| r.starts_with(why)), "{p:?}");
+        assert!(p.reasons.iter().any(|r| r.starts_with("p99 ")), "{p:?}");
+        says(&c, &format!("client-limited at {}/s", p.rate));
+        says(&c, "the load generator fell behind at 200/s, ");
+        says(&c, "260/s too, and every objective held there");
+        // A limited client alone never fails a probe, even at a rate it could not have met.
+        let obj = parse_objectives("p99:100ms").unwrap();
+        let mut o = mm1(100.0, 10.0);
+        o.client_limited = true;
+        let p = judge(&obj, &cfg(|_| ()), 100.0, 10.0, &o);
+        assert!(p.passed && p.client_limited, "{p:?}");
+        o.achieved_rate = 50.0;
+        let p = judge(&obj, &cfg(|_| ()), 100.0, 10.0, &o);
+        assert!(!p.passed, "{p:?}");
+        assert!(
+            p.reasons.iter().any(|r| r.starts_with("achieved 50/s")),
+            "{p:?}"
+        );
+        assert!(p.reasons.iter().any(|r| r.starts_with(why)), "{p:?}");
     }
 
     #[test]

@@ -303,7 +303,7 @@ fn capacity(r: &Results, out: &mut String) {
     for (line, s) in super::capacity_lines(r).iter().zip(&r.capacity) {
         let _ = writeln!(
             out,
-            "- {}\n\n| rate /s | seconds | requests | achieved /s | passed | why not |\n|---:|---:|---:|---:|---|---|",
+            "- {}\n\n| rate /s | seconds | requests | achieved /s | passed | why not; notes |\n|---:|---:|---:|---:|---|---|",
             line.replace('|', "\\|")
         );
         for p in &s.result.probes {
@@ -316,7 +316,13 @@ fn capacity(r: &Results, out: &mut String) {
                 p.requests,
                 p.achieved_rate,
                 if p.passed { "yes" } else { "no" },
-                p.reasons.join("; ").replace('|', "\\|")
+                p.reasons
+                    .iter()
+                    .chain(&p.notes)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+                    .replace('|', "\\|")
             );
         }
         out.push('\n');
