@@ -9,7 +9,7 @@ use runtimes::{DType, Dim, HostTensor, TensorData, TensorSpec};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::tensors::{dtype_from_kserve, from_le_bytes, kserve_dtype, le_bytes};
+use super::tensors::{dtype_from_kserve, from_le_bytes, into_le_bytes, kserve_dtype, le_bytes};
 
 /// A request the server refuses or could not serve, with its HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -566,24 +566,33 @@ fn with_blobs(head: &Value, any_binary: bool, blobs: &[Cow<[u8]>]) -> (Vec<u8>, 
 }
 
 /// The HTTP answer: JSON, or JSON header + binary tensors when any output asked for binary.
-/// Returns the body and, for the binary form, the JSON header's length.
+/// Returns the body in pieces, the JSON first, then each binary tensor's bytes, not copied
+/// where the machine stores them little-endian (one buffer would copy them all once more);
+/// and, for the binary form, the JSON header's length.
 pub fn encode_http(
     model: &str,
     id: &Option<String>,
-    outputs: &[(HostTensor, bool)],
+    outputs: Vec<(HostTensor, bool)>,
     binary_all: bool,
-) -> (Vec<u8>, Option<usize>) {
+) -> (Vec<bytes::Bytes>, Option<usize>) {
     let mut blobs = Vec::new();
     let outs: Vec<Value> = outputs
         .iter()
         .map(|(t, binary)| tensor_json(t, *binary || binary_all, &mut blobs))
         .collect();
+    drop(blobs);
     let any_binary = binary_all || outputs.iter().any(|(_, b)| *b);
     let mut head = json!({ "model_name": model, "model_version": "1", "outputs": outs });
     if let Some(id) = id {
         head["id"] = json!(id);
     }
-    with_blobs(&head, any_binary, &blobs)
+    let (json, n) = with_blobs(&head, any_binary, &[]);
+    let mut pieces = vec![bytes::Bytes::from(json)];
+    if any_binary {
+        let binary = outputs.into_iter().filter(|(_, b)| *b || binary_all);
+        pieces.extend(binary.map(|(t, _)| into_le_bytes(t.data)));
+    }
+    (pieces, n)
 }
 
 /// Builds an infer request body for `inputs` (the client side): JSON, or with `binary` the
@@ -803,11 +812,34 @@ mod tests {
             HostTensor::new("y", vec![1, 2], TensorData::F32(vec![0.5, -1.0])),
             true,
         )];
-        let (b, n) = encode_http("m", &Some("7".into()), &out, false);
+        let (b, n) = encode_http("m", &Some("7".into()), out.clone(), false);
         assert!(n.is_some());
-        assert_eq!(decode_response(&b, n).unwrap(), vec![out[0].0.clone()]);
-        let (b, n) = encode_http("m", &None, &[(out[0].0.clone(), false)], false);
+        assert_eq!(b.len(), 2, "the JSON header, then the tensor's own bytes");
+        assert_eq!(
+            decode_response(&b.concat(), n).unwrap(),
+            vec![out[0].0.clone()]
+        );
+        let (b, n) = encode_http("m", &None, vec![(out[0].0.clone(), false)], false);
         assert!(n.is_none());
-        assert_eq!(decode_response(&b, n).unwrap(), vec![out[0].0.clone()]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            decode_response(&b.concat(), n).unwrap(),
+            vec![out[0].0.clone()]
+        );
+        // Mixed: only the binary ones follow the header, in order.
+        let two = vec![
+            (
+                HostTensor::new("a", vec![2], TensorData::I64(vec![3, 4])),
+                false,
+            ),
+            (
+                HostTensor::new("b", vec![1], TensorData::Bool(vec![true])),
+                true,
+            ),
+        ];
+        let (b, n) = encode_http("m", &None, two.clone(), false);
+        assert_eq!(b.len(), 2);
+        let back = decode_response(&b.concat(), n).unwrap();
+        assert_eq!(back, two.into_iter().map(|(t, _)| t).collect::<Vec<_>>());
     }
 }

@@ -57,6 +57,27 @@ pub fn le_bytes(d: &TensorData) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(converted(d))
 }
 
+/// The tensor's little-endian bytes as a buffer of their own, without a copy where the
+/// machine stores them so ([`le_bytes`]): an answer's body then points at the output itself.
+pub fn into_le_bytes(d: TensorData) -> bytes::Bytes {
+    /// A tensor whose memory already is its little-endian bytes.
+    struct Raw(TensorData);
+    impl AsRef<[u8]> for Raw {
+        fn as_ref(&self) -> &[u8] {
+            match le_bytes(&self.0) {
+                std::borrow::Cow::Borrowed(b) => b,
+                // Only built where `le_bytes` borrows (checked below).
+                std::borrow::Cow::Owned(_) => &[],
+            }
+        }
+    }
+    if matches!(le_bytes(&d), std::borrow::Cow::Borrowed(_)) {
+        bytes::Bytes::from_owner(Raw(d))
+    } else {
+        bytes::Bytes::from(converted(&d))
+    }
+}
+
 /// Little-endian bytes, number by number.
 fn converted(d: &TensorData) -> Vec<u8> {
     match d {
@@ -241,6 +262,21 @@ mod tests {
         assert_eq!(le_bytes(&f).as_ref(), &converted(&f)[..]);
         let flags = TensorData::Bool(vec![true, false]);
         assert_eq!(le_bytes(&flags).as_ref(), &[1u8, 0][..]);
+        // Owned, the same bytes: the tensor's own memory where it can be, else converted.
+        for d in [
+            f.clone(),
+            d.clone(),
+            TensorData::I32(vec![7, -8]),
+            flags.clone(),
+        ] {
+            assert_eq!(&into_le_bytes(d.clone())[..], &converted(&d)[..]);
+        }
+        let v = vec![1.0f32; 1000];
+        let at = v.as_ptr() as usize;
+        let owned = into_le_bytes(TensorData::F32(v));
+        #[cfg(target_endian = "little")]
+        assert_eq!(owned.as_ptr() as usize, at, "not copied");
+        assert_eq!(owned.len(), 4000);
         assert_eq!(
             from_le_bytes(DType::Float32, &to_le_bytes(&f), 2).unwrap(),
             f

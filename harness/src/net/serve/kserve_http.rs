@@ -138,16 +138,64 @@ impl Timing {
     }
 }
 
-fn kserve_answer(s: &AppState, r: Result<(Vec<u8>, Option<usize>), ServeError>) -> Response {
+/// An answer's body in pieces of known total length (sent with `Content-Length`, the pieces
+/// in one vectored write): the JSON header, then each binary tensor's own bytes.
+struct Pieces {
+    pieces: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl Pieces {
+    fn body(pieces: Vec<Bytes>) -> axum::body::Body {
+        let left = pieces.iter().map(|b| b.len() as u64).sum();
+        axum::body::Body::new(Pieces {
+            pieces: pieces.into(),
+            left,
+        })
+    }
+}
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = self.pieces.pop_front();
+        if let Some(b) = &next {
+            self.left -= b.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+fn kserve_answer(s: &AppState, r: Result<(Vec<Bytes>, Option<usize>), ServeError>) -> Response {
     match r {
         Ok((body, None)) => {
             s.metrics.response("kserve-http", 200);
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                Pieces::body(body),
+            )
+                .into_response()
         }
         Ok((body, Some(n))) => {
             s.metrics.response("kserve-http", 200);
-            let mut resp =
-                ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+            let mut resp = (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                Pieces::body(body),
+            )
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
                 resp.headers_mut().insert(HEADER_LEN, v);
             }
@@ -167,7 +215,7 @@ async fn do_infer(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     timing: &mut Timing,
-) -> Result<(Vec<u8>, Option<usize>), ServeError> {
+) -> Result<(Vec<Bytes>, Option<usize>), ServeError> {
     check_model(s, name, version)?;
     let body = body.map_err(|r| body_error(r, s.max_body))?;
     let header_len = match headers.get(HEADER_LEN) {
@@ -192,7 +240,7 @@ async fn do_infer(
     timing.handoff = waited.saturating_sub(timing.queue + timing.compute);
     let t = Instant::now();
     let outputs = kserve::select_outputs(&decoded.outputs, out.outputs)?;
-    let encoded = kserve::encode_http(&s.sig.name, &decoded.id, &outputs, decoded.binary_output);
+    let encoded = kserve::encode_http(&s.sig.name, &decoded.id, outputs, decoded.binary_output);
     timing.encode = t.elapsed();
     Ok(encoded)
 }
