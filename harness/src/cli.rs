@@ -598,6 +598,13 @@ pub struct ServeArgs {
     /// on 2 vCPUs a second one made p90 at 1 connection 2.7x worse with 2 ONNX Runtime threads)
     #[arg(long, default_value_t = 1, value_parser = positive)]
     pub io_threads: usize,
+    /// Run the one model instance on the I/O thread that read each request, with no hand-off
+    /// to an instance thread and back: the lowest latency at one connection, but that I/O
+    /// thread does nothing else while it computes (other connections and health checks wait;
+    /// with one I/O thread, requests wait unread, so --max-queue applies from --io-threads 2).
+    /// Needs --instances 1 and --max-batch 1
+    #[arg(long)]
+    pub inline: bool,
     /// Write {"http": PORT, "grpc": PORT} here once listening (for scripts using port 0)
     #[arg(long)]
     pub port_file: Option<PathBuf>,

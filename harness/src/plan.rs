@@ -330,6 +330,7 @@ pub fn serve(a: ServeArgs) -> net::serve::ServeOptions {
         http_port: a.http_port,
         grpc_port: (!a.no_grpc).then_some(a.grpc_port),
         io_threads: a.io_threads,
+        inline: a.inline,
         port_file: a.port_file,
         shutdown_after: a.shutdown_after,
         idle_timeout: a.idle_timeout,

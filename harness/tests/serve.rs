@@ -327,6 +327,93 @@ fn a_full_queue_answers_503_at_once_and_the_server_recovers() {
 }
 
 #[test]
+fn inline_serving_answers_as_an_instance_thread_does_and_keeps_its_queue_limit() {
+    let threaded = Server::start("threaded", &fixture(), &["--threads", "1"]);
+    let inline = Server::start(
+        "inline",
+        &fixture(),
+        &[
+            "--threads",
+            "1",
+            "--inline",
+            "--max-queue",
+            "1",
+            "--io-threads",
+            "2",
+        ],
+    );
+    assert!(
+        inline
+            .log_text()
+            .contains("1 instance(s) run inline on the I/O thread"),
+        "{}",
+        inline.log_text()
+    );
+    let (inputs, want) = reference();
+    // Binary: the same bytes from both (the JSON header, then the tensor in its own piece),
+    // framed by a true Content-Length.
+    let (body, n) = kserve::encode_request(&inputs, true);
+    let n = n.unwrap().to_string();
+    let ask = |p: u16| {
+        let hdr = [("Inference-Header-Content-Length", n.as_str())];
+        http(p, "POST", "/v2/models/tiny-bert/infer", &hdr, &body)
+    };
+    let ((a, head, a_body), (b, _, b_body)) = (ask(threaded.http), ask(inline.http));
+    assert_eq!((a, b), (200, 200));
+    assert_eq!(a_body, b_body);
+    let hl: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("inference-header-content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    assert!(
+        max_abs_diff(
+            &kserve::decode_response(&b_body, Some(hl)).unwrap()[0],
+            &want[0]
+        ) < 1e-4
+    );
+    // JSON, and gRPC (the same instance).
+    let (st, v) = infer_json(inline.http, &inputs);
+    assert_eq!(st, 200, "{v}");
+    let got = kserve::decode_response(&serde_json::to_vec(&v).unwrap(), None).unwrap();
+    assert!(max_abs_diff(&got[0], &want[0]) < 1e-4);
+    // Requests that find the instance busy wait, one at most; the rest get 503 at once (with
+    // two I/O threads: with one, the others wait unread while it computes).
+    let big = runtimes::tensor::bert_inputs(256, 64, |i| (i % 100) as i64 + 5);
+    let (body, _) = kserve::encode_request(&big, false);
+    let p = inline.http;
+    let codes: Vec<(u16, Vec<u8>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..12)
+            .map(|_| {
+                let body = &body;
+                sc.spawn(move || {
+                    let (st, _, b) = http(p, "POST", "/v2/models/tiny-bert/infer", &[], body);
+                    (st, b)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<_> = codes.iter().filter(|c| c.0 == 503).collect();
+    assert!(
+        !refused.is_empty(),
+        "{:?}",
+        codes.iter().map(|c| c.0).collect::<Vec<_>>()
+    );
+    assert!(codes.iter().all(|c| c.0 == 200 || c.0 == 503));
+    assert!(String::from_utf8_lossy(&refused[0].1).contains("queue is full"));
+    assert!(metric(p, "harness_queue_rejections") >= refused.len() as f64);
+    assert_eq!(metric(p, "nv_inference_pending_request_count"), 0.0);
+    assert_eq!(
+        infer_json(p, &runtimes::tensor::bert_inputs(1, 4, |_| 7)).0,
+        200
+    );
+}
+
+#[test]
 fn ten_thousand_malformed_requests_get_4xx_and_the_server_stays_up_with_bounded_memory() {
     let mut s = Server::start("malformed", &fixture(), &["--max-body", "64KiB"]);
     let t = harness::net::client::Target::parse(&s.url(), 80).unwrap();
@@ -484,6 +571,21 @@ fn bad_serve_arguments_are_clear_errors() {
     ]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("cannot listen"), "{}", r.stderr);
+    // --inline runs one instance without batching.
+    let model = fixture();
+    for extra in [["--instances", "2"], ["--max-batch", "8"]] {
+        let mut args = vec!["serve", "--model", model.to_str().unwrap(), "--inline"];
+        args.extend(extra);
+        let r = common::harness(&args);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("--inline runs one instance without batching")
+                && r.stderr.contains("use --instances 1 --max-batch 1"),
+            "{}",
+            r.stderr
+        );
+    }
     let _ = TensorData::I64(vec![]);
 }
 

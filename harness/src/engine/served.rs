@@ -136,6 +136,11 @@ impl ServedPlan<'_> {
         if let Some(lib) = &self.runtime_options.ort_lib {
             cmd.arg("--ort-lib").arg(lib);
         }
+        if instances == 1 {
+            // One connection at a time: each request runs on the thread that read it, with no
+            // hand-off to an instance thread and back (the lowest tax at concurrency 1).
+            cmd.arg("--inline");
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("starting harness serve: {e}"))?;
@@ -185,7 +190,8 @@ impl ServedPlan<'_> {
             served_id(runtime, threads, shape, mode)
         };
         progress(Event::Status(&format!(
-            "[{runtime}] starting harness serve ({threads} threads, {instances} instance(s))"
+            "[{runtime}] starting harness serve ({threads} threads, {instances} instance(s){})",
+            if instances == 1 { ", run inline" } else { "" }
         )));
         let server = match self.start_server(instances) {
             Ok(s) => s,

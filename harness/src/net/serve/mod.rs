@@ -47,6 +47,8 @@ pub struct ServeOptions {
     /// None: no gRPC listener.
     pub grpc_port: Option<u16>,
     pub io_threads: usize,
+    /// The lone instance runs on the I/O threads (`--inline`, see [`Batcher::start_inline`]).
+    pub inline: bool,
     /// Where to write `{"http": PORT, "grpc": PORT}` once listening (ports may be 0 = any).
     pub port_file: Option<PathBuf>,
     pub shutdown_after: Option<Duration>,
@@ -76,6 +78,8 @@ pub enum StartError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Options(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -91,6 +95,13 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartErro
 /// Loads the model, starts the instances, listens, and serves until SIGINT/SIGTERM or
 /// `shutdown_after`. Returns the exit status.
 pub fn serve(opts: ServeOptions) -> Result<i32, StartError> {
+    if opts.inline && (opts.instances > 1 || opts.batch.max_batch > 1) {
+        return Err(StartError::Options(format!(
+            "--inline runs one instance without batching on the I/O thread; it cannot serve \
+             --instances {} --max-batch {}: drop --inline, or use --instances 1 --max-batch 1",
+            opts.instances, opts.batch.max_batch
+        )));
+    }
     let files = ModelFiles::resolve(&opts.model)?;
     let info = ModelInfo::read(&files)?;
     let runtime = runtimes::by_name(&opts.runtime)
@@ -138,7 +149,12 @@ pub fn serve(opts: ServeOptions) -> Result<i32, StartError> {
     let embedder = Embedder::load(&files.folder, info.max_positions);
     let state = Arc::new(AppState {
         sig,
-        batcher: Batcher::start(models, opts.batch.clone(), metrics.clone()),
+        batcher: match models.len() {
+            1 if opts.inline => {
+                Batcher::start_inline(models.remove(0), opts.batch.queue_capacity, metrics.clone())
+            }
+            _ => Batcher::start(models, opts.batch.clone(), metrics.clone()),
+        },
         metrics,
         embedder,
         timeout: opts.request_timeout,
@@ -217,11 +233,12 @@ async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<
         Err(why) => format!("/v1/embeddings off: {why}"),
     };
     eprintln!(
-        "serve: model '{}' on {} ({} threads, {} instance(s), loaded in {load_ms:.0} ms); batching: {}; queue {}; http://{http_addr}{}\nserve: {embed_line}",
+        "serve: model '{}' on {} ({} threads, {} instance(s){}, loaded in {load_ms:.0} ms); batching: {}; queue {}; http://{http_addr}{}\nserve: {embed_line}",
         state.sig.name,
         state.runtime,
         opts.threads,
         opts.instances.max(1),
+        if opts.inline { " run inline on the I/O thread" } else { "" },
         if opts.batch.max_batch > 1 {
             format!(
                 "up to {} rows, {} delay",

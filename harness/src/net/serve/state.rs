@@ -41,7 +41,7 @@ impl AppState {
             deadline: now + self.timeout,
             reply: tx,
         };
-        let result = match self.batcher.submit(job) {
+        let result = match self.batcher.run(job).await {
             Err(e) => Err(job_error(e, self.timeout)),
             Ok(()) => match tokio::time::timeout(self.timeout, rx).await {
                 Ok(Ok(r)) => r.map_err(|e| job_error(e, self.timeout)),
