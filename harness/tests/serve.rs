@@ -39,6 +39,23 @@ fn infer_json(port: u16, inputs: &[HostTensor]) -> (u16, Value) {
     (status, json_body(&b))
 }
 
+/// An infer request with binary tensors: the status, the body and its JSON header's length.
+fn infer_binary(port: u16, inputs: &[HostTensor]) -> (u16, Vec<u8>, usize) {
+    let (body, n) = kserve::encode_request(inputs, true);
+    let n = n.unwrap().to_string();
+    let hdr = [("Inference-Header-Content-Length", n.as_str())];
+    let (st, head, b) = http(port, "POST", "/v2/models/tiny-bert/infer", &hdr, &body);
+    let hl: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("inference-header-content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a binary answer names its JSON header's length");
+    (st, b, hl)
+}
+
 #[test]
 fn kserve_http_json_and_binary_answer_like_pytorch() {
     let s = Server::start("kserve", &fixture(), &[]);
@@ -98,24 +115,8 @@ fn kserve_http_json_and_binary_answer_like_pytorch() {
     assert_eq!(v["outputs"][0]["shape"], json!([1, seq, 32]));
 
     // Binary tensor extension both ways.
-    let (body, n) = kserve::encode_request(&inputs, true);
-    let n = n.unwrap().to_string();
-    let (st, head, b) = http(
-        p,
-        "POST",
-        "/v2/models/tiny-bert/infer",
-        &[("Inference-Header-Content-Length", &n)],
-        &body,
-    );
+    let (st, b, hl) = infer_binary(p, &inputs);
     assert_eq!(st, 200);
-    let hl: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("inference-header-content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("a binary answer names its JSON header's length");
     let got = kserve::decode_response(&b, Some(hl)).unwrap();
     assert!(max_abs_diff(&got[0], &want[0]) < 1e-4);
 }
@@ -358,29 +359,12 @@ fn inline_serving_answers_as_an_instance_thread_does_and_keeps_its_queue_limit()
     let (inputs, want) = reference();
     // Binary: the same bytes from both (the JSON header, then the tensor in its own piece),
     // framed by a true Content-Length.
-    let (body, n) = kserve::encode_request(&inputs, true);
-    let n = n.unwrap().to_string();
-    let ask = |p: u16| {
-        let hdr = [("Inference-Header-Content-Length", n.as_str())];
-        http(p, "POST", "/v2/models/tiny-bert/infer", &hdr, &body)
-    };
-    let ((a, head, a_body), (b, _, b_body)) = (ask(threaded.http), ask(inline.http));
+    let (a, a_body, _) = infer_binary(threaded.http, &inputs);
+    let (b, b_body, hl) = infer_binary(inline.http, &inputs);
     assert_eq!((a, b), (200, 200));
     assert_eq!(a_body, b_body);
-    let hl: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("inference-header-content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap();
-    assert!(
-        max_abs_diff(
-            &kserve::decode_response(&b_body, Some(hl)).unwrap()[0],
-            &want[0]
-        ) < 1e-4
-    );
+    let got = kserve::decode_response(&b_body, Some(hl)).unwrap();
+    assert!(max_abs_diff(&got[0], &want[0]) < 1e-4);
     // JSON too.
     let (st, v) = infer_json(inline.http, &inputs);
     assert_eq!(st, 200, "{v}");
