@@ -86,6 +86,30 @@ pub struct Batcher {
     inline: Option<Inline>,
 }
 
+/// One inline request waiting for the instance: counted out of `waiting` (and of `pending`,
+/// unless the run takes that over) when the wait ends or is dropped.
+struct Waiting<'a> {
+    waiting: &'a std::sync::atomic::AtomicUsize,
+    pending: Option<&'a std::sync::atomic::AtomicU64>,
+}
+
+impl Waiting<'_> {
+    fn done(mut self, pending_too: bool) {
+        if !pending_too {
+            self.pending = None;
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Relaxed);
+        if let Some(p) = self.pending {
+            p.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 /// A lone instance without batching, run by the request's own task: no hand-off to an
 /// instance thread and back. Requests wait for it in arrival order (a fair async lock), at
 /// most `capacity` of them.
@@ -158,13 +182,22 @@ impl Batcher {
             return Err(JobError::QueueFull);
         }
         self.metrics.pending.fetch_add(1, Relaxed);
+        // Counted out however the wait ends, also when the request is dropped while it waits
+        // (its client went away): the counts must not leak into later requests' refusals.
+        let wait = Waiting {
+            waiting: &inline.waiting,
+            pending: Some(&self.metrics.pending),
+        };
         let deadline = tokio::time::Instant::from_std(job.deadline);
         let model = tokio::time::timeout_at(deadline, inline.model.lock()).await;
-        inline.waiting.fetch_sub(1, Relaxed);
         match model {
-            Ok(mut model) => run_batch(model.as_mut(), vec![job], &self.metrics),
+            Ok(mut model) => {
+                // run_batch counts the job out of `pending`.
+                wait.done(false);
+                run_batch(model.as_mut(), vec![job], &self.metrics)
+            }
             Err(_) => {
-                self.metrics.pending.fetch_sub(1, Relaxed);
+                wait.done(true);
                 self.metrics.timed_out.fetch_add(1, Relaxed);
                 let _ = job.reply.send(Err(JobError::TimedOut));
             }
@@ -603,6 +636,20 @@ mod tests {
             assert_eq!(r3.await.unwrap().err(), Some(JobError::TimedOut));
         });
         assert_eq!(*seen.lock().unwrap(), vec![1, 1]);
+        // A request dropped while it waits (its client gone) is counted out: the queue's two
+        // places are free again.
+        rt.block_on(async {
+            let (j, _r) = job(vec![5], 1, false);
+            let b1 = b.clone();
+            let busy = tokio::spawn(async move { b1.run(j).await });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (j, _r2) = job(vec![6], 1, false);
+            let gone = tokio::time::timeout(Duration::from_millis(20), b.run(j)).await;
+            assert!(gone.is_err(), "still waiting when dropped");
+            assert_eq!(b.inline.as_ref().unwrap().waiting.load(Relaxed), 0);
+            busy.await.unwrap().unwrap();
+        });
+        assert_eq!(*seen.lock().unwrap(), vec![1, 1, 1]);
         let m = &b.metrics;
         assert_eq!(m.timed_out.load(Relaxed), 1);
         assert_eq!(m.rejected_queue_full.load(Relaxed), 1);
