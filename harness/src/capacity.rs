@@ -130,6 +130,8 @@ pub struct Observed {
     pub latencies_ms: Vec<f64>,
     /// The load generator itself fell behind.
     pub client_limited: bool,
+    /// Requests due in the window that were never sent (not in `latencies_ms`).
+    pub unsent: u64,
 }
 
 /// One judged probe (rates in requests/s, duration in s).
@@ -281,6 +283,11 @@ pub fn observed(rate: f64, row: &crate::results::ScenarioResult, latencies_ns: &
             .served
             .as_ref()
             .is_some_and(|s| s.client_limited.is_some()),
+        // The backlog counts every request due and not answered; those in flight are counted.
+        unsent: row.open_loop.as_ref().map_or(0, |o| {
+            let in_flight = row.measurement.as_ref().map_or(0, |m| m.in_flight_at_end);
+            o.backlog_at_end.saturating_sub(in_flight)
+        }),
     }
 }
 
@@ -378,8 +385,15 @@ pub fn judge(
     // A load generator that fell behind weakens a failure, not a pass: every latency counts
     // from its intended send (the client's lateness is inside it) and the achieved rate is
     // checked above, so objectives met despite it were met under a harder load than asked.
+    // Unless it left requests unsent at the end: their lateness is in no latency.
     if obs.client_limited {
-        if reasons.is_empty() {
+        if obs.unsent > 0 {
+            reasons.push(format!(
+                "the load generator fell behind (client-limited) and left {} request(s) due \
+                 in the window unsent, so this probe may describe the client: {achieved_txt}",
+                obs.unsent
+            ));
+        } else if reasons.is_empty() {
             notes.push(format!(
                 "the load generator fell behind (client-limited), yet every objective held \
                  with latencies counted from the intended sends: {achieved_txt}"
@@ -546,7 +560,7 @@ fn verdict(cap: &Capacity, confirmed: bool, noisy: &[f64]) -> String {
     let held = rates_where(cap, |p| p.client_limited && p.passed);
     if !held.is_empty() {
         v.push_str(&format!(
-            "; the load generator fell behind at {} too, and every objective held there \
+            "; the load generator also fell behind at {}, where every objective held \
              (latencies count from the intended sends)",
             held.join(", ")
         ));
@@ -848,14 +862,21 @@ mod tests {
         assert!(p.reasons.iter().any(|r| r.starts_with(why)), "{p:?}");
         assert!(p.reasons.iter().any(|r| r.starts_with("p99 ")), "{p:?}");
         says(&c, &format!("client-limited at {}/s", p.rate));
-        says(&c, "the load generator fell behind at 200/s, ");
-        says(&c, "260/s too, and every objective held there");
+        says(&c, "the load generator also fell behind at 200/s, ");
+        says(&c, "260/s, where every objective held");
         // A limited client alone never fails a probe, even at a rate it could not have met.
         let obj = parse_objectives("p99:100ms").unwrap();
         let mut o = mm1(100.0, 10.0);
         o.client_limited = true;
         let p = judge(&obj, &cfg(|_| ()), 100.0, 10.0, &o);
         assert!(p.passed && p.client_limited, "{p:?}");
+        // Requests left unsent at the end carry no latency: then it fails, and says so.
+        o.unsent = 3;
+        let p = judge(&obj, &cfg(|_| ()), 100.0, 10.0, &o);
+        assert!(!p.passed, "{p:?}");
+        let left = "the load generator fell behind (client-limited) and left 3 request(s) due in the window unsent";
+        assert!(p.reasons.iter().any(|r| r.starts_with(left)), "{p:?}");
+        o.unsent = 0;
         o.achieved_rate = 50.0;
         let p = judge(&obj, &cfg(|_| ()), 100.0, 10.0, &o);
         assert!(!p.passed, "{p:?}");

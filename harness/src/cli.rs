@@ -601,7 +601,8 @@ pub struct ServeArgs {
     /// Run the one model instance on the I/O thread that read each request, with no hand-off
     /// to an instance thread and back: the lowest latency at one connection, but that I/O
     /// thread does nothing else while it computes (other connections and health checks wait;
-    /// with one I/O thread, requests wait unread, so --max-queue applies from --io-threads 2).
+    /// with one I/O thread, requests wait unread, so --max-queue applies from --io-threads 2;
+    /// a run that has started is answered when it ends, even past --request-timeout).
     /// Needs --instances 1 and --max-batch 1
     #[arg(long)]
     pub inline: bool,

@@ -53,6 +53,11 @@ fn infer_binary(port: u16, inputs: &[HostTensor]) -> (u16, Vec<u8>, usize) {
                 .map(|v| v.trim().parse().unwrap())
         })
         .expect("a binary answer names its JSON header's length");
+    // Framed by a true Content-Length, not chunked.
+    let length = format!("content-length: {}", b.len());
+    let head = head.to_ascii_lowercase();
+    assert!(head.lines().any(|l| l.trim() == length), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
     (st, b, hl)
 }
 

@@ -66,12 +66,12 @@ pub fn into_le_bytes(d: TensorData) -> bytes::Bytes {
         fn as_ref(&self) -> &[u8] {
             match le_bytes(&self.0) {
                 std::borrow::Cow::Borrowed(b) => b,
-                // Only built where `le_bytes` borrows (checked below).
-                std::borrow::Cow::Owned(_) => &[],
+                std::borrow::Cow::Owned(_) => unreachable!("built only where le_bytes borrows"),
             }
         }
     }
-    if matches!(le_bytes(&d), std::borrow::Cow::Borrowed(_)) {
+    // Where `le_bytes` borrows: a little-endian machine, any type but bool.
+    if cfg!(target_endian = "little") && !matches!(d, TensorData::Bool(_)) {
         bytes::Bytes::from_owner(Raw(d))
     } else {
         bytes::Bytes::from(converted(&d))

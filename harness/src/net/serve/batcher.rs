@@ -205,8 +205,9 @@ impl Batcher {
         Ok(())
     }
 
-    /// Queues a job, or refuses it at once when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), JobError> {
+    /// Queues a job for the instance threads, or refuses it at once when the queue is full
+    /// (callers use [`Batcher::run`], which also serves inline instances).
+    fn submit(&self, job: Job) -> Result<(), JobError> {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tx) = guard.as_ref() else {
             return Err(JobError::ShuttingDown);
