@@ -531,11 +531,7 @@ pub fn f32_json(x: f32) -> Value {
 /// One tensor of a request or an answer: `data` inline, or with `binary` its bytes pushed on
 /// `blobs` (borrowed where they can be) and their count in `parameters.binary_data_size`.
 fn tensor_json<'a>(t: &'a HostTensor, binary: bool, blobs: &mut Vec<Cow<'a, [u8]>>) -> Value {
-    let mut o = json!({
-        "name": t.name,
-        "datatype": kserve_dtype(t.data.dtype()).unwrap_or("BYTES"),
-        "shape": t.shape,
-    });
+    let mut o = tensor_head(t);
     if binary {
         let b = le_bytes(&t.data);
         o["parameters"] = json!({ "binary_data_size": b.len() });
@@ -544,6 +540,15 @@ fn tensor_json<'a>(t: &'a HostTensor, binary: bool, blobs: &mut Vec<Cow<'a, [u8]
         o["data"] = data_json(&t.data);
     }
     o
+}
+
+/// A tensor's name, datatype and shape.
+fn tensor_head(t: &HostTensor) -> Value {
+    json!({
+        "name": t.name,
+        "datatype": kserve_dtype(t.data.dtype()).unwrap_or("BYTES"),
+        "shape": t.shape,
+    })
 }
 
 /// `head` serialized, followed by `blobs` when there are binary tensors; with them, the JSON
@@ -575,23 +580,28 @@ pub fn encode_http(
     outputs: Vec<(HostTensor, bool)>,
     binary_all: bool,
 ) -> (Vec<bytes::Bytes>, Option<usize>) {
-    let mut blobs = Vec::new();
-    let outs: Vec<Value> = outputs
-        .iter()
-        .map(|(t, binary)| tensor_json(t, *binary || binary_all, &mut blobs))
-        .collect();
-    drop(blobs);
     let any_binary = binary_all || outputs.iter().any(|(_, b)| *b);
+    // The JSON header's place, then each binary tensor's bytes as its entry is written.
+    let mut pieces = vec![bytes::Bytes::new()];
+    let outs: Vec<Value> = outputs
+        .into_iter()
+        .map(|(t, binary)| {
+            if !(binary || binary_all) {
+                return tensor_json(&t, false, &mut Vec::new());
+            }
+            let mut o = tensor_head(&t);
+            let b = into_le_bytes(t.data);
+            o["parameters"] = json!({ "binary_data_size": b.len() });
+            pieces.push(b);
+            o
+        })
+        .collect();
     let mut head = json!({ "model_name": model, "model_version": "1", "outputs": outs });
     if let Some(id) = id {
         head["id"] = json!(id);
     }
     let (json, n) = with_blobs(&head, any_binary, &[]);
-    let mut pieces = vec![bytes::Bytes::from(json)];
-    if any_binary {
-        let binary = outputs.into_iter().filter(|(_, b)| *b || binary_all);
-        pieces.extend(binary.map(|(t, _)| into_le_bytes(t.data)));
-    }
+    pieces[0] = bytes::Bytes::from(json);
     (pieces, n)
 }
 
