@@ -213,29 +213,29 @@ fn python() -> Option<crate::results::PythonInfo> {
     serde_json::from_str(out.trim()).ok()
 }
 
-/// CUDA's libraries in the loader's usual places and the pip packages' (nvidia-*, tensorrt):
-/// each library's longest version from its file names (libcudnn.so.9.1.0).
 /// A Python environment's `site-packages` folders (one per `lib/python*`).
 pub(crate) fn site_packages(venv: &std::path::Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(venv.join("lib"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|py| py.path().join("site-packages"))
-        .collect()
+    each_entry(&venv.join("lib"), "site-packages")
 }
 
 /// The library folders of NVIDIA's PyPI packages in `site` (`nvidia/<package>/lib`: cuBLAS,
 /// cuDNN, NVTX, and CUDA 13's `nvidia/cu13/lib`).
 pub(crate) fn nvidia_lib_dirs(site: &std::path::Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(site.join("nvidia"))
+    each_entry(&site.join("nvidia"), "lib")
+}
+
+/// `leaf` under every entry of `dir` (none when `dir` cannot be read).
+fn each_entry(dir: &std::path::Path, leaf: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .map(|pkg| pkg.path().join("lib"))
+        .map(|e| e.path().join(leaf))
         .collect()
 }
 
+/// CUDA's libraries in the loader's usual places and the pip packages' (nvidia-*, tensorrt):
+/// each library's longest version from its file names (libcudnn.so.9.1.0).
 fn cuda_libraries() -> String {
     let mut dirs: Vec<std::path::PathBuf> = std::env::var("LD_LIBRARY_PATH")
         .unwrap_or_default()
