@@ -594,6 +594,12 @@ mod tests {
         assert_eq!(rt.block_on(b.run(j)).unwrap_err(), JobError::ShuttingDown);
     }
 
+    /// `b.run(j)` on a task of its own.
+    fn spawn_run(b: &Arc<Batcher>, j: Job) -> tokio::task::JoinHandle<Result<(), JobError>> {
+        let b = b.clone();
+        tokio::spawn(async move { b.run(j).await })
+    }
+
     #[test]
     fn inline_requests_wait_in_a_bounded_queue_until_their_deadline() {
         // Two I/O threads: one computes (300 ms) while the other's requests wait.
@@ -605,18 +611,15 @@ mod tests {
         let (b, seen) = inline(2, 300);
         rt.block_on(async {
             let (j, r1) = job(vec![1], 1, false);
-            let b1 = b.clone();
-            let first = tokio::spawn(async move { b1.run(j).await });
+            let first = spawn_run(&b, j);
             tokio::time::sleep(Duration::from_millis(50)).await;
             // Waits behind the first, then runs.
             let (j, r2) = job(vec![2], 1, false);
-            let b2 = b.clone();
-            let second = tokio::spawn(async move { b2.run(j).await });
+            let second = spawn_run(&b, j);
             // Its deadline passes while it waits: answered as timed out, never run.
             let (mut j, r3) = job(vec![3], 1, false);
             j.deadline = Instant::now() + Duration::from_millis(150);
-            let b3 = b.clone();
-            let third = tokio::spawn(async move { b3.run(j).await });
+            let third = spawn_run(&b, j);
             tokio::time::sleep(Duration::from_millis(20)).await;
             // Two waiting already: refused at once.
             let (j, _r4) = job(vec![4], 1, false);
@@ -641,8 +644,7 @@ mod tests {
         // places are free again.
         rt.block_on(async {
             let (j, _r) = job(vec![5], 1, false);
-            let b1 = b.clone();
-            let busy = tokio::spawn(async move { b1.run(j).await });
+            let busy = spawn_run(&b, j);
             tokio::time::sleep(Duration::from_millis(50)).await;
             let (j, _r2) = job(vec![6], 1, false);
             let gone = tokio::time::timeout(Duration::from_millis(20), b.run(j)).await;
