@@ -464,6 +464,12 @@ pub struct TimingArgs {
     /// only --max-time bounds a scenario
     #[arg(long, value_name = "TIME|auto|off", default_value = "auto", value_parser = budget)]
     pub budget: BudgetArg,
+    /// Idle CPUs while measuring: shallow holds the kernel's CPU latency QoS at 0 us for the
+    /// run (idle CPUs poll, so a woken thread, such as a served request's server and client,
+    /// does not first wait for its CPU to leave a deep idle state; needs root, else the run
+    /// goes on under the machine's policy and says so), os leaves the machine's policy
+    #[arg(long, value_enum, default_value = "shallow")]
+    pub cpu_idle: crate::cpu_idle::CpuIdle,
 }
 
 /// `--budget`: a total, 15 s per scenario, or none.

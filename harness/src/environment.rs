@@ -51,6 +51,7 @@ pub fn capture(runtime_versions: Vec<RuntimeVersion>) -> Environment {
         cuda_libraries: Some(cuda_libraries()),
         container: container(),
         gpu_timing: Some(gpu_timing()),
+        cpu_idle: crate::cpu_idle::status(),
         ..machine_here()
     }
 }
@@ -108,6 +109,7 @@ pub fn machine_here() -> Environment {
         cuda_libraries: None,
         container: None,
         gpu_timing: None,
+        cpu_idle: None,
     }
 }
 

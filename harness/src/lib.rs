@@ -11,6 +11,7 @@
 pub mod analysis;
 pub mod capacity;
 pub mod cli;
+pub mod cpu_idle;
 pub mod engine;
 pub mod environment;
 pub mod inputs;
@@ -123,11 +124,19 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
 
 fn run_compare(a: &CompareArgs, out: &mut dyn Write) -> Result<i32, Error> {
     let opts = plan::compare(a, interrupt_flag()?)?;
+    hold_cpu_idle(a.timing.cpu_idle);
     let display = present::progress::Display::new();
     let progress = |e: engine::Event| display.show(e);
     let outcome = engine::compare::compare(&opts, &progress);
     display.finish();
     finish(&outcome?, &opts.out, a.json, out)
+}
+
+/// `--cpu-idle` for the rest of the run; a hold that could not be taken is said once.
+fn hold_cpu_idle(mode: cpu_idle::CpuIdle) {
+    if let Some(w) = cpu_idle::warning(cpu_idle::apply(mode)) {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// `harness selfcheck`: the table (or the JSON), selfcheck.json in the folder; 1 when a
@@ -323,6 +332,21 @@ fn run_diff(a: DiffArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
             base.environment.cpu_model, new.environment.cpu_model
         );
     }
+    let idle = |r: &Results| {
+        r.environment
+            .cpu_idle
+            .as_deref()
+            .map_or("not recorded", |s| s.split([' ', ':']).next().unwrap_or(s))
+            .to_string()
+    };
+    if idle(&base) != idle(&new) {
+        eprintln!(
+            "warning: idle CPUs were handled differently ({} / {}, --cpu-idle): a woken \
+             thread waits longer when they sleep deeply, so served rows differ by that too",
+            idle(&base),
+            idle(&new)
+        );
+    }
     if let Some(limit) = a.fail_above {
         let bad = diff::regressions(&rows, limit);
         if !bad.is_empty() {
@@ -422,6 +446,7 @@ fn run_load(a: &LoadArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
         .clone()
         .unwrap_or_else(engine::runlog::default_out_dir);
     let opts = plan::load(a, interrupt_flag()?)?;
+    hold_cpu_idle(a.timing.cpu_idle);
     let header = |info: Option<&runtimes::ModelInfo>| net::load::header(&opts, info);
     let (model, settings) = header(None);
     let mut log = engine::runlog::RunLog::create(&out, model, settings, Vec::new(), Vec::new())?;

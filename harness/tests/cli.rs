@@ -82,6 +82,19 @@ fn compare_writes_the_three_files_and_every_runtime_passes_parity() {
     assert_eq!(r["schema_version"], 1);
     assert!(r["environment"]["cpu_model"].is_string());
     assert!(r["environment"]["command_line"].as_array().unwrap().len() > 3);
+    // Idle CPUs polled for the run (the default), or the record says why they could not.
+    let idle = r["environment"]["cpu_idle"].as_str().unwrap();
+    assert!(
+        idle.starts_with("shallow: CPU latency QoS held at 0 us")
+            || idle.starts_with("os: the CPU latency QoS could not be held"),
+        "{idle}"
+    );
+    assert_eq!(
+        run.stderr.contains("warning: --cpu-idle shallow: "),
+        idle.starts_with("os: "),
+        "{}",
+        run.stderr
+    );
     assert_eq!(r["model"]["inputs"].as_array().unwrap().len(), 3);
     let scenarios = r["scenarios"].as_array().unwrap();
     assert_eq!(
@@ -1124,4 +1137,30 @@ fn a_run_that_measures_nothing_says_so_and_fails() {
         .unwrap()
         .iter()
         .all(|s| s["status"] == "skipped"));
+}
+
+#[test]
+fn cpu_idle_os_leaves_the_machine_s_policy_and_records_it() {
+    let out = tmp("cpu-idle-os").join("res");
+    let run = compare(
+        &fixture(),
+        &out,
+        &["--runtimes", "ort", "--batch", "1", "--cpu-idle", "os"],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let idle = results(&out)["environment"]["cpu_idle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(idle.starts_with("os (") && idle.ends_with(')'), "{idle}");
+    assert!(!run.stderr.contains("--cpu-idle"), "{}", run.stderr);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("idle CPUs"), "the report's environment table");
+    let bad = compare(&fixture(), &out, &["--cpu-idle", "sometimes"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("shallow") && bad.stderr.contains("os"),
+        "{}",
+        bad.stderr
+    );
 }

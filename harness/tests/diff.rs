@@ -40,6 +40,7 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
         "1",
     ]);
     assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("idle CPUs"), "{err}");
     // The headline first, then the table.
     assert!(
         out.starts_with("NEW against BASE: 0 slower, 0 faster, 4 the same (of 4 scenarios)\n"),
@@ -76,6 +77,8 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
             l[k] = Value::from(l[k].as_f64().unwrap() * 1.5);
         }
     }
+    // ... measured with idle CPUs left to sleep: said, since served rows differ by that.
+    r["environment"]["cpu_idle"] = "os (cpuidle driver haltpoll, governor haltpoll)".into();
     let slow = d.join("slow");
     std::fs::create_dir_all(&slow).unwrap();
     std::fs::write(
@@ -98,6 +101,16 @@ fn diff_of_a_run_with_itself_and_with_a_slowed_copy() {
     ]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.starts_with("### Latency: `"), "{out}");
+    let base_idle = results(&base)["environment"]["cpu_idle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if !base_idle.starts_with("os") {
+        assert!(
+            err.contains("warning: idle CPUs were handled differently (shallow / os, --cpu-idle)"),
+            "{err}"
+        );
+    }
     assert!(
         out.contains("**4 slower, 0 faster, 0 the same (of 4 scenarios)**"),
         "{out}"

@@ -864,6 +864,10 @@ td:first-child,th:first-child{{text-align:left}}
         ),
         ("OS / kernel", format!("{} / {}", e.os, e.kernel)),
         ("governor", e.cpu_governor.clone()),
+        (
+            "idle CPUs",
+            e.cpu_idle.clone().unwrap_or_else(|| "not recorded".into()),
+        ),
         ("GPUs", e.gpus.clone()),
         (
             "GPU timing",

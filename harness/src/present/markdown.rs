@@ -19,6 +19,9 @@ pub fn to_markdown(r: &Results) -> String {
     };
     if r.machines.is_empty() {
         let _ = writeln!(out, "{} · started {}\n", machine(e), r.started_at);
+        if let Some(idle) = &e.cpu_idle {
+            let _ = writeln!(out, "Idle CPUs (`--cpu-idle`): {idle}.\n");
+        }
     } else {
         // Merged from several machines: each, and which rows it measured.
         let _ = writeln!(

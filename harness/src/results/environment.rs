@@ -49,6 +49,10 @@ pub struct Environment {
     /// NVTX (ranges for Nsight Systems), each `available`/`on` or why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_timing: Option<GpuTiming>,
+    /// `--cpu-idle` as applied: whether idle CPUs polled for the run (the CPU latency QoS
+    /// held at 0) or the machine's idle policy ruled, and which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_idle: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
