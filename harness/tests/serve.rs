@@ -789,3 +789,40 @@ fn load_drives_embeddings_with_sentences_of_known_length() {
         / row["measurement"]["window_s"].as_f64().unwrap();
     assert!((thr / req - 4.0).abs() < 1e-6, "items/s counts sentences");
 }
+
+#[test]
+fn a_server_inside_the_process_answers_from_the_instance_its_owner_also_calls() {
+    let files = ModelFiles::resolve(&fixture()).unwrap();
+    let info = ModelInfo::read(&files).unwrap();
+    let rt = runtimes::by_name("ort").unwrap();
+    let opts = runtimes::LoadOptions {
+        threads: 1,
+        ..runtimes::LoadOptions::default()
+    };
+    let (mut models, _) =
+        harness::engine::group::load_or_share(rt.as_ref(), &files, &info, &opts, 1).unwrap();
+    let local = harness::net::serve::Local::start(models.pop().unwrap(), &info, "tiny-bert", "ort")
+        .unwrap();
+    let port = local.addr.port();
+    assert!(local.addr.ip().is_loopback());
+    let (inputs, want) = reference();
+    let direct = local
+        .with_model(|m| m.prepare(&inputs).and_then(|()| m.infer()))
+        .unwrap();
+    assert!(max_abs_diff(&direct[0], &want[0]) < 1e-4);
+    // Served: the very numbers of the direct call (one instance, the same inputs).
+    let (st, body, hl) = infer_binary(port, &inputs);
+    assert_eq!(st, 200);
+    let served = kserve::decode_response(&body, Some(hl)).unwrap();
+    assert_eq!(served[0].shape, direct[0].shape);
+    assert_eq!(served[0].data.to_f64(), direct[0].data.to_f64());
+    // The owner calls it again between requests; a bad request is the client's error and
+    // leaves the instance usable.
+    local.with_model(|m| m.run()).unwrap();
+    let (st, _, _) = http(port, "POST", "/v2/models/tiny-bert/infer", &[], b"{");
+    assert_eq!(st, 400);
+    assert_eq!(infer_binary(port, &inputs).0, 200);
+    // Dropped: the port is closed.
+    drop(local);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}

@@ -12,9 +12,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use runtimes::Loaded;
+use runtimes::HostTensor;
 
 use crate::measure::MeasureConfig;
+use crate::net::serve::Local;
 use crate::results::InterleavedTax;
 use crate::stats::{quantile_ci_ranks, LatencyStats};
 
@@ -29,15 +30,32 @@ const MAX_PAIRS: usize = 400;
 /// One side of the comparison: a call, timed by the caller.
 pub trait Side {
     fn call(&mut self) -> Result<(), String>;
+
+    /// The untimed call that starts a block.
+    fn take_turn(&mut self) -> Result<(), String> {
+        self.call()
+    }
 }
 
-/// A model instance in this process, its inputs prepared: `Loaded::run`, the call the
-/// in-process rows time.
-pub struct InProcess<'a>(pub &'a mut dyn Loaded);
+/// The instance a [`Local`] server serves, called directly: `Loaded::run` on its prepared
+/// inputs, the call the in-process rows time. Its turn starts by preparing `inputs` again
+/// (untimed), which the served requests replaced with their own (the same values).
+pub struct Direct<'a> {
+    pub server: &'a Local,
+    pub inputs: &'a [HostTensor],
+}
 
-impl Side for InProcess<'_> {
+impl Side for Direct<'_> {
     fn call(&mut self) -> Result<(), String> {
-        self.0.run().map_err(|e| e.to_string())
+        self.server
+            .with_model(|m| m.run())
+            .map_err(|e| e.to_string())
+    }
+
+    fn take_turn(&mut self) -> Result<(), String> {
+        self.server
+            .with_model(|m| m.prepare(self.inputs).and_then(|()| m.run()))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -146,7 +164,7 @@ fn timed(side: &mut dyn Side) -> Result<u64, String> {
 /// One block: an untimed call, then `n` timed ones; their times are appended to `all`.
 /// Returns the block's median.
 fn block(side: &mut dyn Side, n: usize, all: &mut Vec<u64>) -> Result<u64, String> {
-    side.call()?;
+    side.take_turn()?;
     let mut mine = Vec::with_capacity(n);
     for _ in 0..n {
         mine.push(timed(side)?);

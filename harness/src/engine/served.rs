@@ -181,9 +181,9 @@ impl ServedPlan<'_> {
         emit: &mut dyn FnMut(ScenarioResult) -> Result<(), WriteError>,
     ) -> Result<Extras, WriteError> {
         let mut extras = Extras::default();
-        // The in-process side of the interleaved tax: loaded at its first use, kept for
-        // every shape.
-        let mut local: Option<Result<Box<dyn runtimes::Loaded>, String>> = None;
+        // The interleaved tax's instance, called directly and served by this process:
+        // loaded at its first use, kept for every shape.
+        let mut local: Option<Result<crate::net::serve::Local, String>> = None;
         let (runtime, threads) = (self.runtime, self.threads);
         let instances = group::max_concurrency(self.modes);
         let id = |shape: &inputs::ScenarioShape, mode: &LoadMode| {
@@ -340,9 +340,10 @@ impl ServedPlan<'_> {
     }
 
     /// One instance of the runtime in this process, fp32 with the served threads and
-    /// options: the in-process side of the interleaved tax. The same runtime already loaded
-    /// and ran these shapes in its group's worker and in the server.
-    fn load_local(&self, info: &ModelInfo) -> Result<Box<dyn runtimes::Loaded>, String> {
+    /// options, behind this process's own server (inline, as `harness serve --inline`): both
+    /// sides of the interleaved tax. The same runtime already loaded and ran these shapes in
+    /// its group's worker and in the server.
+    fn load_local(&self, info: &ModelInfo) -> Result<crate::net::serve::Local, String> {
         let rt = runtimes::by_name(self.runtime)
             .ok_or_else(|| format!("unknown runtime '{}'", self.runtime))?;
         let files = runtimes::ModelFiles::resolve(self.model).map_err(|e| e.to_string())?;
@@ -354,25 +355,35 @@ impl ServedPlan<'_> {
         };
         let (mut models, _) =
             group::load_or_share(rt.as_ref(), &files, info, &opts, 1).map_err(|e| e.to_string())?;
-        models.pop().ok_or_else(|| "no instance loaded".to_string())
+        let model = models
+            .pop()
+            .ok_or_else(|| "no instance loaded".to_string())?;
+        crate::net::serve::Local::start(model, info, "model", self.runtime)
+            .map_err(|e| format!("serving it in this process: {e}"))
     }
 
-    /// The shape's tax at concurrency 1, in-process and served taking turns by blocks.
+    /// The shape's tax at concurrency 1: one instance called directly and through the
+    /// server, taking turns by blocks.
     fn interleave(
         &self,
-        local: &mut Result<Box<dyn runtimes::Loaded>, String>,
+        local: &mut Result<crate::net::serve::Local, String>,
         sh: &Shape,
         lo: &LoadOptions,
         served_id: &ScenarioId,
     ) -> Result<InterleavedTax, String> {
-        let model = local
+        let server = local
             .as_mut()
             .map_err(|e| format!("loading the in-process instance: {e}"))?;
         let inputs = sh.inputs.as_ref().map_err(|e| e.clone())?;
-        model.prepare(inputs).map_err(|e| e.to_string())?;
-        let target = crate::net::client::Target::parse(&lo.target, lo.protocol.default_port())?;
+        server
+            .with_model(|m| m.prepare(inputs))
+            .map_err(|e| e.to_string())?;
+        let target = crate::net::client::Target::parse(
+            &format!("http://{}", server.addr),
+            lo.protocol.default_port(),
+        )?;
         let (request, _) = load::http_infer_request(&target, "model", inputs, true);
-        let mut a = interleaved::InProcess(model.as_mut());
+        let mut a = interleaved::Direct { server, inputs };
         let mut b = interleaved::Served::connect(target.addr, request, lo.timeout)?;
         let m = interleaved::measure(&mut a, &mut b, self.measure, self.interrupt)?;
         let twin = ScenarioId::InProcess {

@@ -227,6 +227,14 @@ impl Batcher {
         }
     }
 
+    /// Runs `f` on the inline instance once no request holds it (None: the instances run on
+    /// threads of their own). Blocks the calling thread: not for async contexts.
+    pub fn with_inline<R>(&self, f: impl FnOnce(&mut dyn Loaded) -> R) -> Option<R> {
+        let inline = self.inline.as_ref()?;
+        let mut model = inline.model.blocking_lock();
+        Some(f(model.as_mut()))
+    }
+
     /// Stops taking jobs, lets the instances finish what is queued, and waits for them.
     pub fn shutdown(&self) {
         if let Some(inline) = &self.inline {

@@ -137,15 +137,7 @@ pub fn serve(opts: ServeOptions) -> Result<i32, StartError> {
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let name = opts.name.clone().unwrap_or_else(|| info.name.clone());
     let metrics = Arc::new(Metrics::new(&name));
-    let sig = Signature {
-        name: name.clone(),
-        platform: format!("harness-{}", opts.runtime),
-        inputs: info.inputs.clone(),
-        outputs: info.outputs.clone(),
-        max_positions: info.max_positions,
-        vocab_size: info.vocab_size,
-        type_vocab_size: info.type_vocab_size,
-    };
+    let sig = signature(&info, &name, &opts.runtime);
     let embedder = Embedder::load(&files.folder, info.max_positions);
     let state = Arc::new(AppState {
         sig,
@@ -252,10 +244,7 @@ async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<
         grpc_addr.map(|a| format!(", grpc {a}")).unwrap_or_default(),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // A request body that stalls for the idle timeout ends with 408, as a silent head does.
-    let app = router(state.clone(), opts.max_body).layer(
-        tower_http::timeout::RequestBodyTimeoutLayer::new(opts.idle_timeout),
-    );
+    let app = http_app(state.clone(), opts.max_body, opts.idle_timeout);
     let http_task = tokio::spawn(serve_http(http, app, opts.idle_timeout, stop_rx.clone()));
     let grpc_task = grpc.map(|listener| {
         let svc =
@@ -294,6 +283,120 @@ async fn run(state: Arc<AppState>, opts: &ServeOptions, load_ms: f64) -> Result<
         state.metrics.request_failure.load(Relaxed)
     );
     Ok(0)
+}
+
+/// What the server answers for the model: its name, inputs and outputs as KServe lists them.
+fn signature(info: &ModelInfo, name: &str, runtime: &str) -> Signature {
+    Signature {
+        name: name.to_string(),
+        platform: format!("harness-{runtime}"),
+        inputs: info.inputs.clone(),
+        outputs: info.outputs.clone(),
+        max_positions: info.max_positions,
+        vocab_size: info.vocab_size,
+        type_vocab_size: info.type_vocab_size,
+    }
+}
+
+/// The HTTP side: [`router`], and a request body that stalls for the idle timeout ends with
+/// 408, as a silent head does.
+fn http_app(state: Arc<AppState>, max_body: usize, idle_timeout: Duration) -> Router {
+    router(state, max_body).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        idle_timeout,
+    ))
+}
+
+/// This server inside another process, on one loaded instance run inline (as `serve
+/// --inline`, one I/O thread, the default limits), HTTP only, on a free loopback port. The
+/// owner can also call the same instance directly ([`Local::with_model`]): `compare
+/// --served` times the served path against the direct call on one instance, so that what
+/// differs is the serving alone, not two loads of the model (which differ in speed by
+/// themselves). Stopped when dropped.
+pub struct Local {
+    pub addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Local {
+    /// Serves `model` (named `name` in URLs) on 127.0.0.1 from a thread of its own.
+    pub fn start(
+        model: Box<dyn runtimes::Loaded>,
+        info: &ModelInfo,
+        name: &str,
+        runtime: &str,
+    ) -> Result<Local, StartError> {
+        const QUEUE: usize = 256;
+        const MAX_BODY: usize = 16 << 20;
+        const IDLE: Duration = Duration::from_secs(10);
+        let metrics = Arc::new(Metrics::new(name));
+        let state = Arc::new(AppState {
+            sig: signature(info, name, runtime),
+            batcher: Batcher::start_inline(model, QUEUE, metrics.clone()),
+            metrics,
+            embedder: Err("not served by the in-process server".into()),
+            timeout: Duration::from_secs(30),
+            max_body: MAX_BODY,
+            runtime: runtime.to_string(),
+            created: unix_now(),
+            next_id: Default::default(),
+        });
+        let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0);
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| StartError::Listen {
+                addr,
+                what: "",
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(io_error("the listener's address"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("serve-local-io")
+            .enable_all()
+            .build()
+            .map_err(io_error("starting the I/O thread"))?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let app = http_app(state.clone(), MAX_BODY, IDLE);
+        let thread = std::thread::Builder::new()
+            .name("serve-local".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                        serve_http(listener, app, IDLE, stop_rx).await;
+                    }
+                });
+            })
+            .map_err(io_error("starting the server thread"))?;
+        Ok(Local {
+            addr,
+            state,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` on the served instance, waiting for a request that holds it to finish.
+    /// Must not be called from an async context.
+    pub fn with_model<R>(&self, f: impl FnOnce(&mut dyn runtimes::Loaded) -> R) -> R {
+        self.state
+            .batcher
+            .with_inline(f)
+            .expect("a Local server's instance runs inline")
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.state.batcher.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The HTTP listener: each connection served by hyper with `idle_timeout` for reading a
