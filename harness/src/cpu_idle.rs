@@ -27,57 +27,99 @@ pub enum CpuIdle {
     Os,
 }
 
-/// The held QoS file (kept open until the process exits) and what the run records.
+impl CpuIdle {
+    /// The flag's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuIdle::Shallow => "shallow",
+            CpuIdle::Os => "os",
+        }
+    }
+}
+
+/// What a run recorded with `status` had asked for: `shallow` also when its hold could not
+/// be taken; `os` for a run that recorded nothing (earlier versions left idle CPUs alone).
+pub fn asked(status: Option<&str>) -> CpuIdle {
+    match status {
+        Some(s) if s.starts_with("shallow") || s.starts_with(REFUSED) => CpuIdle::Shallow,
+        _ => CpuIdle::Os,
+    }
+}
+
+/// How the status of a hold that could not be taken begins.
+const REFUSED: &str = "os: the CPU latency QoS could not be held";
+
+/// The held QoS file (kept open until the process exits), what was asked and what the run
+/// records.
 struct Held {
     _file: Option<std::fs::File>,
+    mode: CpuIdle,
     status: String,
 }
 
 static HELD: OnceLock<Held> = OnceLock::new();
 
-/// Applies `mode` for the rest of this process (the first call decides, whatever later ones
-/// ask: they return what it decided). Returns the status the environment records; a hold that cannot be
-/// taken is not an error: the run goes on under the machine's policy and the status says
-/// why and what to do.
+/// Applies `mode` for the rest of this process. The first call decides: a later one that
+/// asks otherwise is warned and gets what the first decided. Returns the status the
+/// environment records; a hold that cannot be taken is not an error: the run goes on under
+/// the machine's policy and the status says why.
 pub fn apply(mode: CpuIdle) -> &'static str {
-    &HELD
-        .get_or_init(|| match mode {
-            CpuIdle::Os => Held {
+    let held = HELD.get_or_init(|| match mode {
+        CpuIdle::Os => Held {
+            _file: None,
+            mode,
+            status: format!("os ({})", policy()),
+        },
+        CpuIdle::Shallow => match take(QOS_DEVICE) {
+            Ok(file) => Held {
+                _file: Some(file),
+                mode,
+                status: format!(
+                    "shallow: CPU latency QoS held at 0 us ({QOS_DEVICE}) for the run; {}",
+                    policy()
+                ),
+            },
+            Err(e) => Held {
                 _file: None,
-                status: format!("os ({})", policy()),
+                mode,
+                status: format!(
+                    "{REFUSED} ({QOS_DEVICE}: {e}; {}), so \
+                         idle CPUs may sleep deeply and each wake-up of a served request costs \
+                         more; {}",
+                    match e.kind() {
+                        std::io::ErrorKind::PermissionDenied => "it needs root",
+                        std::io::ErrorKind::NotFound => {
+                            "no such device here: not Linux, or a container without it"
+                        }
+                        _ => "the kernel refused it",
+                    },
+                    policy()
+                ),
             },
-            CpuIdle::Shallow => match take(QOS_DEVICE) {
-                Ok(file) => Held {
-                    _file: Some(file),
-                    status: format!(
-                        "shallow: CPU latency QoS held at 0 us ({QOS_DEVICE}) for the run; {}",
-                        policy()
-                    ),
-                },
-                Err(e) => Held {
-                    _file: None,
-                    status: format!(
-                        "os: the CPU latency QoS could not be held ({QOS_DEVICE}: {e}; it needs \
-                         root), so idle CPUs may sleep deeply and each wake-up of a served \
-                         request costs more; {}",
-                        policy()
-                    ),
-                },
-            },
-        })
-        .status
+        },
+    });
+    if held.mode != mode {
+        eprintln!(
+            "warning: --cpu-idle {mode:?} asked after {:?} was applied in this process; {:?} holds",
+            held.mode, held.mode
+        );
+    }
+    &held.status
 }
 
 /// Whether `apply` could not do what it was asked: the line to warn with.
 pub fn warning(status: &str) -> Option<String> {
-    status
-        .starts_with("os: the CPU latency QoS could not be held")
-        .then(|| {
-            format!(
-                "--cpu-idle shallow: {}; run as root, or pass --cpu-idle os to accept the machine's policy",
-                status.trim_start_matches("os: ")
-            )
-        })
+    status.starts_with(REFUSED).then(|| {
+        format!(
+            "--cpu-idle shallow: {}; {}pass --cpu-idle os to accept the machine's policy",
+            status.trim_start_matches("os: "),
+            if status.contains("it needs root") {
+                "run as root, or "
+            } else {
+                ""
+            }
+        )
+    })
 }
 
 /// What this process applied, or None when it applied nothing (a command that does not
@@ -130,6 +172,15 @@ mod tests {
     }
 
     #[test]
+    fn what_a_run_asked_is_read_back_from_its_status() {
+        let held = apply(CpuIdle::Shallow).to_string();
+        assert_eq!(asked(Some(&held)), CpuIdle::Shallow, "{held}");
+        assert_eq!(asked(Some("os (cpuidle driver haltpoll)")), CpuIdle::Os);
+        assert_eq!(asked(None), CpuIdle::Os);
+        assert_eq!(status().as_deref(), Some(held.as_str()));
+    }
+
+    #[test]
     fn a_refused_hold_warns_with_the_fix_and_a_taken_one_does_not() {
         let refused = "os: the CPU latency QoS could not be held (/dev/cpu_dma_latency: \
                        Permission denied (os error 13); it needs root), so ...";
@@ -138,16 +189,12 @@ mod tests {
             w.contains("Permission denied") && w.contains("--cpu-idle os"),
             "{w}"
         );
+        let absent = "os: the CPU latency QoS could not be held (/dev/cpu_dma_latency: \
+                      No such file or directory (os error 2); no such device here: not Linux, \
+                      or a container without it), so ...";
+        let w = warning(absent).unwrap();
+        assert!(w.contains("no such device") && !w.contains("root"), "{w}");
         assert!(warning("shallow: CPU latency QoS held at 0 us").is_none());
         assert!(warning("os (cpuidle driver haltpoll, governor haltpoll)").is_none());
-    }
-
-    #[test]
-    fn the_policy_names_the_driver_or_says_there_is_none() {
-        let p = policy();
-        assert!(
-            p.starts_with("cpuidle driver ") || p.starts_with("no cpuidle driver"),
-            "{p}"
-        );
     }
 }

@@ -176,6 +176,22 @@ fn resumable(dir: &Path, a: &CompareArgs) -> Result<crate::results::Results, Err
             r.settings.seed, a.seed
         )));
     }
+    // Rows measured with idle CPUs polling and with them halting do not belong in one run.
+    let asked = crate::cpu_idle::asked(r.environment.cpu_idle.as_deref());
+    if asked != a.timing.cpu_idle {
+        return Err(refuse(format!(
+            "it ran with --cpu-idle {} ({}), this run would use --cpu-idle {}: rows with idle \
+             CPUs polling and rows with them halting do not belong in one run; resume with \
+             --cpu-idle {}",
+            asked.name(),
+            r.environment
+                .cpu_idle
+                .as_deref()
+                .unwrap_or("not recorded: an earlier version of the harness, which left them"),
+            a.timing.cpu_idle.name(),
+            asked.name()
+        )));
+    }
     let shard = a.shard.map(|s| s.to_string());
     if r.settings.shard != shard {
         return Err(refuse(format!(

@@ -1155,7 +1155,15 @@ fn cpu_idle_os_leaves_the_machine_s_policy_and_records_it() {
     assert!(idle.starts_with("os (") && idle.ends_with(')'), "{idle}");
     assert!(!run.stderr.contains("--cpu-idle"), "{}", run.stderr);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("idle CPUs"), "the report's environment table");
+    assert!(
+        html.contains("idle CPUs") && html.contains(&idle),
+        "the report's environment table shows what was recorded"
+    );
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains(&format!("Idle CPUs (`--cpu-idle`): {idle}.")),
+        "{md}"
+    );
     let bad = compare(&fixture(), &out, &["--cpu-idle", "sometimes"]);
     assert_eq!(bad.code, 2);
     assert!(

@@ -476,6 +476,14 @@ fn compare_served_shows_the_serving_tax_with_parity_checked() {
         assert!(served.iter().any(|s| s["id"] == served_id), "{t}");
         let twin = t["scenario"].as_str().unwrap();
         assert!(served_id.starts_with(&format!("{twin}/served/")), "{t}");
+        // One instance on both sides: the method is named with the result.
+        assert!(
+            t["client"]
+                .as_str()
+                .unwrap()
+                .starts_with("one instance, called directly and served by this process"),
+            "{t}"
+        );
         let pairs = t["pairs"].as_u64().unwrap();
         assert!(pairs >= 12, "{t}");
         let n = pairs * t["per_block"].as_u64().unwrap();

@@ -83,6 +83,32 @@ fn report_has_every_chart_merges_exactly_and_renders_in_chromium() {
         );
     }
     assert!(merged.join("report.html").is_file() && merged.join("summary.md").is_file());
+    // Same idle-CPU handling: kept as it was; otherwise the merged record says it is mixed.
+    assert_eq!(rm["environment"]["cpu_idle"], ra["environment"]["cpu_idle"]);
+    let mut other = rb.clone();
+    other["environment"]["cpu_idle"] = "os (no cpuidle driver: idle CPUs halt)".into();
+    let c = d.join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("results.json"), other.to_string()).unwrap();
+    let mixed = d.join("mixed");
+    let r = in_process(&[
+        "report",
+        a.to_str().unwrap(),
+        c.to_str().unwrap(),
+        "--out",
+        mixed.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let idle = results(&mixed)["environment"]["cpu_idle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        idle.starts_with("mixed across the runs: ")
+            && idle.contains(ra["environment"]["cpu_idle"].as_str().unwrap())
+            && idle.contains("| os (no cpuidle driver: idle CPUs halt)"),
+        "{idle}"
+    );
 
     // Headless Chromium: a screenshot is drawn, nothing is logged to the console, and no
     // text label overlaps another or leaves its chart.

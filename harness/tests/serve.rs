@@ -790,6 +790,29 @@ fn load_drives_embeddings_with_sentences_of_known_length() {
     assert!((thr / req - 4.0).abs() < 1e-6, "items/s counts sentences");
 }
 
+/// A model that counts its inferences: which instance a request ran on.
+struct Counting {
+    inner: Box<dyn runtimes::Loaded>,
+    infers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl runtimes::Loaded for Counting {
+    fn applied(&self) -> Vec<(String, String)> {
+        self.inner.applied()
+    }
+    fn prepare(&mut self, inputs: &[HostTensor]) -> Result<(), runtimes::RuntimeError> {
+        self.inner.prepare(inputs)
+    }
+    fn run(&mut self) -> Result<(), runtimes::RuntimeError> {
+        self.inner.run()
+    }
+    fn infer(&mut self) -> Result<Vec<HostTensor>, runtimes::RuntimeError> {
+        self.infers
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.infer()
+    }
+}
+
 #[test]
 fn a_server_inside_the_process_answers_from_the_instance_its_owner_also_calls() {
     let files = ModelFiles::resolve(&fixture()).unwrap();
@@ -801,18 +824,26 @@ fn a_server_inside_the_process_answers_from_the_instance_its_owner_also_calls() 
     };
     let (mut models, _) =
         harness::engine::group::load_or_share(rt.as_ref(), &files, &info, &opts, 1).unwrap();
-    let local = harness::net::serve::Local::start(models.pop().unwrap(), &info, "tiny-bert", "ort")
-        .unwrap();
+    let infers = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = || infers.load(std::sync::atomic::Ordering::SeqCst);
+    let model = Counting {
+        inner: models.pop().unwrap(),
+        infers: infers.clone(),
+    };
+    let local =
+        harness::net::serve::Local::start(Box::new(model), &info, "tiny-bert", "ort").unwrap();
     let port = local.addr.port();
     assert!(local.addr.ip().is_loopback());
     let (inputs, want) = reference();
     let direct = local
         .with_model(|m| m.prepare(&inputs).and_then(|()| m.infer()))
         .unwrap();
+    assert_eq!(count(), 1);
     assert!(max_abs_diff(&direct[0], &want[0]) < 1e-4);
-    // Served: the very numbers of the direct call (one instance, the same inputs).
+    // Served: on that very instance, with the very numbers of the direct call.
     let (st, body, hl) = infer_binary(port, &inputs);
     assert_eq!(st, 200);
+    assert_eq!(count(), 2, "the served request ran on the owner's instance");
     let served = kserve::decode_response(&body, Some(hl)).unwrap();
     assert_eq!(served[0].shape, direct[0].shape);
     assert_eq!(served[0].data.to_f64(), direct[0].data.to_f64());
@@ -821,7 +852,9 @@ fn a_server_inside_the_process_answers_from_the_instance_its_owner_also_calls() 
     local.with_model(|m| m.run()).unwrap();
     let (st, _, _) = http(port, "POST", "/v2/models/tiny-bert/infer", &[], b"{");
     assert_eq!(st, 400);
+    assert_eq!(count(), 2);
     assert_eq!(infer_binary(port, &inputs).0, 200);
+    assert_eq!(count(), 3);
     // Dropped: the port is closed.
     drop(local);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());

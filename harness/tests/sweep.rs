@@ -204,6 +204,20 @@ fn resume_after_ctrl_c_completes_the_sweep_and_measures_nothing_twice() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--seed 42, not 7"), "{}", r.stderr);
     assert_eq!(results(&out)["scenarios"], before["scenarios"]);
+    // So is resuming with idle CPUs handled otherwise.
+    let r = run(&sweep_args(
+        "",
+        "400ms",
+        &["--resume", out.to_str().unwrap(), "--cpu-idle", "os"],
+    ));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("it ran with --cpu-idle shallow (")
+            && r.stderr.contains("resume with --cpu-idle shallow"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(results(&out)["scenarios"], before["scenarios"]);
 
     measured("", "50ms", &["--resume", out.to_str().unwrap()]);
     let after = results(&out);

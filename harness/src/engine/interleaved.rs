@@ -2,9 +2,11 @@
 //!
 //! The served rows and their in-process twins are measured minutes apart, and a shared
 //! machine drifts between them (by half a millisecond in 13 on two cloud vCPUs): more than
-//! what serving adds. Here one model instance in this process and the served endpoint take
-//! turns on the same inputs, a block each, in the order A B B A A B B A ... (A in-process,
-//! B served), so that drift, even a steady trend, falls on both sides alike. Each block
+//! what serving adds; and two loads of one model run at speeds of their own, which is not
+//! serving either. Here one model instance in this process, called directly and through the
+//! server's code (a [`Local`] server around it), takes turns on the same inputs, a block each,
+//! in the order A B B A A B B A ... (A direct, B served), so that drift, even a steady trend,
+//! falls on both sides alike. Each block
 //! starts with one untimed call that takes the turn over (the other side's threads go idle,
 //! this side's wake). The tax is the difference of the pooled medians; the per-pair
 //! differences of block medians give its interval.

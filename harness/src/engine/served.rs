@@ -74,7 +74,8 @@ pub struct Extras {
 }
 
 /// How the interleaved tax drives its served side.
-const INTERLEAVED_CLIENT: &str = "one blocking kept-alive connection, binary tensors";
+const INTERLEAVED_CLIENT: &str = "one instance, called directly and served by this process \
+     (inline) over one blocking kept-alive connection, binary tensors";
 
 /// A `harness serve` child on a free loopback port, stopped (SIGTERM) when dropped.
 struct ServerChild {

@@ -439,7 +439,7 @@ fn interleaved(tax: &[crate::analysis::Tax], out: &mut String) {
     };
     let _ = writeln!(
         out,
-        "\nThe same tax at concurrency 1 measured in interleaved blocks: an in-process instance and the server take turns on the same inputs, a block of requests each, in the order in-process, served, served, in-process, ... (the served side over {}), so that the machine's drift between the two rows above falls on both alike. Pairs: the median of the per-pair differences of block medians, with its 95% interval.\n\n| scenario | pairs x requests | in-process p50 ms | served p50 ms | tax ms | pairs ms [95%] |\n|---|---:|---:|---:|---:|---|",
+        "\nThe same tax at concurrency 1 measured in interleaved blocks: one instance called directly and served take turns on the same inputs, a block of requests each, in the order in-process, served, served, in-process, ... ({}), so that the machine's drift between the two rows above falls on both alike, and two loads of the model, which differ in speed by themselves, are not compared. Pairs: the median of the per-pair differences of block medians, with its 95% interval.\n\n| scenario | pairs x requests | in-process p50 ms | served p50 ms | tax ms | pairs ms [95%] |\n|---|---:|---:|---:|---:|---|",
         first.client
     );
     for t in rows {

@@ -139,10 +139,13 @@ pub struct CapacitySearch {
 }
 
 /// The serving tax measured in interleaved blocks (`compare --served`, concurrency 1): one
-/// model instance in the harness's process and the served endpoint take turns, a block of
-/// requests each in the order in-process, served, served, in-process, ..., so that the
-/// machine's drift between them falls on both alike. The served rows and their in-process
-/// twins, measured minutes apart, carry that drift in full.
+/// model instance in the harness's process, called directly and through the server's code
+/// in that process, takes turns, a block of requests each in the order in-process, served,
+/// served, in-process, ..., so that the machine's drift between them falls on both alike
+/// and two loads of the model (which differ in speed by themselves) are not compared. The
+/// served rows and their in-process twins, measured minutes apart in two processes, carry
+/// both in full. `client` says how it was measured (results from before the one-instance
+/// method name only the connection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InterleavedTax {
     /// The in-process scenario (the served row's fp32 twin), e.g. `ort/cpu/fp32/b1/s128/t2`.
@@ -151,7 +154,7 @@ pub struct InterleavedTax {
     pub served_scenario: String,
     /// The served side's protocol (`kserve-http`).
     pub protocol: String,
-    /// How the served side was driven ("one blocking keep-alive connection").
+    /// How it was measured: the instance and the served side's connection.
     pub client: String,
     /// Block pairs measured (one in-process block and one served block each).
     pub pairs: u64,
