@@ -38,9 +38,12 @@ pub fn merge(runs: Vec<(String, Results)>, pool: bool) -> Result<Results, String
         }
         origin.insert(s.id.clone(), (first_name.clone(), first_label.clone()));
     }
-    let mut env_rest: Vec<Option<String>> = Vec::new();
+    // Each run's idle-CPU handling (`--cpu-idle`), once.
+    let mut idle = vec![merged.environment.cpu_idle.clone()];
     for ((name, r), label) in iter {
-        env_rest.push(r.environment.cpu_idle.clone());
+        if !idle.contains(&r.environment.cpu_idle) {
+            idle.push(r.environment.cpu_idle.clone());
+        }
         merged.merged_from.push(name.clone());
         merged.interrupted |= r.interrupted;
         merged.capacity.extend(r.capacity);
@@ -72,16 +75,13 @@ pub fn merge(runs: Vec<(String, Results)>, pool: bool) -> Result<Results, String
         }
     }
     merged.machines = machines;
-    // Runs with idle CPUs handled differently (`--cpu-idle`) say so in the merged record.
-    let mut idle: Vec<String> = Vec::new();
-    for e in std::iter::once(&merged.environment.cpu_idle).chain(env_rest.iter()) {
-        let s = e.clone().unwrap_or_else(|| "not recorded".into());
-        if !idle.contains(&s) {
-            idle.push(s);
-        }
-    }
+    // Runs with idle CPUs handled differently say so in the merged record.
     if idle.len() > 1 {
-        merged.environment.cpu_idle = Some(format!("mixed across the runs: {}", idle.join(" | ")));
+        let each: Vec<&str> = idle
+            .iter()
+            .map(|s| s.as_deref().unwrap_or("not recorded"))
+            .collect();
+        merged.environment.cpu_idle = Some(format!("mixed across the runs: {}", each.join(" | ")));
     }
     Ok(merged)
 }

@@ -100,8 +100,10 @@ pub fn apply(mode: CpuIdle) -> &'static str {
     });
     if held.mode != mode {
         eprintln!(
-            "warning: --cpu-idle {mode:?} asked after {:?} was applied in this process; {:?} holds",
-            held.mode, held.mode
+            "warning: --cpu-idle {} asked after {} was applied in this process; {} holds",
+            mode.name(),
+            held.mode.name(),
+            held.mode.name()
         );
     }
     &held.status
