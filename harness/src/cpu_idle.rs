@@ -46,6 +46,13 @@ pub fn asked(status: Option<&str>) -> CpuIdle {
     }
 }
 
+/// What a run recorded with `status` had in effect: `shallow` (idle CPUs polled), `os`
+/// (the machine's policy, asked for or after a refused hold), `mixed` (runs merged), or
+/// `not recorded`.
+pub fn applied(status: Option<&str>) -> &str {
+    status.map_or("not recorded", |s| s.split([' ', ':']).next().unwrap_or(s))
+}
+
 /// How the status of a hold that could not be taken begins.
 const REFUSED: &str = "os: the CPU latency QoS could not be held";
 
@@ -180,6 +187,13 @@ mod tests {
         assert_eq!(asked(Some("os (cpuidle driver haltpoll)")), CpuIdle::Os);
         assert_eq!(asked(None), CpuIdle::Os);
         assert_eq!(status().as_deref(), Some(held.as_str()));
+        assert_eq!(applied(Some(REFUSED)), "os");
+        assert_eq!(
+            applied(Some("shallow: CPU latency QoS held at 0 us")),
+            "shallow"
+        );
+        assert_eq!(applied(Some("mixed across the runs: a | b")), "mixed");
+        assert_eq!(applied(None), "not recorded");
     }
 
     #[test]

@@ -332,13 +332,7 @@ fn run_diff(a: DiffArgs, stdout: &mut dyn Write) -> Result<i32, Error> {
             base.environment.cpu_model, new.environment.cpu_model
         );
     }
-    let idle = |r: &Results| {
-        r.environment
-            .cpu_idle
-            .as_deref()
-            .map_or("not recorded", |s| s.split([' ', ':']).next().unwrap_or(s))
-            .to_string()
-    };
+    let idle = |r: &Results| cpu_idle::applied(r.environment.cpu_idle.as_deref()).to_string();
     if idle(&base) != idle(&new) {
         eprintln!(
             "warning: idle CPUs were handled differently ({} / {}, --cpu-idle): a woken \
